@@ -1,0 +1,13 @@
+"""grpc.AgentService: the handler mixins of every area, composed."""
+
+from __future__ import annotations
+
+from agent.rpc.handlers import HandlerBase
+from agent.services import Services
+
+
+class AgentServicer(HandlerBase):
+    """Add each area's mixin to the bases (before HandlerBase) when it exists."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services

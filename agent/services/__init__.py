@@ -1,0 +1,20 @@
+"""Use-case layer: one service class per area, all built in `agent.app` (the composition root).
+
+RPC handler mixins (`agent.rpc.handlers.*`) reach their service through `Services`; services never
+see protobuf types (conversion lives in `agent.rpc.convert*`).
+
+Each area adds its field here when its service exists. Fields are filled by `agent.app.build_services`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+
+@dataclass(eq=False, kw_only=True)
+class Services:
+    config: AgentConfig
