@@ -1,0 +1,1 @@
+"""Test helpers shared by all tiers (real agent processes, rootfs builders, ...)."""
