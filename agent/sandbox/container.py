@@ -1,0 +1,94 @@
+"""ContainerEntry: one container of the sandbox, its status and its processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent.errors import AlreadyExists, NotFound
+from agent.sandbox.process import ProcessEntry
+from agent.sandbox.status import ContainerStatus, check_move
+
+
+class ContainerEntry:
+    """A container: id, bundle, status, processes keyed by exec id (the init is keyed by the
+    container id, as in Kata), and the storage mount points it holds references on.
+
+    ``runtime`` is the engine's handle for the container (`agent.sandbox.engine.Runtime`), kept
+    opaque here.
+    """
+
+    def __init__(
+        self,
+        *,
+        container_id: str,
+        bundle: Path,
+        runtime: object,
+        storages: tuple[str, ...] = (),
+    ) -> None:
+        self.id = container_id
+        self.bundle = bundle
+        self.runtime = runtime
+        self.storages = storages
+        self._status = ContainerStatus.CREATED
+        self._paused_from: ContainerStatus | None = None
+        self._processes: dict[str, ProcessEntry] = {}
+        self.init_pid: int | None = None
+        self.lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"ContainerEntry({self.id}, {self._status.value})"
+
+    # -- status ----------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> ContainerStatus:
+        return self._status
+
+    def move_to(self, status: ContainerStatus) -> None:
+        """Change status; an illegal move raises FailedPrecondition naming both statuses."""
+        check_move(self.id, self._status, status)
+        if status is ContainerStatus.PAUSED:
+            self._paused_from = self._status
+        self._status = status
+
+    def resume_status(self) -> ContainerStatus:
+        """The status a resume returns to (RUNNING, or CREATED if paused before start)."""
+        return self._paused_from or ContainerStatus.RUNNING
+
+    def mark_stopped(self) -> None:
+        """The init exited: legal from every status but STOPPED itself, where it is a no-op."""
+        if self._status is not ContainerStatus.STOPPED:
+            self.move_to(ContainerStatus.STOPPED)
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def add_process(self, process: ProcessEntry) -> None:
+        if process.exec_id in self._processes:
+            raise AlreadyExists(f"container {self.id}: exec id {process.exec_id} already exists")
+        self._processes[process.exec_id] = process
+        if process.is_init:
+            self.init_pid = process.pid
+
+    def get_process(self, exec_id: str) -> ProcessEntry:
+        """``exec_id == ""`` names the init. Unknown → NotFound."""
+        key = exec_id or self.id
+        process = self._processes.get(key)
+        if process is None:
+            what = "init process" if key == self.id else f"process {key}"
+            raise NotFound(f"container {self.id}: {what} not found")
+        return process
+
+    def has_process(self, exec_id: str) -> bool:
+        return (exec_id or self.id) in self._processes
+
+    def remove_process(self, exec_id: str) -> ProcessEntry | None:
+        return self._processes.pop(exec_id or self.id, None)
+
+    def processes(self) -> Iterator[ProcessEntry]:
+        return iter(list(self._processes.values()))
+
+    @property
+    def init(self) -> ProcessEntry | None:
+        return self._processes.get(self.id)

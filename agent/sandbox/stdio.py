@@ -1,0 +1,355 @@
+"""Pipes and ptys between the agent and a container process, and the long-poll read semantics.
+
+The host reads a process's output with ``ReadStdout``/``ReadStderr`` long-polls; an **empty reply
+means EOF** and the shim waits for EOF on every output before it calls ``WaitProcess``. The rules
+(reference doc §1.4, §9.2), all implemented by `OutputStream.read`:
+
+* A read returns whatever one ``read(2)`` gives, at most ``n`` bytes, as soon as anything is there.
+* EOF (``b""``) is returned only once the pipe is drained: either every writer closed it (a pty
+  master reports that as ``EIO``), or the process has exited, nothing is readable, and
+  ``drain_after_exit`` (500 ms, Kata's value) has passed since the exit — that is the case of a
+  grandchild that inherited the pipe and keeps it open. Data already in the pipe is never dropped:
+  a process that writes and exits within a millisecond still gets all of it read.
+* Once EOF was returned, every later read returns EOF at once.
+* A read that is cancelled (the client disconnected) consumes nothing.
+
+For a terminal there is one pty master: stdin writes go to it, and stdout and stderr are the same
+`OutputStream`. The slave end is given to the process and closed here right after the spawn, so the
+master sees the hang-up when the process (and everything that inherited the slave) is gone.
+
+Everything here runs on the event loop thread; fds are non-blocking and waited for with
+``loop.add_reader``/``add_writer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import termios
+import time
+from dataclasses import dataclass
+
+from agent.errors import FailedPrecondition, InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+
+DRAIN_AFTER_EXIT = 0.5
+MAX_READ = 2 * 1024 * 1024  # stays well under the 4 MiB ttrpc frame limit
+F_SETPIPE_SZ = 1031
+
+
+class _FdWatch:
+    """One pending wait for an fd to become readable or writable. `stop` unregisters the fd from
+    the loop synchronously and wakes the waiter, so the fd can be closed right after it (a
+    registration must never outlive its fd: the number could be reused at once)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._writable = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def wait(self, fd: int, *, writable: bool, deadline: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._loop, self._fd, self._writable, self._waiter = loop, fd, writable, waiter
+        if writable:
+            loop.add_writer(fd, self._ready)
+        else:
+            loop.add_reader(fd, self._ready)
+        try:
+            if deadline is None:
+                await waiter
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await waiter
+        finally:
+            self._unregister()
+
+    def _ready(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def stop(self) -> None:
+        self._ready()
+        self._unregister()
+
+    def _unregister(self) -> None:
+        loop, fd = self._loop, self._fd
+        self._loop = self._fd = self._waiter = None
+        if loop is None or fd is None or loop.is_closed():
+            return
+        if self._writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+class OutputStream:
+    """The agent's read end of a process's stdout or stderr (a pipe, or the pty master)."""
+
+    def __init__(
+        self,
+        fd: int,
+        *,
+        name: str,
+        owns_fd: bool = True,
+        drain_after_exit: float = DRAIN_AFTER_EXIT,
+    ) -> None:
+        os.set_blocking(fd, False)
+        self.name = name
+        self._fd: int | None = fd
+        self._owns_fd = owns_fd
+        self._drain_after_exit = drain_after_exit
+        self._eof = False
+        self._exited_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._watch = _FdWatch()
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof
+
+    def mark_exited(self, when: float | None = None) -> None:
+        """The process has exited: from now on an empty pipe waits at most ``drain_after_exit``."""
+        if self._exited_at is None:
+            self._exited_at = time.monotonic() if when is None else when
+        self._wake()
+
+    def close(self) -> None:
+        """Release the fd; a pending or later read returns EOF."""
+        self._eof = True
+        fd, self._fd = self._fd, None
+        self._watch.stop()
+        if fd is not None and self._owns_fd:
+            os.close(fd)
+
+    def _wake(self) -> None:
+        self._watch.stop()
+
+    def _read_now(self, n: int) -> bytes | None:
+        """One non-blocking read: data, ``b""`` at EOF, ``None`` when nothing is there yet."""
+        fd = self._fd
+        if fd is None:
+            return b""
+        try:
+            return os.read(fd, n)
+        except BlockingIOError:
+            return None
+        except OSError as err:
+            if err.errno == errno.EIO:  # pty master: every slave fd is closed
+                return b""
+            raise
+
+    async def read(self, n: int) -> bytes:
+        """Long-poll read of at most ``n`` bytes; ``b""`` means EOF (see the module docstring)."""
+        if n <= 0:
+            raise InvalidArgument(f"read {self.name}: len must be greater than 0, got {n}")
+        n = min(n, MAX_READ)
+        async with self._lock:
+            while not self._eof:
+                data = self._read_now(n)
+                if data:
+                    return data
+                if data == b"":
+                    self._finish()
+                    break
+                deadline: float | None = None
+                if self._exited_at is not None:
+                    remaining = self._exited_at + self._drain_after_exit - time.monotonic()
+                    if remaining <= 0:
+                        self._finish()
+                        break
+                    deadline = asyncio.get_running_loop().time() + remaining
+                assert self._fd is not None
+                await self._watch.wait(self._fd, writable=False, deadline=deadline)
+            return b""
+
+    def _finish(self) -> None:
+        """EOF reached: the fd is of no further use (the pty master stays open for stdin)."""
+        if self._owns_fd:
+            self.close()
+        else:
+            self._eof = True
+            self._fd = None
+
+
+class InputStream:
+    """The agent's write end of a process's stdin (a pipe, or the pty master)."""
+
+    def __init__(self, fd: int, *, name: str, owns_fd: bool = True) -> None:
+        os.set_blocking(fd, False)
+        self.name = name
+        self._fd: int | None = fd
+        self._owns_fd = owns_fd
+        self._lock = asyncio.Lock()
+        self._watch = _FdWatch()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    async def write(self, data: bytes) -> int:
+        """Write all of ``data``; waits while the pipe is full."""
+        async with self._lock:
+            view = memoryview(data)
+            while view:
+                fd = self._fd
+                if fd is None:
+                    raise FailedPrecondition(f"write {self.name}: stdin is closed")
+                try:
+                    written = os.write(fd, view)
+                except BlockingIOError:
+                    await self._watch.wait(fd, writable=True, deadline=None)
+                    continue
+                except OSError as err:
+                    name = errno.errorcode.get(err.errno or 0, "error")
+                    raise FailedPrecondition(
+                        f"write {self.name}: {name}: {err.strerror} (has the process exited?)"
+                    ) from err
+                view = view[written:]
+            return len(data)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        self._watch.stop()
+        if fd is not None and self._owns_fd:
+            os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStdio:
+    """The child's ends: what the spawner puts on fds 0, 1 and 2 of the process."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+    terminal: bool
+
+
+class ProcessIO:
+    """A process's stdio as the agent holds it: pipes, or a pty master."""
+
+    def __init__(
+        self,
+        *,
+        stdin: InputStream,
+        stdout: OutputStream,
+        stderr: OutputStream,
+        child: ChildStdio,
+        tty_fd: int | None,
+    ) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._child: ChildStdio | None = child
+        self._tty_fd = tty_fd
+
+    @classmethod
+    def pipes(cls, *, name: str, pipe_size: int = 0) -> ProcessIO:
+        """Three pipes; ``pipe_size`` > 0 enlarges stdout/stderr (``agent.container_pipe_size``)."""
+        fds: list[int] = []
+        try:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            fds += [in_r, in_w]
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            fds += [out_r, out_w]
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            fds += [err_r, err_w]
+            if pipe_size > 0:
+                for fd in (out_r, err_r):
+                    _set_pipe_size(fd, pipe_size)
+            return cls(
+                stdin=InputStream(in_w, name=f"{name} stdin"),
+                stdout=OutputStream(out_r, name=f"{name} stdout"),
+                stderr=OutputStream(err_r, name=f"{name} stderr"),
+                child=ChildStdio(in_r, out_w, err_w, terminal=False),
+                tty_fd=None,
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+
+    @classmethod
+    def pty(cls, *, name: str) -> ProcessIO:
+        """A pty pair: the master stays here, the slave becomes the process's fds 0-2."""
+        master, slave = os.openpty()
+        try:
+            out = OutputStream(master, name=f"{name} tty", owns_fd=False)
+            return cls(
+                stdin=InputStream(master, name=f"{name} tty", owns_fd=False),
+                stdout=out,
+                stderr=out,
+                child=ChildStdio(slave, slave, slave, terminal=True),
+                tty_fd=master,
+            )
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+
+    @property
+    def terminal(self) -> bool:
+        return self._tty_fd is not None or (self._child is not None and self._child.terminal)
+
+    @property
+    def child(self) -> ChildStdio:
+        if self._child is None:
+            raise RuntimeError("the child's stdio ends were already handed over and closed")
+        return self._child
+
+    def close_child_ends(self) -> None:
+        """After the spawn: the agent must not keep the child's ends, or EOF would never come."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        for fd in sorted({child.stdin, child.stdout, child.stderr}):
+            os.close(fd)
+
+    def mark_exited(self, when: float | None = None) -> None:
+        self.stdout.mark_exited(when)
+        if self.stderr is not self.stdout:
+            self.stderr.mark_exited(when)
+
+    def close_stdin(self) -> None:
+        """CloseStdin: the process sees EOF on a pipe. For a tty the master stays open (closing it
+        would hang up the terminal and lose output); further writes are refused."""
+        self.stdin.close()
+
+    def resize(self, rows: int, columns: int) -> None:
+        if self._tty_fd is None:
+            raise Unavailable("no tty")
+        winsize = struct.pack("HHHH", rows, columns, 0, 0)
+        try:
+            fcntl.ioctl(self._tty_fd, termios.TIOCSWINSZ, winsize)
+        except OSError as err:
+            raise Unavailable(f"resize tty: {os.strerror(err.errno or 0)}") from err
+
+    def close(self) -> None:
+        """Release every fd this object still holds; pending reads return EOF."""
+        self.close_child_ends()
+        self.stdin.close()
+        self.stdout.close()
+        if self.stderr is not self.stdout:
+            self.stderr.close()
+        fd, self._tty_fd = self._tty_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _set_pipe_size(fd: int, size: int) -> None:
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    except OSError as err:
+        log.warning(
+            "cannot set pipe size (agent.container_pipe_size)",
+            extra={"size": size, "error": os.strerror(err.errno or 0)},
+        )
