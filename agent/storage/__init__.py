@@ -1,0 +1,12 @@
+"""Storages: mount, ref-count and release the volumes the host asks for (reference doc §3.1, §3.2).
+
+Public entry points: `StorageManager` (ref-counting keyed by mount point, one handler per driver),
+`Storage` (the request), `StorageEnv` (what the drivers need from the rest of the agent).
+"""
+
+from __future__ import annotations
+
+from agent.storage.manager import StorageManager
+from agent.storage.model import FsGroup, FsGroupPolicy, Storage
+
+__all__ = ["FsGroup", "FsGroupPolicy", "Storage", "StorageManager"]

@@ -1,0 +1,1 @@
+"""One module per family of storage drivers; `agent.storage.manager.default_drivers` lists them."""

@@ -1,0 +1,112 @@
+"""Block-device storages: `blk` (virtio-blk by PCI path, or a /dev path), `mmioblk`, `scsi`,
+`nvdimm`. The device layer finds the /dev node (waiting for its uevent); then a generic mount.
+
+`blk` driver option `create_filesystem` (ext4 only) formats the device first with
+`mkfs.ext4 -F -O ^has_journal -m 0 -i 163840 -I 128`, as Kata does for ephemeral disks.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from agent.errors import Internal, InvalidArgument, NotFound
+from agent.storage import mountopts
+from agent.storage.drivers import common
+from agent.storage.env import Mounted, StorageEnv, errname
+from agent.storage.model import Storage
+from agent.storage.paths import ensure_dir
+
+CREATE_FILESYSTEM = "create_filesystem"
+MKFS_EXT4 = ("mkfs.ext4", "-F", "-O", "^has_journal", "-m", "0", "-i", "163840", "-I", "128")
+
+
+def _exists(path: Path) -> bool:
+    return os.path.exists(path)
+
+
+def check_block_device(path: Path, *, what: str) -> Path:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise NotFound(f"{what}: device {str(path)!r} does not exist") from None
+    except OSError as err:
+        raise Internal(f"{what}: stat {str(path)!r}: {errname(err)}") from err
+    if not stat.S_ISBLK(st.st_mode):
+        raise InvalidArgument(f"{what}: {str(path)!r} is not a block device")
+    return path
+
+
+async def make_filesystem(env: StorageEnv, storage: Storage, device: Path, *, what: str) -> None:
+    fstype = storage.fstype or "ext4"
+    if fstype != "ext4":
+        raise InvalidArgument(f"{what}: {CREATE_FILESYSTEM} supports ext4 only, not {fstype!r}")
+    res = await env.run([*MKFS_EXT4, str(device)], timeout=env.command_timeout)
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip().splitlines()
+        raise Internal(
+            f"{what}: mkfs.ext4 {device} exited with {res.returncode}: "
+            f"{err[-1] if err else 'no error output'}"
+        )
+
+
+async def mount_block(env: StorageEnv, storage: Storage, device: Path) -> Mounted:
+    what = storage.describe()
+    check_block_device(device, what=what)
+    if CREATE_FILESYSTEM in storage.driver_options:
+        await make_filesystem(env, storage, device, what=what)
+    fstype = storage.fstype or "ext4"
+    opts = mountopts.parse(storage.options)
+    target = ensure_dir(env.roots, storage.mount_point, what=what)
+    try:
+        await common.mount(env, str(device), target, fstype, opts, what=what)
+    except BaseException:
+        common.remove_empty_dir(target)
+        raise
+    return Mounted(target)
+
+
+class Blk:
+    name = "blk"
+
+    async def mount(self, env: StorageEnv, storage: Storage, container_id: str | None) -> Mounted:
+        if storage.source.startswith("/dev"):
+            device = Path(storage.source)
+        else:
+            device = await env.devices.block_by_pci_path(storage.source)
+        return await mount_block(env, storage, device)
+
+
+class MmioBlk:
+    name = "mmioblk"
+
+    async def mount(self, env: StorageEnv, storage: Storage, container_id: str | None) -> Mounted:
+        if not storage.source.startswith("/dev/"):
+            raise InvalidArgument(
+                f"{storage.describe()}: mmioblk source must be a /dev/<name> path"
+            )
+        device = Path(storage.source)
+        if not _exists(device):
+            device = await env.devices.block_by_name(device.name)
+        return await mount_block(env, storage, device)
+
+
+class Scsi:
+    name = "scsi"
+
+    async def mount(self, env: StorageEnv, storage: Storage, container_id: str | None) -> Mounted:
+        device = await env.devices.scsi_block(storage.source)
+        return await mount_block(env, storage, device)
+
+
+class Nvdimm:
+    name = "nvdimm"
+
+    async def mount(self, env: StorageEnv, storage: Storage, container_id: str | None) -> Mounted:
+        if not storage.source.startswith("/dev/pmem"):
+            raise InvalidArgument(f"{storage.describe()}: nvdimm source must be /dev/pmemN")
+        device = Path(storage.source)
+        if not _exists(device):
+            device = await env.devices.pmem(device.name)
+        return await mount_block(env, storage, device)
