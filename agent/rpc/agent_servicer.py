@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from agent.rpc.handlers import HandlerBase
+from agent.rpc.handlers.storage import StorageHandlers
 from agent.services import Services
 
 
-class AgentServicer(HandlerBase):
+class AgentServicer(StorageHandlers, HandlerBase):
     """Add each area's mixin to the bases (before HandlerBase) when it exists."""
 
     def __init__(self, services: Services) -> None:

@@ -8,13 +8,15 @@ Each area adds its field here when its service exists. Fields are filled by `age
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
+    from agent.services.hardware import HardwareService
 
 
 @dataclass(eq=False, kw_only=True)
 class Services:
     config: AgentConfig
+    hardware: HardwareService = field(init=False)

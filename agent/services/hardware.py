@@ -1,0 +1,248 @@
+"""Hardware and volume use cases: uevents, storages, devices, CPU/memory hot-plug, swap, volumes.
+
+Built once by `agent.app` (`HardwareService.build`). The lifecycle reaches the storage manager
+(`.storage`) and the device manager (`.devices`) through it, and gives it a callback that re-applies
+the containers' cpusets after CPUs were onlined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.devices import pci
+from agent.devices.handlers import DeviceManager
+from agent.devices.lookup import DeviceLookup
+from agent.devices.uevent import UeventListener
+from agent.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, Unimplemented
+from agent.storage import StorageManager, mountinfo
+from agent.storage.env import MountSyscalls, Runner, StorageEnv, errname
+from agent.storage.model import Storage
+from agent.storage.paths import StorageRoots
+
+log = logging.getLogger(__name__)
+
+ONLINE_RETRIES = 100
+ONLINE_RETRY_DELAY = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeUsage:
+    total: int
+    used: int
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeStats:
+    bytes: VolumeUsage
+    inodes: VolumeUsage
+
+
+CpusetUpdater = Callable[[], Awaitable[None]]
+
+
+class HardwareService:
+    def __init__(
+        self,
+        *,
+        uevents: UeventListener,
+        lookup: DeviceLookup,
+        storage: StorageManager,
+        devices: DeviceManager,
+        run: Runner,
+        sysfs: Path = Path("/sys"),
+        proc: Path = Path("/proc"),
+        command_timeout: float = 120.0,
+    ) -> None:
+        self.uevents = uevents
+        self.lookup = lookup
+        self.storage = storage
+        self.devices = devices
+        self._run = run
+        self._sysfs = sysfs
+        self._proc = proc
+        self._timeout = command_timeout
+        self._cpuset_updater: CpusetUpdater | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        run_dir: Path,
+        hotplug_timeout: float,
+        syscalls: MountSyscalls,
+        run: Runner,
+        sysfs: Path = Path("/sys"),
+        proc: Path = Path("/proc"),
+        dev: Path = Path("/dev"),
+    ) -> HardwareService:
+        uevents = UeventListener(hotplug_timeout=hotplug_timeout, sysfs=sysfs)
+        lookup = DeviceLookup(uevents, sysfs=sysfs, dev=dev)
+        env = StorageEnv(
+            roots=StorageRoots(run_dir),
+            sys=syscalls,
+            run=run,
+            devices=lookup,
+            sysfs=sysfs,
+            proc=proc,
+        )
+        return cls(
+            uevents=uevents,
+            lookup=lookup,
+            storage=StorageManager(env),
+            devices=DeviceManager(lookup, sysfs=sysfs),
+            run=run,
+            sysfs=sysfs,
+            proc=proc,
+        )
+
+    async def start(self) -> None:
+        """Start the uevent listener (with the agent, before the RPC server accepts calls)."""
+        await self.uevents.start()
+
+    async def stop(self) -> None:
+        self.uevents.stop()
+
+    def set_cpuset_updater(self, fn: CpusetUpdater) -> None:
+        self._cpuset_updater = fn
+
+    # --- CPU and memory hot-plug -------------------------------------------------------------
+
+    def _online_some(self, base: Path, pattern: str, limit: int | None) -> int:
+        """Write 1 to `online` of offline entries (at most `limit`); returns how many."""
+        rx = re.compile(pattern)
+        count = 0
+        try:
+            names = sorted(
+                (p.name for p in base.iterdir() if rx.fullmatch(p.name)),
+                key=lambda n: int(re.sub(r"\D", "", n) or 0),
+            )
+        except OSError as err:
+            raise Internal(f"list {base}: {errname(err)}") from err
+        for name in names:
+            if limit is not None and count >= limit:
+                break
+            online = base / name / "online"
+            try:
+                if online.read_text().strip() == "0":
+                    online.write_text("1")
+                    count += 1
+            except FileNotFoundError:
+                continue  # e.g. cpu0 cannot be offlined and has no online file
+            except OSError as err:
+                log.warning("online failed", extra={"file": str(online), "error": errname(err)})
+        return count
+
+    async def online_cpu_mem(self, nb_cpus: int, cpu_only: bool) -> None:
+        cpu_dir = self._sysfs / "devices" / "system" / "cpu"
+        if nb_cpus > 0:
+            done = 0
+            for _ in range(ONLINE_RETRIES):
+                done += await asyncio.to_thread(
+                    self._online_some, cpu_dir, r"cpu[0-9]+", nb_cpus - done
+                )
+                if done >= nb_cpus:
+                    break
+                await asyncio.sleep(ONLINE_RETRY_DELAY)
+            if done < nb_cpus:
+                raise Internal(
+                    f"online {nb_cpus} CPUs: only {done} came online after {ONLINE_RETRIES} tries"
+                )
+            log.info("CPUs onlined", extra={"count": done})
+        if not cpu_only:
+            mem_dir = self._sysfs / "devices" / "system" / "memory"
+            n = await asyncio.to_thread(self._online_some, mem_dir, r"memory[0-9]+", None)
+            log.info("memory blocks onlined", extra={"count": n})
+        if nb_cpus > 0 and self._cpuset_updater is not None:
+            await self._cpuset_updater()
+
+    async def mem_hotplug_by_probe(self, addresses: Sequence[int]) -> None:
+        probe = self._sysfs / "devices" / "system" / "memory" / "probe"
+        for addr in addresses:
+            try:
+                await asyncio.to_thread(probe.write_text, f"0x{addr:X}")
+            except OSError as err:
+                raise Internal(
+                    f"memory hot-plug probe 0x{addr:X} ({probe}): {errname(err)}"
+                ) from err
+
+    # --- swap --------------------------------------------------------------------------------
+
+    async def _swapon(self, path: str) -> None:
+        res = await self._run(["swapon", path], timeout=self._timeout)
+        if res.returncode != 0:
+            msg = res.stderr.decode(errors="replace").strip()
+            raise Internal(f"swapon {path} exited with {res.returncode}: {msg}")
+
+    async def add_swap(self, slots: Sequence[int]) -> None:
+        path = pci.path_from_slots(list(slots))
+        dev = await self.lookup.block_by_pci_path(str(path))
+        await self._swapon(str(dev))
+
+    async def add_swap_path(self, path: str) -> None:
+        if not path or not os.path.isabs(path):
+            raise InvalidArgument(f"swap path {path!r} is not an absolute path")
+        if not await asyncio.to_thread(os.path.exists, path):
+            raise NotFound(f"swap path {path!r} does not exist")
+        await self._swapon(path)
+
+    # --- volumes -----------------------------------------------------------------------------
+
+    async def volume_stats(self, path: str) -> VolumeStats:
+        if not path:
+            raise InvalidArgument("volume path is empty")
+        try:
+            st = await asyncio.to_thread(os.statvfs, path)
+        except FileNotFoundError:
+            raise NotFound(f"volume {path!r} does not exist") from None
+        except OSError as err:
+            raise Internal(f"statfs {path!r}: {errname(err)}") from err
+        frsize = st.f_frsize or st.f_bsize
+        return VolumeStats(
+            bytes=VolumeUsage(
+                total=st.f_blocks * frsize,
+                used=(st.f_blocks - st.f_bfree) * frsize,
+                available=st.f_bavail * frsize,
+            ),
+            inodes=VolumeUsage(
+                total=st.f_files, used=st.f_files - st.f_ffree, available=st.f_ffree
+            ),
+        )
+
+    async def resize_volume(self, path: str, size: int) -> None:
+        """Grow the filesystem mounted at `path` to its (already grown) block device."""
+        entry = await asyncio.to_thread(mountinfo.find, path, self._proc)
+        if entry is None:
+            raise NotFound(f"resize volume {path!r}: no filesystem is mounted there")
+        if entry.fstype in ("ext2", "ext3", "ext4"):
+            argv = ["resize2fs", entry.source]
+            if size > 0:
+                argv.append(f"{size // 1024}K")
+        elif entry.fstype == "xfs":
+            argv = ["xfs_growfs", entry.mount_point]
+        else:
+            raise FailedPrecondition(
+                f"resize volume {path!r}: cannot grow a {entry.fstype} filesystem"
+            )
+        res = await self._run(argv, timeout=self._timeout)
+        if res.returncode != 0:
+            msg = res.stderr.decode(errors="replace").strip().splitlines()
+            raise Internal(
+                f"resize volume {path!r}: {argv[0]} exited with {res.returncode}: "
+                f"{msg[-1] if msg else ''}"
+            )
+
+    async def update_ephemeral_mounts(self, storages: Sequence[Storage]) -> None:
+        await self.storage.update_ephemeral_mounts(storages)
+
+    async def remove_stale_virtiofs_share_mounts(self) -> None:
+        await self.storage.stat_shared_mounts()
+
+    async def set_policy(self, policy: str) -> None:
+        raise Unimplemented("SetPolicy: this agent has no policy engine")
