@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.errors import AlreadyExists, NotFound
+from agent.sandbox.engine import ContainerRuntime
 from agent.sandbox.process import ProcessEntry
 from agent.sandbox.status import ContainerStatus, check_move
 
@@ -15,8 +16,7 @@ class ContainerEntry:
     """A container: id, bundle, status, processes keyed by exec id (the init is keyed by the
     container id, as in Kata), and the storage mount points it holds references on.
 
-    ``runtime`` is the engine's handle for the container (`agent.sandbox.engine.Runtime`), kept
-    opaque here.
+    ``runtime`` is the engine's handle for the container (`agent.sandbox.engine`).
     """
 
     def __init__(
@@ -24,7 +24,7 @@ class ContainerEntry:
         *,
         container_id: str,
         bundle: Path,
-        runtime: object,
+        runtime: ContainerRuntime,
         storages: tuple[str, ...] = (),
     ) -> None:
         self.id = container_id

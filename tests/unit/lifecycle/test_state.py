@@ -20,6 +20,7 @@ from agent.sandbox import (
 )
 from agent.sandbox.signals import effective_signal, handles_signal, is_kill_all
 from agent.sandbox.status import can_move, check_move
+from tests.unit.lifecycle.fakes import FakeRuntime
 
 S = ContainerStatus
 
@@ -61,7 +62,9 @@ def test_invalid_ids(cid: str) -> None:
 
 
 def entry(cid: str = "c1") -> ContainerEntry:
-    return ContainerEntry(container_id=cid, bundle=Path("/nonexistent") / cid, runtime=object())
+    return ContainerEntry(
+        container_id=cid, bundle=Path("/nonexistent") / cid, runtime=FakeRuntime()
+    )
 
 
 def proc(cid: str, eid: str, *, init: bool = False) -> ProcessEntry:

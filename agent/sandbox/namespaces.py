@@ -1,0 +1,97 @@
+"""The sandbox's persistent IPC and UTS namespaces, pinned at ``<sandbox_ns_dir>/{ipc,uts}``.
+
+They are created by a helper child (`agent.sandbox.nshelper`, started through agent.spawn): the
+agent process never unshares or setns-es itself. Every container's ipc/uts namespace entries are
+pointed at these files, so all containers of the pod share them (reference doc §1.2, §4.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import agent
+from agent.errors import Internal
+from agent.spawn import Completed
+from agent.storage import mountinfo
+from oci.syscalls import Syscalls
+from oci.syscalls.consts import MNT_DETACH
+
+log = logging.getLogger(__name__)
+
+HELPER_TIMEOUT = 30.0
+
+
+class Runner(Protocol):
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float,  # noqa: ASYNC109 - the helper is killed on expiry
+        env: Mapping[str, str] | None = None,
+    ) -> Completed: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxNamespaces:
+    ipc: Path
+    uts: Path
+
+
+def _python_env() -> dict[str, str]:
+    """The helper runs with the agent's interpreter and finds the agent's packages."""
+    root = str(Path(agent.__file__).resolve().parent.parent)
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": root}
+
+
+def _prepare(ns_dir: Path) -> SandboxNamespaces:
+    ns_dir.mkdir(parents=True, exist_ok=True)
+    pinned = SandboxNamespaces(ipc=ns_dir / "ipc", uts=ns_dir / "uts")
+    for path in (pinned.ipc, pinned.uts):
+        if mountinfo.is_mounted(path):
+            raise Internal(f"sandbox namespaces: {path} is already mounted (a previous sandbox?)")
+        path.touch(exist_ok=True)
+    return pinned
+
+
+async def create(ns_dir: Path, hostname: str, runner: Runner) -> SandboxNamespaces:
+    pinned = _prepare(ns_dir)
+    done = await runner.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.sandbox.nshelper",
+            str(pinned.ipc),
+            str(pinned.uts),
+            hostname,
+        ],
+        timeout=HELPER_TIMEOUT,
+        env=_python_env(),
+    )
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()
+        raise Internal(f"create sandbox ipc/uts namespaces: {err or f'status {done.returncode}'}")
+    return pinned
+
+
+def release(pinned: SandboxNamespaces, syscalls: Syscalls) -> list[str]:
+    """Unmount and remove the pinned namespace files; returns the errors (does not stop early)."""
+    errors: list[str] = []
+    for path in (pinned.ipc, pinned.uts):
+        while mountinfo.is_mounted(path):
+            try:
+                syscalls.umount2(str(path), MNT_DETACH)
+            except OSError as err:
+                errors.append(f"unmount {path}: {errno.errorcode.get(err.errno or 0, '?')}")
+                break
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return errors

@@ -1,0 +1,293 @@
+"""Container use cases: create, start, remove, update, stats, pause, resume.
+
+CreateContainer (reference doc §4.1), each step undone in reverse if a later one fails:
+
+1. reserve the id (validated, unique, sandbox ready);
+2. mount and reference the storages (``agent.storage``), keyed by mount point;
+3. rewrite the spec (`agent.sandbox.specs`): sandbox ipc/uts namespaces, shared pid namespace,
+   guest hooks, cgroups path, ``root.path`` → the bundle's rootfs;
+4. the bundle ``<run_dir>/<cid>/{config.json,rootfs}`` (`agent.sandbox.bundle`);
+5. stdio (pipes or a pty) and the engine's create: the init waits for StartContainer;
+6. record the container; the first container's pid namespace becomes the sandbox's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agent.errors import AgentError, DeadlineExceeded, FailedPrecondition, InvalidArgument
+from agent.sandbox import ContainerEntry, ContainerStatus, ProcessEntry, ProcessIO, Sandbox
+from agent.sandbox.bundle import Bundles
+from agent.sandbox.engine import ContainerRuntime, ContainerStats, Engine, Launched
+from agent.sandbox.specs import prepare_spec
+from agent.storage import Storage
+from oci.spec import LinuxResources, Spec
+
+log = logging.getLogger(__name__)
+
+
+class StorageRefs(Protocol):
+    """The part of `agent.storage.StorageManager` the lifecycle uses."""
+
+    async def add_storages(
+        self, storages: Sequence[Storage], container_id: str | None
+    ) -> list[str]: ...
+
+    async def release(self, container_id: str | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LifecycleSettings:
+    """The slice of `AgentConfig` the lifecycle needs (built once in agent.app)."""
+
+    run_dir: Path
+    sandbox_ns_dir: Path
+    pipe_size: int = 0
+    guest_resolv_conf: Path | None = Path("/etc/resolv.conf")
+    kill_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateContainer:
+    container_id: str
+    spec: Spec | None
+    storages: tuple[Storage, ...] = ()
+    sandbox_pidns: bool = False
+    devices_count: int = 0
+
+
+class ContainerService:
+    def __init__(
+        self,
+        *,
+        sandbox: Sandbox,
+        engine: Engine,
+        storage: StorageRefs,
+        bundles: Bundles,
+        settings: LifecycleSettings,
+    ) -> None:
+        self._sandbox = sandbox
+        self._engine = engine
+        self._storage = storage
+        self._bundles = bundles
+        self._settings = settings
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- create / start --------------------------------------------------------------------------
+
+    async def create(self, args: CreateContainer) -> None:
+        cid = args.container_id
+        sandbox = self._sandbox
+        sandbox.reserve(cid)
+        try:
+            async with contextlib.AsyncExitStack() as undo:
+                entry = await self._create(args, undo)
+                sandbox.add_container(entry)
+                undo.pop_all()
+        finally:
+            sandbox.release(cid)
+        log.info("container created", extra={"container_id": cid})
+
+    async def _create(
+        self, args: CreateContainer, undo: contextlib.AsyncExitStack
+    ) -> ContainerEntry:
+        cid = args.container_id
+        sandbox = self._sandbox
+        if args.spec is None:
+            raise InvalidArgument(f"container {cid}: the request has no OCI spec")
+        if args.devices_count:
+            raise InvalidArgument(
+                f"container {cid}: devices are not supported by this agent yet "
+                f"({args.devices_count} given)"
+            )
+        spec = args.spec
+        pid_ns: str | None = None
+        if args.sandbox_pidns and sandbox.pid_ns_owner is not None:
+            owner = sandbox.get_container(sandbox.pid_ns_owner)
+            if owner.init_pid is None or owner.status is ContainerStatus.STOPPED:
+                raise FailedPrecondition(
+                    f"container {cid}: the sandbox pid namespace (container {owner.id}) is gone"
+                )
+            pid_ns = f"/proc/{owner.init_pid}/ns/pid"
+        bundle_dir = self._bundles.path(cid)
+        prepared = prepare_spec(
+            spec,
+            container_id=cid,
+            rootfs=bundle_dir / "rootfs",
+            ipc_ns=sandbox.ipc_ns,
+            uts_ns=sandbox.uts_ns,
+            pid_ns=pid_ns,
+            hooks=sandbox.hooks,
+        )
+        mount_points: list[str] = []
+        if args.storages:
+            mount_points = await self._storage.add_storages(args.storages, cid)
+            undo.push_async_callback(self._storage.release, cid)
+        assert spec.root is not None
+        await asyncio.to_thread(self._bundles.create, cid, spec.root.path, prepared)
+        undo.push_async_callback(asyncio.to_thread, self._bundles.remove, cid)
+
+        assert prepared.process is not None
+        io = (
+            ProcessIO.pty(name=f"container {cid}")
+            if prepared.process.terminal
+            else ProcessIO.pipes(name=f"container {cid}", pipe_size=self._settings.pipe_size)
+        )
+        undo.callback(io.close)
+        try:
+            runtime, launched = await self._engine.create(
+                container_id=cid, bundle=bundle_dir, spec=prepared, stdio=io.child
+            )
+        finally:
+            io.close_child_ends()
+        undo.push_async_callback(runtime.destroy)
+        entry = ContainerEntry(
+            container_id=cid, bundle=bundle_dir, runtime=runtime, storages=tuple(mount_points)
+        )
+        init = ProcessEntry(container_id=cid, exec_id=cid, pid=launched.pid, io=io, is_init=True)
+        entry.add_process(init)
+        init.add_exit_callback(lambda _p: entry.mark_stopped())
+        attach_exit(init, launched)
+        runtime.watch_oom(lambda: sandbox.oom.put(cid))
+        if sandbox.pid_ns_owner is None:
+            sandbox.pid_ns_owner = cid
+        return entry
+
+    async def start(self, container_id: str) -> None:
+        entry = self._sandbox.get_container(container_id)
+        async with entry.lock:
+            if entry.status is not ContainerStatus.CREATED:
+                raise FailedPrecondition(
+                    f"container {container_id}: cannot start: it is {entry.status.value}"
+                )
+            await runtime_of(entry).start()
+            if entry.status is ContainerStatus.CREATED:
+                entry.move_to(ContainerStatus.RUNNING)
+        log.info("container started", extra={"container_id": container_id})
+
+    # -- remove ----------------------------------------------------------------------------------
+
+    async def remove(self, container_id: str, timeout: float = 0) -> None:  # noqa: ASYNC109
+        """Kill what still runs, destroy the container, release its storages. ``timeout`` > 0
+        bounds the wait (then DEADLINE_EXCEEDED; the clean-up goes on in the background)."""
+        entry = self._sandbox.get_container(container_id)
+        task = asyncio.get_running_loop().create_task(self._remove(entry))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        if timeout <= 0:
+            await asyncio.shield(task)
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"container {container_id}: remove did not finish within {timeout:g}s (ETIME)"
+            ) from None
+
+    async def _remove(self, entry: ContainerEntry) -> None:
+        async with entry.lock:
+            if self._sandbox.get_container(entry.id) is not entry:
+                return  # removed meanwhile
+            runtime = runtime_of(entry)
+            errors: list[str] = []
+            try:
+                await runtime.destroy()
+            except AgentError as err:
+                errors.append(str(err))
+            # Exits are reported by the reaper; give them a moment so waiters get real statuses.
+            pending = [p.wait() for p in entry.processes() if not p.exited]
+            if pending:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.kill_timeout):
+                        await asyncio.gather(*pending)
+            entry.mark_stopped()
+            for process in entry.processes():
+                if not process.exited:
+                    process.set_exited(255)
+                process.close()
+            try:
+                await asyncio.to_thread(self._bundles.remove, entry.id)
+            except AgentError as err:
+                errors.append(str(err))
+            try:
+                await self._storage.release(entry.id)
+            except AgentError as err:
+                errors.append(str(err))
+            self._sandbox.remove_container(entry.id)
+            log.info("container removed", extra={"container_id": entry.id})
+            if errors:
+                raise FailedPrecondition(f"container {entry.id}: remove: " + "; ".join(errors))
+
+    async def remove_all(self) -> list[str]:
+        """DestroySandbox: remove every container; returns the errors (nothing is skipped)."""
+        errors: list[str] = []
+        for entry in self._sandbox.containers():
+            try:
+                await self.remove(entry.id)
+            except AgentError as err:
+                errors.append(str(err))
+        return errors
+
+    # -- update / stats / pause / resume ---------------------------------------------------------
+
+    async def update(self, container_id: str, resources: LinuxResources | None) -> None:
+        entry = self._sandbox.get_container(container_id)
+        if resources is None:
+            raise InvalidArgument(f"container {container_id}: update without resources")
+        if entry.status is ContainerStatus.STOPPED:
+            raise FailedPrecondition(f"container {container_id}: cannot update: it is stopped")
+        await runtime_of(entry).update(resources)
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        # No lock: stats must never hold up signal/wait/remove (Kata issue #13452).
+        entry = self._sandbox.get_container(container_id)
+        return await runtime_of(entry).stats()
+
+    async def pause(self, container_id: str) -> None:
+        entry = self._sandbox.get_container(container_id)
+        async with entry.lock:
+            if entry.status not in (ContainerStatus.RUNNING, ContainerStatus.CREATED):
+                raise FailedPrecondition(
+                    f"container {container_id}: cannot pause: it is {entry.status.value}"
+                )
+            await runtime_of(entry).pause()
+            entry.move_to(ContainerStatus.PAUSED)
+
+    async def resume(self, container_id: str) -> None:
+        entry = self._sandbox.get_container(container_id)
+        async with entry.lock:
+            if entry.status is not ContainerStatus.PAUSED:
+                raise FailedPrecondition(
+                    f"container {container_id}: cannot resume: it is {entry.status.value}, "
+                    "not paused"
+                )
+            await runtime_of(entry).resume()
+            entry.move_to(entry.resume_status())
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            with contextlib.suppress(Exception):
+                await task
+
+
+def runtime_of(entry: ContainerEntry) -> ContainerRuntime:
+    return entry.runtime
+
+
+def attach_exit(process: ProcessEntry, launched: Launched) -> None:
+    """Report the engine's exit future to the process entry when it resolves."""
+
+    def done(fut: asyncio.Future[int]) -> None:
+        if fut.cancelled():
+            return
+        err = fut.exception()
+        process.set_exited(255 if err is not None else fut.result())
+
+    launched.exit.add_done_callback(done)

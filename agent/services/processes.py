@@ -1,0 +1,91 @@
+"""Process use cases: ExecProcess, SignalProcess, WaitProcess (reference doc §1.3, §9.3, §9.5)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from agent.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from agent.sandbox import (
+    ESRCH_TEXT,
+    ContainerStatus,
+    ProcessEntry,
+    ProcessIO,
+    Sandbox,
+    validate_exec_id,
+)
+from agent.sandbox.signals import effective_signal, is_kill_all, read_proc_status
+from agent.services.containers import LifecycleSettings, attach_exit, runtime_of
+from oci.spec import Process
+
+log = logging.getLogger(__name__)
+
+_MAX_SIGNAL = 64
+
+
+class ProcessService:
+    def __init__(self, *, sandbox: Sandbox, settings: LifecycleSettings) -> None:
+        self._sandbox = sandbox
+        self._settings = settings
+
+    async def exec(self, container_id: str, exec_id: str, process: Process | None) -> None:
+        entry = self._sandbox.get_container(container_id)
+        validate_exec_id(exec_id)
+        if process is None:
+            raise InvalidArgument(f"container {container_id}: exec {exec_id}: no process given")
+        if not process.args:
+            raise InvalidArgument(f"container {container_id}: exec {exec_id}: args is empty")
+        if entry.status is not ContainerStatus.RUNNING:
+            raise FailedPrecondition(
+                f"container {container_id}: cannot exec {exec_id}: the container is "
+                f"{entry.status.value}, not running"
+            )
+        if entry.has_process(exec_id):
+            raise AlreadyExists(f"container {container_id}: exec id {exec_id} already exists")
+        name = f"container {container_id} exec {exec_id}"
+        io = (
+            ProcessIO.pty(name=name)
+            if process.terminal
+            else ProcessIO.pipes(name=name, pipe_size=self._settings.pipe_size)
+        )
+        try:
+            launched = await runtime_of(entry).exec(exec_id, process, io.child)
+        except BaseException:
+            io.close()
+            raise
+        io.close_child_ends()
+        proc = ProcessEntry(
+            container_id=container_id, exec_id=exec_id, pid=launched.pid, io=io, is_init=False
+        )
+        entry.add_process(proc)
+        attach_exit(proc, launched)
+
+    async def signal(self, container_id: str, exec_id: str, signum: int) -> None:
+        entry = self._sandbox.get_container(container_id)
+        if not 1 <= signum <= _MAX_SIGNAL:
+            raise InvalidArgument(f"container {container_id}: invalid signal number {signum}")
+        if is_kill_all(exec_id, signum):
+            await runtime_of(entry).kill_all(signum)
+            return
+        process = entry.get_process(exec_id)
+        pid = process.live_pid()
+        sent = effective_signal(signum, is_init=process.is_init, status_text=read_proc_status(pid))
+        if sent != signum:
+            log.info(
+                "init does not handle SIGTERM, sending SIGKILL",
+                extra={"container_id": container_id, "pid": pid},
+            )
+        try:
+            os.kill(pid, sent)
+        except ProcessLookupError:
+            raise NotFound(f"{process.label} (pid {pid}): {ESRCH_TEXT}") from None
+
+    async def wait(self, container_id: str, exec_id: str) -> int:
+        """Wait for the exit; then the process is gone (a second wait gets NOT_FOUND)."""
+        entry = self._sandbox.get_container(container_id)
+        process = entry.get_process(exec_id)
+        status = await process.wait()
+        if entry.has_process(exec_id) and entry.get_process(exec_id) is process:
+            entry.remove_process(exec_id)
+            process.close()
+        return status

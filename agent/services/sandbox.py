@@ -1,0 +1,244 @@
+"""Sandbox use cases: CreateSandbox, DestroySandbox, GetOOMEvent, UpdateEphemeralMounts,
+RemoveStaleVirtiofsShareMounts (reference doc §1.2).
+
+CreateSandbox: hostname check → kernel modules (``modprobe -v``) → the pinned IPC/UTS namespaces
+(hostname set in the UTS one) → sandbox storages → guest hooks → the guest resolv.conf; any failure
+undoes the steps before it. DestroySandbox removes every container, closes the OOM queue, releases
+every storage, unpins the namespaces, removes the ``<run_dir>`` state and then sets
+`shutdown_requested`: `agent.app` stops the server and, as PID 1 only, powers the guest off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agent.errors import AgentError, Internal, InvalidArgument
+from agent.network import dns
+from agent.sandbox import GuestHooks, Sandbox, SandboxState
+from agent.sandbox import namespaces as sandbox_ns
+from agent.sandbox.bundle import remove_tree
+from agent.services.containers import ContainerService, LifecycleSettings, StorageRefs
+from agent.storage import Storage, mountinfo
+from oci.syscalls import Syscalls
+from oci.syscalls.consts import MNT_DETACH, MS_BIND
+
+log = logging.getLogger(__name__)
+
+MODPROBE_TIMEOUT = 60.0
+
+
+class SandboxStorage(StorageRefs, Protocol):
+    async def release_all(self) -> None: ...
+
+    async def update_ephemeral_mounts(self, storages: Sequence[Storage]) -> None: ...
+
+    async def stat_shared_mounts(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KernelModule:
+    name: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateSandbox:
+    hostname: str = ""
+    dns: tuple[str, ...] = ()
+    storages: tuple[Storage, ...] = ()
+    sandbox_pidns: bool = False
+    sandbox_id: str = ""
+    guest_hook_path: str = ""
+    kernel_modules: tuple[KernelModule, ...] = ()
+
+
+class SandboxService:
+    def __init__(
+        self,
+        *,
+        sandbox: Sandbox,
+        containers: ContainerService,
+        storage: SandboxStorage,
+        runner: sandbox_ns.Runner,
+        syscalls: Syscalls,
+        settings: LifecycleSettings,
+    ) -> None:
+        self._sandbox = sandbox
+        self._containers = containers
+        self._storage = storage
+        self._runner = runner
+        self._sys = syscalls
+        self._settings = settings
+        self._namespaces: sandbox_ns.SandboxNamespaces | None = None
+        self._resolv_bound: Path | None = None
+        self.shutdown_requested = asyncio.Event()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sandbox
+
+    # -- CreateSandbox ---------------------------------------------------------------------------
+
+    async def create(self, args: CreateSandbox) -> None:
+        sandbox = self._sandbox
+        sandbox.begin_create()
+        hostname = dns.check_hostname(args.hostname)
+        async with contextlib.AsyncExitStack() as undo:
+            await asyncio.to_thread(self._make_dirs)
+            for module in args.kernel_modules:
+                await self._modprobe(module)
+            pinned = await sandbox_ns.create(self._settings.sandbox_ns_dir, hostname, self._runner)
+            self._namespaces = pinned
+            undo.callback(self._release_namespaces)
+            if args.storages:
+                mount_points = await self._storage.add_storages(args.storages, None)
+                undo.push_async_callback(self._storage.release, None)
+                sandbox.storages = tuple(mount_points)
+            if args.guest_hook_path:
+                sandbox.hooks = await asyncio.to_thread(
+                    scan_guest_hooks, Path(args.guest_hook_path)
+                )
+            if args.dns:
+                await asyncio.to_thread(self._setup_dns, list(args.dns))
+                undo.callback(self._release_dns)
+            sandbox.ipc_ns, sandbox.uts_ns = pinned.ipc, pinned.uts
+            sandbox.mark_ready(args.sandbox_id, hostname)
+            undo.pop_all()
+        log.info("sandbox created", extra={"sandbox_id": args.sandbox_id, "hostname": hostname})
+
+    def _make_dirs(self) -> None:
+        (self._settings.run_dir / "sandbox").mkdir(parents=True, exist_ok=True)
+
+    async def _modprobe(self, module: KernelModule) -> None:
+        if not module.name:
+            raise InvalidArgument("kernel module: empty name")
+        done = await self._runner.run(
+            ["modprobe", "-v", module.name, *module.parameters], timeout=MODPROBE_TIMEOUT
+        )
+        if done.returncode != 0:
+            err = done.stderr.decode(errors="replace").strip()
+            raise Internal(
+                f"load kernel module {module.name}: modprobe exited with status "
+                f"{done.returncode}" + (f": {err}" if err else "")
+            )
+
+    def _setup_dns(self, lines: list[str]) -> None:
+        target = self._settings.guest_resolv_conf
+        if target is None:
+            dns.setup_guest_dns(lines, str(self._settings.run_dir))
+            return
+
+        def bind(source: str, dest: str) -> None:
+            try:
+                self._sys.mount(source, dest, None, MS_BIND, None)
+            except OSError as err:
+                raise Internal(
+                    f"bind mount {source} on {dest}: {os.strerror(err.errno or 0)}"
+                ) from err
+            self._resolv_bound = Path(dest)
+
+        dns.setup_guest_dns(lines, str(self._settings.run_dir), target=str(target), bind=bind)
+
+    def _release_dns(self) -> list[str]:
+        target, self._resolv_bound = self._resolv_bound, None
+        if target is None:
+            return []
+        try:
+            self._sys.umount2(str(target), MNT_DETACH)
+        except OSError as err:
+            return [f"unmount {target}: {os.strerror(err.errno or 0)}"]
+        return []
+
+    def _release_namespaces(self) -> list[str]:
+        pinned, self._namespaces = self._namespaces, None
+        if pinned is None:
+            return []
+        return sandbox_ns.release(pinned, self._sys)
+
+    # -- DestroySandbox --------------------------------------------------------------------------
+
+    async def destroy(self) -> None:
+        """Tear everything down, then request the agent's shutdown (also after errors)."""
+        sandbox = self._sandbox
+        if sandbox.state is SandboxState.DESTROYED:
+            self.shutdown_requested.set()
+            return
+        errors: list[str] = []
+        try:
+            errors += await self._containers.remove_all()
+            sandbox.mark_destroyed()
+            try:
+                await self._storage.release_all()
+            except AgentError as err:
+                errors.append(str(err))
+            errors += await asyncio.to_thread(self._release_host_state)
+        finally:
+            sandbox.mark_destroyed()
+            self.shutdown_requested.set()
+        log.info("sandbox destroyed", extra={"sandbox_id": sandbox.id, "errors": len(errors)})
+        if errors:
+            raise Internal("destroy sandbox: " + "; ".join(errors))
+
+    def _release_host_state(self) -> list[str]:
+        errors = self._release_dns() + self._release_namespaces()
+        run_dir = self._settings.run_dir
+        try:
+            children = list(run_dir.iterdir())
+        except FileNotFoundError:
+            return errors
+        for child in children:
+            if mountinfo.mounts_below(child):
+                errors.append(f"remove {child}: something is still mounted below it")
+                continue
+            try:
+                remove_tree(child)
+            except (AgentError, OSError) as err:
+                errors.append(str(err))
+        return errors
+
+    # -- OOM, ephemeral mounts, virtio-fs ------------------------------------------------------
+
+    async def get_oom_event(self) -> str:
+        return await self._sandbox.oom.get()
+
+    async def update_ephemeral_mounts(self, storages: Sequence[Storage]) -> None:
+        await self._storage.update_ephemeral_mounts(storages)
+
+    async def remove_stale_virtiofs_share_mounts(self) -> None:
+        await self._storage.stat_shared_mounts()
+
+
+def scan_guest_hooks(path: Path) -> GuestHooks:
+    """Executable regular files under ``<path>/{prestart,poststart,poststop}``, sorted by name.
+    Problems are logged, never fatal (as in Kata)."""
+
+    def scan(kind: str) -> tuple[str, ...]:
+        found: list[str] = []
+        directory = path / kind
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as err:
+            log.info("no guest hooks", extra={"path": str(directory), "error": err.strerror})
+            return ()
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+                found.append(entry.path)
+            else:
+                log.warning("guest hook is not an executable file", extra={"path": entry.path})
+        return tuple(found)
+
+    return GuestHooks(
+        prestart=scan("prestart"), poststart=scan("poststart"), poststop=scan("poststop")
+    )

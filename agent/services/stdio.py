@@ -1,0 +1,40 @@
+"""Process I/O use cases: WriteStdin, ReadStdout, ReadStderr, CloseStdin, TtyWinResize.
+
+The rules themselves (long-poll, EOF only after the drain, 500 ms after exit) live in
+`agent.sandbox.stdio`; this layer finds the process and applies Kata's conventions.
+"""
+
+from __future__ import annotations
+
+from agent.errors import InvalidArgument
+from agent.sandbox import Sandbox
+
+
+class StdioService:
+    def __init__(self, *, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+
+    async def write_stdin(self, container_id: str, exec_id: str, data: bytes) -> int:
+        """Write all of ``data``; empty data closes stdin (runtime-rs convention)."""
+        process = self._sandbox.get_process(container_id, exec_id)
+        if not data:
+            process.io.close_stdin()
+            return 0
+        return await process.io.stdin.write(data)
+
+    async def read_stdout(self, container_id: str, exec_id: str, length: int) -> bytes:
+        process = self._sandbox.get_process(container_id, exec_id)
+        return await process.io.stdout.read(length)
+
+    async def read_stderr(self, container_id: str, exec_id: str, length: int) -> bytes:
+        process = self._sandbox.get_process(container_id, exec_id)
+        return await process.io.stderr.read(length)
+
+    def close_stdin(self, container_id: str, exec_id: str) -> None:
+        self._sandbox.get_process(container_id, exec_id).io.close_stdin()
+
+    def tty_resize(self, container_id: str, exec_id: str, rows: int, columns: int) -> None:
+        process = self._sandbox.get_process(container_id, exec_id)
+        if rows > 0xFFFF or columns > 0xFFFF:
+            raise InvalidArgument(f"{process.label}: window size {rows}x{columns} is too large")
+        process.io.resize(rows, columns)
