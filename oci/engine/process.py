@@ -1,0 +1,189 @@
+"""The process half of a spec, planned as data in the launcher (so bad names fail before any
+process exists) and applied in the init: capabilities, seccomp, rlimits, user, env."""
+
+from __future__ import annotations
+
+import errno as _errno
+from dataclasses import dataclass
+
+from oci.syscalls import CapabilitySets, SeccompPlan, SeccompRule
+from oci.syscalls import consts as c
+from oci.syscalls import libseccomp as ls
+
+from .errors import InvalidArgument
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPlan:
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...]
+    umask: int | None
+    rlimits: tuple[tuple[int, int, int], ...]
+    caps: CapabilitySets | None
+    no_new_privs: bool
+    oom_score_adj: int | None
+    seccomp: SeccompPlan | None
+    apparmor_profile: str | None
+    selinux_label: str | None
+    terminal: bool
+    console_size: tuple[int, int] | None
+
+
+def _caps(names: tuple[str, ...], field: str) -> frozenset[int]:
+    out = set()
+    for n in names:
+        num = c.CAPABILITIES.get(n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper())
+        if num is None:
+            raise InvalidArgument(f'{field}: unknown capability "{n}"')
+        out.add(num)
+    return frozenset(out)
+
+
+def plan_caps(caps: object | None) -> CapabilitySets | None:
+    if caps is None:
+        return None
+    g = caps.__getattribute__
+    return CapabilitySets(
+        bounding=_caps(g("bounding"), "process.capabilities.bounding"),
+        effective=_caps(g("effective"), "process.capabilities.effective"),
+        permitted=_caps(g("permitted"), "process.capabilities.permitted"),
+        inheritable=_caps(g("inheritable"), "process.capabilities.inheritable"),
+        ambient=_caps(g("ambient"), "process.capabilities.ambient"),
+    )
+
+
+def _action(name: str, errno_ret: int | None, field: str) -> int:
+    match name:
+        case "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD":
+            return ls.SCMP_ACT_KILL_THREAD
+        case "SCMP_ACT_KILL_PROCESS":
+            return ls.SCMP_ACT_KILL_PROCESS
+        case "SCMP_ACT_TRAP":
+            return ls.SCMP_ACT_TRAP
+        case "SCMP_ACT_ERRNO":
+            return ls.act_errno(_errno.EPERM if errno_ret is None else errno_ret)
+        case "SCMP_ACT_TRACE":
+            return ls.act_trace(_errno.EPERM if errno_ret is None else errno_ret)
+        case "SCMP_ACT_ALLOW":
+            return ls.SCMP_ACT_ALLOW
+        case "SCMP_ACT_LOG":
+            return ls.SCMP_ACT_LOG
+        case "SCMP_ACT_NOTIFY":
+            raise InvalidArgument(f"{field}: SCMP_ACT_NOTIFY is not supported")
+    raise InvalidArgument(f'{field}: unknown seccomp action "{name}"')
+
+
+def plan_seccomp(sc: object | None) -> SeccompPlan | None:
+    """Spec ``linux.seccomp`` → SeccompPlan; every name is resolved now (unknown syscall,
+    architecture, operator or flag → InvalidArgument naming the field)."""
+    if sc is None:
+        return None
+    g = sc.__getattribute__
+    default = _action(g("default_action"), g("default_errno_ret"), "linux.seccomp.defaultAction")
+    for i, arch in enumerate(g("architectures")):
+        try:
+            ls.resolve_arch(arch)
+        except OSError as err:
+            raise InvalidArgument(f"linux.seccomp.architectures[{i}]: {err.strerror}") from None
+    for i, flag in enumerate(g("flags")):
+        if flag not in ls.FLAGS:
+            raise InvalidArgument(f'linux.seccomp.flags[{i}]: unsupported flag "{flag}"')
+    rules = []
+    for i, sysc in enumerate(g("syscalls")):
+        field = f"linux.seccomp.syscalls[{i}]"
+        action = _action(sysc.action, sysc.errno_ret, field + ".action")
+        conds = []
+        for j, a in enumerate(sysc.args):
+            op = ls.COMPARE_OPS.get(a.op)
+            if op is None:
+                raise InvalidArgument(f'{field}.args[{j}].op: unknown operator "{a.op}"')
+            if not 0 <= a.index < 6:
+                raise InvalidArgument(f"{field}.args[{j}].index: must be 0..5, got {a.index}")
+            conds.append(ls.ArgCondition(a.index, op, a.value, a.value_two))
+        for name in sysc.names:
+            try:
+                ls.resolve_syscall(name)
+            except OSError as err:
+                raise InvalidArgument(f"{field}.names: {err.strerror}") from None
+        rules.append(SeccompRule(action, tuple(sysc.names), tuple(conds)))
+    return SeccompPlan(default, tuple(g("architectures")), tuple(g("flags")), tuple(rules))
+
+
+def plan_rlimits(rlimits: tuple[object, ...]) -> tuple[tuple[int, int, int], ...]:
+    out = []
+    for i, r in enumerate(rlimits):
+        g = r.__getattribute__
+        num = c.RLIMITS.get(g("type"))
+        if num is None:
+            raise InvalidArgument(f'process.rlimits[{i}].type: unknown rlimit "{g("type")}"')
+        out.append((num, g("soft"), g("hard")))
+    return tuple(out)
+
+
+def plan_process(proc: object, seccomp: object | None) -> ProcessPlan:
+    """``oci.spec.Process`` (+ ``linux.seccomp``) → ProcessPlan, validating every name."""
+    g = proc.__getattribute__
+    user = g("user")
+    args = tuple(g("args"))
+    if not args:
+        raise InvalidArgument("process.args: must not be empty")
+    size = g("console_size")
+    return ProcessPlan(
+        args=args,
+        env=tuple(g("env")),
+        cwd=g("cwd") or "/",
+        uid=user.uid,
+        gid=user.gid,
+        additional_gids=tuple(user.additional_gids),
+        umask=user.umask,
+        rlimits=plan_rlimits(tuple(g("rlimits"))),
+        caps=plan_caps(g("capabilities")),
+        no_new_privs=bool(g("no_new_privileges")),
+        oom_score_adj=g("oom_score_adj"),
+        seccomp=plan_seccomp(seccomp),
+        apparmor_profile=g("apparmor_profile"),
+        selinux_label=g("selinux_label"),
+        terminal=bool(g("terminal")),
+        console_size=(size.height, size.width) if size is not None else None,
+    )
+
+
+def env_get(env: tuple[str, ...], key: str) -> str | None:
+    for e in env:
+        k, _, v = e.partition("=")
+        if k == key:
+            return v
+    return None
+
+
+def home_for(uid: int, passwd: str = "/etc/passwd") -> str:
+    try:
+        with open(passwd) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def find_executable(arg0: str, env: tuple[str, ...]) -> str:
+    """Resolve ``arg0`` in the container (after pivot_root) like execvp; OSError if missing."""
+    import os
+
+    if "/" in arg0:
+        if not os.path.exists(arg0):
+            raise OSError(2, f'exec: "{arg0}": no such file or directory', arg0)
+        return arg0
+    for d in (env_get(env, "PATH") or DEFAULT_PATH).split(":"):
+        cand = os.path.join(d or ".", arg0)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise OSError(2, f'exec: "{arg0}": executable file not found in $PATH', arg0)

@@ -1,0 +1,101 @@
+"""Per-container state on disk: ``<root>/<id>/state.json`` (+ ``exec.fifo`` while created).
+
+The record is written once at create (atomically, via rename) and read by every later command;
+the live status is derived, as runc does: pid gone (or reused, or a zombie) → stopped; exec.fifo
+present → created; cgroup frozen → paused; else running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ContainerNotFound, InvalidArgument
+
+_ID = re.compile(r"^[\w+\-.]+$")
+
+FIFO = "exec.fifo"
+STATE = "state.json"
+
+
+def check_id(container_id: str) -> None:
+    if not container_id or not _ID.match(container_id) or container_id in (".", ".."):
+        raise InvalidArgument(f"invalid container id format: {container_id!r}")
+
+
+@dataclass(slots=True)
+class Record:
+    id: str
+    pid: int
+    pid_start: int
+    bundle: str
+    rootfs: str
+    created: str
+    config: dict[str, Any]
+    owner: str = ""
+    cgroup: dict[str, Any] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def rfc3339_now() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def state_dir(root: str, container_id: str) -> str:
+    return os.path.join(root, container_id)
+
+
+def save(root: str, rec: Record) -> None:
+    d = state_dir(root, rec.id)
+    tmp = os.path.join(d, STATE + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(rec.to_json())
+    os.rename(tmp, os.path.join(d, STATE))
+
+
+def load(root: str, container_id: str) -> Record:
+    check_id(container_id)
+    try:
+        with open(os.path.join(state_dir(root, container_id), STATE)) as f:
+            raw = json.load(f)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ContainerNotFound(container_id) from None
+    return Record(**raw)
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if os.path.exists(os.path.join(root, n, STATE))]
+
+
+def remove(root: str, container_id: str) -> None:
+    shutil.rmtree(state_dir(root, container_id), ignore_errors=True)
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (None if the process is gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2 :].split()
+    if rest[0] in (b"Z", b"X"):
+        return None
+    return int(rest[19])
+
+
+def alive(rec: Record) -> bool:
+    return rec.pid > 0 and proc_start_time(rec.pid) == rec.pid_start
