@@ -10,6 +10,7 @@ from agent.errors import AlreadyExists, NotFound
 from agent.sandbox.engine import ContainerRuntime
 from agent.sandbox.process import ProcessEntry
 from agent.sandbox.status import ContainerStatus, check_move
+from oci.spec import Spec
 
 
 class ContainerEntry:
@@ -26,8 +27,10 @@ class ContainerEntry:
         bundle: Path,
         runtime: ContainerRuntime,
         storages: tuple[str, ...] = (),
+        spec: Spec | None = None,
     ) -> None:
         self.id = container_id
+        self.spec = spec
         self.bundle = bundle
         self.runtime = runtime
         self.storages = storages

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from agent.sandbox.stdio import ChildStdio
+from oci.cgroups.stats import CgroupStats
 from oci.spec import LinuxResources, Process, Spec
 
 
@@ -23,51 +24,6 @@ class Launched:
 
     pid: int
     exit: asyncio.Future[int]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CpuUsage:
-    total: int = 0
-    per_cpu: tuple[int, ...] = ()
-    kernel: int = 0
-    user: int = 0
-    periods: int = 0
-    throttled_periods: int = 0
-    throttled_time: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MemoryUsage:
-    usage: int = 0
-    max_usage: int = 0
-    failcnt: int = 0
-    limit: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BlkioEntry:
-    major: int
-    minor: int
-    op: str
-    value: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ContainerStats:
-    """Cgroup statistics in the shape of the proto's CgroupStats (no protobuf below rpc/)."""
-
-    cpu: CpuUsage = field(default_factory=CpuUsage)
-    memory: MemoryUsage = field(default_factory=MemoryUsage)
-    swap: MemoryUsage = field(default_factory=MemoryUsage)
-    kernel: MemoryUsage = field(default_factory=MemoryUsage)
-    memory_cache: int = 0
-    use_hierarchy: bool = False
-    memory_stats: dict[str, int] = field(default_factory=dict)
-    pids_current: int = 0
-    pids_limit: int = 0
-    blkio_service_bytes: tuple[BlkioEntry, ...] = ()
-    blkio_serviced: tuple[BlkioEntry, ...] = ()
-    hugetlb: dict[str, MemoryUsage] = field(default_factory=dict)
 
 
 class ContainerRuntime(Protocol):
@@ -88,7 +44,7 @@ class ContainerRuntime(Protocol):
 
     async def update(self, resources: LinuxResources) -> None: ...
 
-    async def stats(self) -> ContainerStats: ...
+    async def stats(self) -> CgroupStats: ...
 
     def pids(self) -> list[int]: ...
 

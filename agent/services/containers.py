@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from agent.devices.model import Device
 from agent.errors import AgentError, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from agent.sandbox import ContainerEntry, ContainerStatus, ProcessEntry, ProcessIO, Sandbox
 from agent.sandbox.bundle import Bundles
-from agent.sandbox.engine import ContainerRuntime, ContainerStats, Engine, Launched
+from agent.sandbox.engine import ContainerRuntime, Engine, Launched
 from agent.sandbox.specs import prepare_spec
 from agent.storage import Storage
+from oci.cgroups.stats import CgroupStats
 from oci.spec import LinuxResources, Spec
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,16 @@ class StorageRefs(Protocol):
     ) -> list[str]: ...
 
     async def release(self, container_id: str | None) -> None: ...
+
+
+class DeviceRefs(Protocol):
+    """The part of `agent.devices.handlers.DeviceManager` the lifecycle uses."""
+
+    async def apply(self, devices: Sequence[Device], spec: Spec, container_id: str) -> Spec: ...
+
+    def rewrite_env(self, env: Sequence[str], container_id: str) -> tuple[str, ...]: ...
+
+    def release(self, container_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,7 +71,7 @@ class CreateContainer:
     spec: Spec | None
     storages: tuple[Storage, ...] = ()
     sandbox_pidns: bool = False
-    devices_count: int = 0
+    devices: tuple[Device, ...] = ()
 
 
 class ContainerService:
@@ -71,10 +83,12 @@ class ContainerService:
         storage: StorageRefs,
         bundles: Bundles,
         settings: LifecycleSettings,
+        devices: DeviceRefs | None = None,
     ) -> None:
         self._sandbox = sandbox
         self._engine = engine
         self._storage = storage
+        self._devices = devices
         self._bundles = bundles
         self._settings = settings
         self._background: set[asyncio.Task[None]] = set()
@@ -101,12 +115,13 @@ class ContainerService:
         sandbox = self._sandbox
         if args.spec is None:
             raise InvalidArgument(f"container {cid}: the request has no OCI spec")
-        if args.devices_count:
-            raise InvalidArgument(
-                f"container {cid}: devices are not supported by this agent yet "
-                f"({args.devices_count} given)"
-            )
         spec = args.spec
+        if args.devices:
+            if self._devices is None:
+                raise InvalidArgument(f"container {cid}: this agent has no device handlers")
+            devices = self._devices
+            undo.callback(devices.release, cid)
+            spec = await devices.apply(args.devices, spec, cid)
         pid_ns: str | None = None
         if args.sandbox_pidns and sandbox.pid_ns_owner is not None:
             owner = sandbox.get_container(sandbox.pid_ns_owner)
@@ -148,7 +163,11 @@ class ContainerService:
             io.close_child_ends()
         undo.push_async_callback(runtime.destroy)
         entry = ContainerEntry(
-            container_id=cid, bundle=bundle_dir, runtime=runtime, storages=tuple(mount_points)
+            container_id=cid,
+            bundle=bundle_dir,
+            runtime=runtime,
+            storages=tuple(mount_points),
+            spec=prepared,
         )
         init = ProcessEntry(container_id=cid, exec_id=cid, pid=launched.pid, io=io, is_init=True)
         entry.add_process(init)
@@ -220,6 +239,8 @@ class ContainerService:
                 await self._storage.release(entry.id)
             except AgentError as err:
                 errors.append(str(err))
+            if self._devices is not None:
+                self._devices.release(entry.id)
             self._sandbox.remove_container(entry.id)
             log.info("container removed", extra={"container_id": entry.id})
             if errors:
@@ -245,7 +266,7 @@ class ContainerService:
             raise FailedPrecondition(f"container {container_id}: cannot update: it is stopped")
         await runtime_of(entry).update(resources)
 
-    async def stats(self, container_id: str) -> ContainerStats:
+    async def stats(self, container_id: str) -> CgroupStats:
         # No lock: stats must never hold up signal/wait/remove (Kata issue #13452).
         entry = self._sandbox.get_container(container_id)
         return await runtime_of(entry).stats()
@@ -270,6 +291,12 @@ class ContainerService:
                 )
             await runtime_of(entry).resume()
             entry.move_to(entry.resume_status())
+
+    def rewrite_env(self, container_id: str, env: Sequence[str]) -> tuple[str, ...]:
+        """ExecProcess: host PCI addresses in ``PCIDEVICE_*`` variables → guest addresses."""
+        if self._devices is None:
+            return tuple(env)
+        return self._devices.rewrite_env(env, container_id)
 
     async def close(self) -> None:
         for task in list(self._background):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Callable, Sequence
 
 from agent.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from agent.sandbox import (
@@ -16,17 +18,27 @@ from agent.sandbox import (
 )
 from agent.sandbox.signals import effective_signal, is_kill_all, read_proc_status
 from agent.services.containers import LifecycleSettings, attach_exit, runtime_of
-from oci.spec import Process
+from oci.spec import Process, Spec
 
 log = logging.getLogger(__name__)
 
 _MAX_SIGNAL = 64
 
 
+EnvRewriter = Callable[[str, Sequence[str]], tuple[str, ...]]
+
+
 class ProcessService:
-    def __init__(self, *, sandbox: Sandbox, settings: LifecycleSettings) -> None:
+    def __init__(
+        self,
+        *,
+        sandbox: Sandbox,
+        settings: LifecycleSettings,
+        rewrite_env: EnvRewriter | None = None,
+    ) -> None:
         self._sandbox = sandbox
         self._settings = settings
+        self._rewrite_env = rewrite_env
 
     async def exec(self, container_id: str, exec_id: str, process: Process | None) -> None:
         entry = self._sandbox.get_container(container_id)
@@ -42,6 +54,7 @@ class ProcessService:
             )
         if entry.has_process(exec_id):
             raise AlreadyExists(f"container {container_id}: exec id {exec_id} already exists")
+        process = self._complete(entry.spec, container_id, process)
         name = f"container {container_id} exec {exec_id}"
         io = (
             ProcessIO.pty(name=name)
@@ -59,6 +72,15 @@ class ProcessService:
         )
         entry.add_process(proc)
         attach_exit(proc, launched)
+
+    def _complete(self, spec: Spec | None, container_id: str, process: Process) -> Process:
+        """As Kata: no capabilities given → the init's; PCIDEVICE_* env rewritten for the guest."""
+        init = spec.process if spec is not None else None
+        if process.capabilities is None and init is not None and init.capabilities is not None:
+            process = dataclasses.replace(process, capabilities=init.capabilities)
+        if self._rewrite_env is not None and process.env:
+            process = dataclasses.replace(process, env=self._rewrite_env(container_id, process.env))
+        return process
 
     async def signal(self, container_id: str, exec_id: str, signum: int) -> None:
         entry = self._sandbox.get_container(container_id)

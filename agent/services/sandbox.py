@@ -1,5 +1,6 @@
 """Sandbox use cases: CreateSandbox, DestroySandbox, GetOOMEvent, UpdateEphemeralMounts,
-RemoveStaleVirtiofsShareMounts (reference doc §1.2).
+(reference doc §1.2). UpdateEphemeralMounts and RemoveStaleVirtiofsShareMounts are served by the
+storage area (`agent.services.hardware`).
 
 CreateSandbox: hostname check → kernel modules (``modprobe -v``) → the pinned IPC/UTS namespaces
 (hostname set in the UTS one) → sandbox storages → guest hooks → the guest resolv.conf; any failure
@@ -15,7 +16,6 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,10 +37,6 @@ MODPROBE_TIMEOUT = 60.0
 
 class SandboxStorage(StorageRefs, Protocol):
     async def release_all(self) -> None: ...
-
-    async def update_ephemeral_mounts(self, storages: Sequence[Storage]) -> None: ...
-
-    async def stat_shared_mounts(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,16 +200,10 @@ class SandboxService:
                 errors.append(str(err))
         return errors
 
-    # -- OOM, ephemeral mounts, virtio-fs ------------------------------------------------------
+    # -- OOM -------------------------------------------------------------------------------------
 
     async def get_oom_event(self) -> str:
         return await self._sandbox.oom.get()
-
-    async def update_ephemeral_mounts(self, storages: Sequence[Storage]) -> None:
-        await self._storage.update_ephemeral_mounts(storages)
-
-    async def remove_stale_virtiofs_share_mounts(self) -> None:
-        await self._storage.stat_shared_mounts()
 
 
 def scan_guest_hooks(path: Path) -> GuestHooks:

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import Internal
-from agent.sandbox.engine import ContainerStats, Launched, MemoryUsage
+from agent.sandbox.engine import Launched
 from agent.sandbox.stdio import ChildStdio
 from agent.spawn import Completed
 from agent.storage import Storage
+from oci.cgroups.stats import CgroupStats, MemoryData, MemoryStats, PidsStats
 from oci.spec import LinuxResources, Process, Spec
 
 
@@ -91,8 +92,11 @@ class FakeRuntime:
     async def update(self, resources: LinuxResources) -> None:
         self.updates.append(resources)
 
-    async def stats(self) -> ContainerStats:
-        return ContainerStats(memory=MemoryUsage(usage=1234, limit=5678), pids_current=2)
+    async def stats(self) -> CgroupStats:
+        return CgroupStats(
+            memory_stats=MemoryStats(usage=MemoryData(usage=1234, limit=5678)),
+            pids_stats=PidsStats(current=2),
+        )
 
     def pids(self) -> list[int]:
         return [] if self.init is None else [self.init.pid]
