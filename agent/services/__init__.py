@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.services.hardware import HardwareService
+    from agent.services.network import NetworkService
 
 
 @dataclass(eq=False, kw_only=True)
 class Services:
     config: AgentConfig
     hardware: HardwareService = field(init=False)
+    network: NetworkService = field(init=False)

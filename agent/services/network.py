@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from agent.errors import NotFound
+from agent.errors import DeadlineExceeded, NotFound
 from agent.network import dns, interfaces, pcinet, routes
 from agent.network.iptables import IPTables, Runner
 from agent.network.model import ARPNeighbor, Interface, Link, Route
@@ -42,12 +42,14 @@ class NetworkService:
         netlink: Netlink | None = None,
         run: Runner | None = None,
         bind: dns.Bind | None = None,
+        nic_by_pci_path: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self._hotplug_timeout = hotplug_timeout
         self._paths = paths or NetworkPaths()
         self._nl = netlink or Netlink()
         self._run = run
         self._bind = bind
+        self._nic_by_pci_path = nic_by_pci_path
         self._lock = asyncio.Lock()
 
     @property
@@ -76,9 +78,7 @@ class NetworkService:
     async def update_interface(self, wanted: Interface) -> Interface:
         pci_netdev = None
         if wanted.device_path:
-            pci_netdev = await pcinet.wait_for_netdev_until(
-                self._paths.sysfs_root, wanted.device_path, self._hotplug_timeout
-            )
+            pci_netdev = await self._wait_for_nic(wanted.device_path)
         async with self._lock:
             links = await self._nl.links()
             addresses = await self._nl.addresses()
@@ -90,6 +90,23 @@ class NetworkService:
             await interfaces.apply(self._nl, the_plan)
             link = _find(await self._nl.links(), the_plan.link.index)
             return interfaces.to_interface(link, await self._nl.addresses(link.index), wanted)
+
+    async def _wait_for_nic(self, pci_path: str) -> str:
+        """The netdev at `pci_path`: through the devices layer's uevent-backed lookup when the
+        agent wired one in (`agent.devices.lookup.DeviceLookup.net_by_pci_path`), else by polling
+        sysfs; both bounded by the hot-plug timeout."""
+        if self._nic_by_pci_path is None:
+            return await pcinet.wait_for_netdev_until(
+                self._paths.sysfs_root, pci_path, self._hotplug_timeout
+            )
+        try:
+            async with asyncio.timeout(self._hotplug_timeout):
+                return await self._nic_by_pci_path(pci_path)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"Timeout after {self._hotplug_timeout:g} s waiting for uevent of the network "
+                f"interface at PCI path {pci_path}"
+            ) from None
 
     async def list_interfaces(self) -> list[Interface]:
         links = await self._nl.links()
