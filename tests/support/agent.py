@@ -1,1 +1,236 @@
-"""Placeholder; replaced below."""
+"""Start a real agent process in a test and talk to it.
+
+::
+
+    def test_something(agent_factory):
+        agent = agent_factory()                      # python -m agent on a fresh unix socket
+        agent = agent_factory(prefix=["ip", "netns", "exec", ns])   # inside a network namespace
+        agent = agent_factory(args=["--log-level", "debug"], env={...})
+
+    async def test_call(agent):                      # the default agent, already answering Check
+        async with await agent.client() as client:   # agent.rpc.client.TtrpcClient
+            resp = await client.agent.GetGuestDetails(agent_pb2.GuestDetailsRequest())
+
+Each agent gets its own short temp directory (unix socket paths are limited to 107 bytes) with
+``run/`` (``--run-dir``), ``sandbox-ns/`` (``--sandbox-ns-dir``), the socket ``agent.sock`` and its
+log file ``agent.log`` (``AgentProcess.logs()`` parses the JSON lines). The agent never reads the
+host's ``/proc/cmdline`` (``--cmdline-file none``). It runs in its own session, and the whole
+process group is killed at teardown, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHECK_FRAME = (
+    # ttrpc Request{service: "grpc.Health", method: "Check"} on stream 1 (shared/ttrpc.md §7)
+    struct.pack(">IIBB", 20, 1, 1, 0) + b"\x0a\x0bgrpc.Health\x12\x05Check"
+)
+
+
+class AgentStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class AgentProcess:
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    address: str
+    socket_path: Path | None
+    run_dir: Path
+    sandbox_ns_dir: Path
+    log_path: Path
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def client(self, timeout: float = 10.0) -> Any:  # noqa: ASYNC109 - connect timeout
+        from agent.rpc.client import TtrpcClient
+
+        return await TtrpcClient.connect(self.address, timeout=timeout)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The JSON log records so far (non-JSON lines are returned as {"raw": line})."""
+        records = []
+        for line in self.log_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                records.append({"raw": line})
+        return records
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL the whole process group; returns the agent's exit status."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+        return self.proc.returncode
+
+
+def start_agent(
+    *,
+    prefix: Sequence[str] = (),
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    address: str | None = None,
+    log_level: str = "debug",
+    wait: bool = True,
+    timeout: float = 30.0,
+) -> AgentProcess:
+    """Start ``python -m agent`` (optionally under ``prefix``) and wait until Check answers."""
+    workdir = Path(tempfile.mkdtemp(prefix="kag-", dir="/tmp"))
+    run_dir = workdir / "run"
+    ns_dir = workdir / "sandbox-ns"
+    run_dir.mkdir()
+    ns_dir.mkdir()
+    socket_path: Path | None = None
+    if address is None:
+        socket_path = workdir / "agent.sock"
+        address = f"unix://{socket_path}"
+    elif address.startswith("unix:///"):
+        socket_path = Path(address[len("unix://") :])
+    log_path = workdir / "agent.log"
+    argv = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "agent",
+        "--server-addr",
+        address,
+        "--cmdline-file",
+        "none",
+        "--run-dir",
+        str(run_dir),
+        "--sandbox-ns-dir",
+        str(ns_dir),
+        "--log-level",
+        log_level,
+        *args,
+    ]
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("KATA_AGENT_")}
+    child_env["PYTHONPATH"] = str(REPO)
+    child_env.update(env or {})
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=child_env,
+            start_new_session=True,
+        )
+    agent = AgentProcess(proc, workdir, address, socket_path, run_dir, ns_dir, log_path, argv)
+    if wait:
+        try:
+            wait_ready(agent, timeout)
+        except BaseException:
+            agent.stop()
+            raise
+    return agent
+
+
+def wait_ready(agent: AgentProcess, timeout: float = 30.0) -> None:
+    """Poll until the agent answers Health.Check (needs a unix address)."""
+    deadline = time.monotonic() + timeout
+    path = agent.address[len("unix://") :]
+    target = "\0" + path[1:] if path.startswith("@") else path
+    while True:
+        if agent.proc.poll() is not None:
+            raise AgentStartError(
+                f"agent exited with status {agent.proc.returncode} before answering Check:\n"
+                + agent.log_text()
+            )
+        if check_once(target):
+            return
+        if time.monotonic() > deadline:
+            raise AgentStartError(
+                f"agent did not answer Check within {timeout}s:\n{agent.log_text()}"
+            )
+        time.sleep(0.01)
+
+
+def check_once(target: str, timeout: float = 5.0) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(target)
+            sock.sendall(CHECK_FRAME)
+            reply = b""
+            while len(reply) < 10:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                reply += chunk
+        except OSError:
+            return False
+    return reply[8] == 2  # a Response frame
+
+
+@pytest.fixture
+def agent_factory() -> Iterator[Callable[..., AgentProcess]]:
+    """Start agents with ``start_agent`` options; all are killed and cleaned up at teardown."""
+    started: list[AgentProcess] = []
+
+    def factory(**kwargs: Any) -> AgentProcess:
+        agent = start_agent(**kwargs)
+        started.append(agent)
+        return agent
+
+    yield factory
+    for agent in started:
+        agent.stop()
+        remove_workdir(agent.workdir)
+
+
+def remove_workdir(workdir: Path) -> None:
+    """Remove an agent's temp dir, unless something is still mounted below it (never delete
+    through a mount)."""
+    prefix = str(workdir) + "/"
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            mount_point = line.split()[4]
+            if mount_point.startswith(prefix) or mount_point == str(workdir):
+                return
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
+    """One agent on a unix socket, answering Check."""
+    return agent_factory()

@@ -1,0 +1,162 @@
+"""Composition root: builds every object from the AgentConfig, runs the loop, shuts down in order.
+
+Start-up: logging -> reaper (subreaper unless PID 1) -> services -> servicers -> ttrpc listener
+(-> gRPC listener when configured). SIGTERM/SIGINT only set an event; shutdown then closes the
+listeners (in-flight calls are cancelled), and the reaper last.
+
+Event loop: uvloop when installed (every transport we use works on it, see agent.rpc.transport);
+the default loop when ``--grpc-addr`` is set, because grpc.aio drives its own completion queue on
+asyncio's default loop (see README, "gRPC").
+
+This is the only module below ``agent.cli`` that reads the environment, ``/proc/cmdline`` or a
+config file (``load_config``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agent import config as agent_config
+from agent import log as agent_log
+from agent.config import AgentConfig
+from agent.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def load_config(
+    *,
+    config_file: Path | None,
+    cmdline_file: Path | None,
+    overrides: Mapping[tuple[str, ...], Any],
+    env: Mapping[str, str] | None = None,
+) -> tuple[AgentConfig, tuple[str, ...]]:
+    """Read the sources (kernel command line, environment, TOML file) and merge them."""
+    cmdline = None
+    if config_file is None and cmdline_file is not None:
+        try:
+            cmdline = cmdline_file.read_text()
+        except OSError:
+            cmdline = None
+    return agent_config.load(
+        cmdline=cmdline,
+        env=os.environ if env is None else env,
+        read_file=lambda p: p.read_text(),
+        config_file=config_file,
+        overrides=overrides,
+    )
+
+
+def build_services(config: AgentConfig) -> Services:
+    """One service object per area; each area adds its line here."""
+    return Services(config=config)
+
+
+def build_servicers(services: Services) -> dict[str, object]:
+    from agent.rpc.agent_servicer import AgentServicer
+    from agent.rpc.health_servicer import HealthServicer
+
+    return {"grpc.AgentService": AgentServicer(services), "grpc.Health": HealthServicer()}
+
+
+async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = None) -> int:
+    from agent import spawn
+    from agent.reaper import Reaper, install
+    from agent.rpc.dispatch import Dispatcher
+    from agent.rpc.server import TtrpcServer
+
+    loop = asyncio.get_running_loop()
+    spawn.close_inherited_fds_on_exec()
+    reaper = Reaper(reap_all=True)
+    reaper.start(loop, subreaper=os.getpid() != 1)
+    install(reaper, loop)
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    services = build_services(config)
+    dispatcher = Dispatcher(build_servicers(services))
+    server = TtrpcServer(dispatcher)
+    closers: list[Callable[[], Any]] = []
+    try:
+        if config.log.vport and log_sink is not None:
+            closers.append(await _serve_log_port(config.log.vport, log_sink))
+        await server.listen(config.server.server_addr)
+        if config.server.grpc_addr:
+            from agent.rpc.grpc_server import start_grpc
+
+            closers.append(await start_grpc(config.server.grpc_addr, dispatcher))
+        log.info(
+            "announce",
+            extra={
+                "server_addr": config.server.server_addr,
+                "grpc_addr": config.server.grpc_addr,
+                "init_daemon": os.getpid() == 1,
+                "loop": type(loop).__module__,
+            },
+        )
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.close()
+        for close in reversed(closers):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        reaper.close()
+    return 0
+
+
+async def _serve_log_port(port: int, sink: agent_log.LogSink) -> Callable[[], Any]:
+    """agent.log_vport: logs go to the connection accepted on this vsock port (the latest one)."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    sock.bind((socket.VMADDR_CID_ANY, port))
+    sock.listen(1)
+    sock.setblocking(False)
+
+    async def accept() -> None:
+        while True:
+            conn, _ = await loop.sock_accept(sock)
+            conn.setblocking(True)
+            sink.attach(conn.makefile("w", encoding="utf-8", errors="replace", buffering=1))
+
+    task = loop.create_task(accept())
+
+    def close() -> None:
+        task.cancel()
+        sock.close()
+
+    return close
+
+
+def _loop_factory(config: AgentConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if config.server.grpc_addr:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(config: AgentConfig) -> int:
+    """Run the agent until SIGTERM/SIGINT; returns the exit status."""
+    sink = agent_log.setup(config.log.level, stream=None if config.log.vport else sys.stdout)
+    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+        try:
+            return runner.run(serve(config, log_sink=sink))
+        except OSError as err:
+            log.critical("cannot start", extra={"error": str(err)})
+            print(f"kata-agent: {err}", file=sys.stderr)
+            return 1

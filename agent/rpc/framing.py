@@ -1,0 +1,124 @@
+"""ttrpc framing, without I/O (see shared/kata-protocol/ttrpc.md §2).
+
+A frame is a 10-byte header -- length (u32 BE, bytes after the header), stream id (u32 BE),
+type (u8: 1 request, 2 response, 3 data), flags (u8) -- followed by ``length`` bytes.
+``FrameParser`` turns a byte stream into ``Frame`` events; a frame whose length exceeds
+``MAX_MESSAGE`` becomes an ``Oversized`` event and its body is skipped, so one bad call does not
+cost the connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct(">IIBB")
+HEADER_SIZE = HEADER.size  # 10
+MAX_MESSAGE = 4 << 20  # 4 MiB of data per frame, both directions
+
+TYPE_REQUEST = 1
+TYPE_RESPONSE = 2
+TYPE_DATA = 3
+
+FLAG_REMOTE_CLOSED = 0x01
+FLAG_REMOTE_OPEN = 0x02
+FLAG_NO_DATA = 0x04
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    stream_id: int
+    type: int
+    flags: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """A frame announced more than MAX_MESSAGE bytes; its body is being discarded."""
+
+    stream_id: int
+    type: int
+    length: int
+
+
+Event = Frame | Oversized
+
+
+def encode(stream_id: int, type_: int, data: bytes, flags: int = 0) -> bytes:
+    return HEADER.pack(len(data), stream_id, type_, flags) + data
+
+
+class FrameParser:
+    """Incremental parser: ``feed(bytes) -> list[Event]``. Memory use is bounded by one frame."""
+
+    __slots__ = ("_buf", "_skip", "max_message")
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self._buf = bytearray()
+        self._skip = 0
+        self.max_message = max_message
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._skip = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        events: list[Event] = []
+        if self._skip:
+            if len(chunk) <= self._skip:
+                self._skip -= len(chunk)
+                return events
+            chunk = chunk[self._skip :]
+            self._skip = 0
+        buf = self._buf
+        if not buf and len(chunk) >= HEADER_SIZE:
+            # Fast path: whole frames straight from the chunk, no copy into the buffer.
+            view = chunk
+            pos = 0
+            end = len(view)
+            while end - pos >= HEADER_SIZE:
+                length, sid, typ, flags = HEADER.unpack_from(view, pos)
+                if length > self.max_message:
+                    events.append(Oversized(sid, typ, length))
+                    pos += HEADER_SIZE
+                    available = end - pos
+                    if length > available:
+                        self._skip = length - available
+                        return events
+                    pos += length
+                    continue
+                if end - pos - HEADER_SIZE < length:
+                    break
+                start = pos + HEADER_SIZE
+                events.append(Frame(sid, typ, flags, bytes(view[start : start + length])))
+                pos = start + length
+            if pos < end:
+                buf += view[pos:]
+            return events
+        buf += chunk
+        pos = 0
+        end = len(buf)
+        while end - pos >= HEADER_SIZE:
+            length, sid, typ, flags = HEADER.unpack_from(buf, pos)
+            if length > self.max_message:
+                events.append(Oversized(sid, typ, length))
+                pos += HEADER_SIZE
+                available = end - pos
+                if length > available:
+                    self._skip = length - available
+                    pos = end
+                    break
+                pos += length
+                continue
+            if end - pos - HEADER_SIZE < length:
+                break
+            start = pos + HEADER_SIZE
+            events.append(Frame(sid, typ, flags, bytes(buf[start : start + length])))
+            pos = start + length
+        del buf[:pos]
+        return events

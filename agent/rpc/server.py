@@ -1,0 +1,298 @@
+"""The asyncio ttrpc server (shared/kata-protocol/ttrpc.md).
+
+One ``Connection`` protocol instance per byte stream (unix socket, vsock connection or serial
+port). Each Request frame becomes its own task, so any number of calls can be in flight on one
+connection (the shim parks ReadStdout/WaitProcess/GetOOMEvent for minutes). Each response is
+written with one ``transport.write`` call, so frames never interleave. When the peer goes away all
+of the connection's in-flight handlers are cancelled.
+
+Protocol errors and their answers:
+
+=====================================  ==================================================
+even stream id                         INVALID_ARGUMENT "stream id N must be odd ..."
+frame longer than 4 MiB                body discarded, RESOURCE_EXHAUSTED on that stream
+Data frame / streaming Request         INVALID_ARGUMENT / UNIMPLEMENTED
+stream id already in flight            INVALID_ARGUMENT
+undecodable ttrpc.Request              INVALID_ARGUMENT "unmarshal request error: ..."
+unknown service / method               INVALID_ARGUMENT / UNIMPLEMENTED (ttrpc-rust's codes)
+contract method without a handler      UNIMPLEMENTED "/grpc.AgentService/X is not implemented"
+undecodable request payload            INVALID_ARGUMENT naming the message type
+``timeout_nano`` passed                DEADLINE_EXCEEDED (the handler is cancelled)
+response longer than 4 MiB             RESOURCE_EXHAUSTED instead of the response
+too many calls in flight (4096)        RESOURCE_EXHAUSTED
+unknown frame type, stray Response     ignored (as the Go and Rust servers do)
+=====================================  ==================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from agent import log as agent_log
+from agent.rpc import framing
+from agent.rpc.dispatch import Dispatcher
+from agent.rpc.pb import request_pb2
+from agent.rpc.pb.google.rpc import status_pb2
+from agent.rpc.status import Code, RpcError, to_status
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 4096
+_OK_STATUS = (
+    b"\x0a\x00"  # Response.status = an explicit empty google.rpc.Status (as the Rust agent)
+)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def encode_ok(payload: bytes) -> bytes:
+    """Serialized ttrpc.Response{status: {}, payload} without building message objects."""
+    if not payload:
+        return _OK_STATUS
+    return _OK_STATUS + b"\x12" + _varint(len(payload)) + payload
+
+
+def encode_error(code: int, message: str) -> bytes:
+    return request_pb2.Response(
+        status=status_pb2.Status(code=code, message=message)
+    ).SerializeToString()
+
+
+class Connection(asyncio.Protocol):
+    """Serves one ttrpc byte stream."""
+
+    def __init__(self, dispatcher: Dispatcher, *, peer: str = "", stats: ServerStats) -> None:
+        self._dispatcher = dispatcher
+        self._peer = peer
+        self._stats = stats
+        self._parser = framing.FrameParser()
+        self._transport: asyncio.Transport | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._can_write: asyncio.Event | None = None
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self._stats.connections += 1
+        log.debug("connection opened", extra={"peer": self._peer})
+
+    def data_received(self, data: bytes) -> None:
+        for event in self._parser.feed(data):
+            if isinstance(event, framing.Frame):
+                self._on_frame(event)
+            else:
+                self._on_oversized(event)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._stats.connections -= 1
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if self._can_write is not None:
+            self._can_write.set()
+        log.debug("connection closed", extra={"peer": self._peer, "cancelled_calls": len(tasks)})
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._can_write is None:
+            self._can_write = asyncio.Event()
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        if self._can_write is not None:
+            self._can_write.set()
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: framing.Frame) -> None:
+        sid = frame.stream_id
+        if sid % 2 == 0:
+            self._stats.protocol_errors += 1
+            self._reply_error(
+                sid,
+                Code.INVALID_ARGUMENT,
+                f"stream id {sid} must be odd for client initiated streams",
+            )
+            return
+        if frame.type == framing.TYPE_REQUEST:
+            if frame.flags & framing.FLAG_REMOTE_OPEN:
+                self._reply_error(sid, Code.UNIMPLEMENTED, "streaming calls are not supported")
+                return
+            if sid in self._tasks:
+                self._reply_error(sid, Code.INVALID_ARGUMENT, f"stream id {sid} is already active")
+                return
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                self._reply_error(
+                    sid,
+                    Code.RESOURCE_EXHAUSTED,
+                    f"too many calls in flight on this connection (limit {MAX_IN_FLIGHT})",
+                )
+                return
+            task = self._loop.create_task(self._serve(sid, frame.data))
+            self._tasks[sid] = task
+            task.add_done_callback(functools.partial(self._forget, sid))
+        elif frame.type == framing.TYPE_DATA:
+            self._stats.protocol_errors += 1
+            self._reply_error(
+                sid, Code.INVALID_ARGUMENT, f"stream {sid}: data frames are not supported"
+            )
+        else:
+            # Responses from a client and unknown types are ignored, as ttrpc-go/rust do.
+            self._stats.protocol_errors += 1
+            log.debug("ignored frame", extra={"stream": sid, "frame_type": frame.type})
+
+    def _forget(self, sid: int, _task: object) -> None:
+        self._tasks.pop(sid, None)
+
+    def _on_oversized(self, event: framing.Oversized) -> None:
+        self._stats.protocol_errors += 1
+        if event.stream_id % 2 == 1 and event.type == framing.TYPE_REQUEST:
+            self._reply_error(
+                event.stream_id,
+                Code.RESOURCE_EXHAUSTED,
+                f"message length {event.length} exceeds maximum message size of "
+                f"{framing.MAX_MESSAGE}",
+            )
+
+    def _write(self, stream_id: int, body: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(framing.encode(stream_id, framing.TYPE_RESPONSE, body))
+
+    def _reply_error(self, stream_id: int, code: int, message: str) -> None:
+        self._write(stream_id, encode_error(code, message))
+
+    # -- one call ------------------------------------------------------------------------------
+
+    async def _serve(self, sid: int, data: bytes) -> None:
+        started = time.perf_counter()
+        path = "?"
+        code: int = Code.OK
+        try:
+            try:
+                request = request_pb2.Request.FromString(data)
+            except DecodeError as err:
+                raise RpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: {err}") from None
+            bound = self._dispatcher.lookup(request.service, request.method)
+            method = bound.method
+            path = method.path
+            agent_log.rpc_method.set(method.name)
+            if bound.handler is None:
+                raise Dispatcher.unimplemented(method)
+            try:
+                req = method.request_type.FromString(request.payload)
+            except DecodeError as err:
+                raise RpcError(
+                    Code.INVALID_ARGUMENT,
+                    f"{path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
+                ) from None
+            if request.timeout_nano > 0:
+                timeout = request.timeout_nano / 1e9
+                try:
+                    async with asyncio.timeout(timeout):
+                        resp = await bound.handler(req)
+                except TimeoutError:
+                    raise RpcError(
+                        Code.DEADLINE_EXCEEDED, f"{path}: timeout after {timeout:g}s"
+                    ) from None
+            else:
+                resp = await bound.handler(req)
+            if not isinstance(resp, method.response_type):
+                raise RpcError(
+                    Code.INTERNAL,
+                    f"{path}: handler returned {type(resp).__name__}, "
+                    f"expected {method.response_type.DESCRIPTOR.full_name}",
+                )
+            payload = resp.SerializeToString()
+            if len(payload) + 16 > framing.MAX_MESSAGE:
+                raise RpcError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"{path}: response of {len(payload)} bytes exceeds maximum message size "
+                    f"of {framing.MAX_MESSAGE}",
+                )
+            body = encode_ok(payload)
+        except asyncio.CancelledError:
+            code = Code.CANCELLED
+            raise
+        except Exception as exc:
+            code, message = to_status(exc, path)
+            body = encode_error(code, message)
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "rpc",
+                    extra={
+                        "path": path,
+                        "stream": sid,
+                        "code": Code(code).name,
+                        "duration_us": int((time.perf_counter() - started) * 1e6),
+                    },
+                )
+            self._stats.calls += 1
+        self._write(sid, body)
+        if self._can_write is not None and not self._can_write.is_set():
+            await self._can_write.wait()  # back-pressure: the peer is not reading
+
+
+class ServerStats:
+    """Counters for metrics and tests."""
+
+    __slots__ = ("calls", "connections", "protocol_errors")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.connections = 0
+        self.protocol_errors = 0
+
+
+class TtrpcServer:
+    """Serves a ``Dispatcher`` on any number of listeners (``agent.rpc.transport``)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.stats = ServerStats()
+        self._listeners: list[Any] = []
+
+    def protocol_factory(self, peer: str = "") -> Callable[[], Connection]:
+        def make() -> Connection:
+            return Connection(self.dispatcher, peer=peer, stats=self.stats)
+
+        return make
+
+    async def listen(self, address: str) -> None:
+        from agent.rpc.transport import listen
+
+        listener = await listen(address, self.protocol_factory)
+        self._listeners.append(listener)
+        log.info("ttrpc server listening", extra={"address": address})
+
+    async def close(self) -> None:
+        for listener in self._listeners:
+            await listener.close()
+        self._listeners.clear()
