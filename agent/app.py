@@ -56,7 +56,18 @@ def load_config(
 
 def build_services(config: AgentConfig) -> Services:
     """One service object per area; each area adds its line here."""
-    return Services(config=config)
+    from agent import spawn
+    from agent.services.hardware import HardwareService
+    from oci.syscalls import LinuxSyscalls
+
+    services = Services(config=config)
+    services.hardware = HardwareService.build(
+        run_dir=config.paths.run_dir,
+        hotplug_timeout=config.timeouts.hotplug,
+        syscalls=LinuxSyscalls(),
+        run=spawn.run,
+    )
+    return services
 
 
 def build_servicers(services: Services) -> dict[str, object]:
@@ -86,6 +97,8 @@ async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = Non
     dispatcher = Dispatcher(build_servicers(services))
     server = TtrpcServer(dispatcher)
     closers: list[Callable[[], Any]] = []
+    await services.hardware.start()  # uevent listener: before any RPC can wait for a device
+    closers.append(services.hardware.stop)
     try:
         if config.log.vport and log_sink is not None:
             closers.append(await _serve_log_port(config.log.vport, log_sink))
