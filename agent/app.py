@@ -67,6 +67,9 @@ def build_services(config: AgentConfig) -> Services:
         syscalls=LinuxSyscalls(),
         run=spawn.run,
     )
+    from agent.services.guest import GuestService
+
+    services.guest = GuestService(config, storage_handlers=services.hardware.storage.driver_names)
     return services
 
 

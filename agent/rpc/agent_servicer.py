@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from agent.rpc.handlers import HandlerBase
+from agent.rpc.handlers.guest import GuestHandlers
 from agent.rpc.handlers.network import NetworkHandlers
 from agent.rpc.handlers.storage import StorageHandlers
 from agent.services import Services
 
 
-class AgentServicer(StorageHandlers, NetworkHandlers, HandlerBase):
+class AgentServicer(GuestHandlers, StorageHandlers, NetworkHandlers, HandlerBase):
     """Add each area's mixin to the bases (before HandlerBase) when it exists."""
 
     def __init__(self, services: Services) -> None:

@@ -3,7 +3,8 @@
 RPC handler mixins (`agent.rpc.handlers.*`) reach their service through `Services`; services never
 see protobuf types (conversion lives in `agent.rpc.convert*`).
 
-Each area adds its field here when its service exists. Fields are filled by `agent.app.build_services`.
+Each area adds its field here when its service exists. Fields are filled by
+`agent.app.build_services`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
+    from agent.services.guest import GuestService
     from agent.services.hardware import HardwareService
     from agent.services.network import NetworkService
 
@@ -22,3 +24,4 @@ class Services:
     config: AgentConfig
     hardware: HardwareService = field(init=False)
     network: NetworkService = field(init=False)
+    guest: GuestService = field(init=False)

@@ -1,0 +1,348 @@
+"""Guest-wide use cases: guest details, clock, entropy, CopyFile, metrics.
+
+Everything that touches the system goes through a root or a callable given to the constructor
+(``sysfs_root``, ``random_device``, ``set_clock``), so tests can point it at temp files.
+
+CopyFile (Kata's semantics, reference §1.2): the target must be below
+``<run_dir>/shared/containers/``. The path is resolved one component at a time with
+``O_NOFOLLOW | O_DIRECTORY`` relative to the previous directory's fd, so neither ``..`` nor a
+symlink (even one planted concurrently) can lead outside. Missing parents are created with
+``dir_mode & 0o777``; the immediate parent is chowned to uid/gid. ``file_mode``'s type bits select
+a directory, a symlink (``data`` is the target) or a regular file; regular files are written in
+chunks at ``offset`` into ``<name>.tmp`` (offset 0 truncates) and renamed into place, with mode and
+owner applied, once the size reaches ``file_size`` (an atomic replace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.errors import Internal, InvalidArgument, PermissionDenied
+from agent.metrics import MetricsCollector
+
+log = logging.getLogger(__name__)
+
+# <linux/random.h>
+RNDADDTOENTCNT = 0x40045201
+RNDRESEEDCRNG = 0x5207
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDetails:
+    version: str
+    init_daemon: bool
+    device_handlers: tuple[str, ...]
+    storage_handlers: tuple[str, ...]
+    supports_seccomp: bool
+    extra_features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GuestDetails:
+    mem_block_size_bytes: int
+    support_mem_hotplug_probe: bool
+    agent: AgentDetails
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFileArgs:
+    path: str
+    file_size: int
+    file_mode: int
+    dir_mode: int
+    uid: int
+    gid: int
+    offset: int
+    data: bytes
+
+
+def _set_realtime_clock(seconds: float) -> None:
+    time.clock_settime(time.CLOCK_REALTIME, seconds)
+
+
+def _seccomp_available() -> bool:
+    """libseccomp is what the container engine binds; look for it without loading it."""
+    for directory in (
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/lib64",
+        "/usr/lib",
+        "/lib",
+        "/usr/lib/aarch64-linux-gnu",
+    ):
+        if os.path.exists(os.path.join(directory, "libseccomp.so.2")):
+            return True
+    return False
+
+
+@dataclass(eq=False)
+class GuestService:
+    config: AgentConfig
+    sysfs_root: Path = Path("/sys")
+    random_device: Path = Path("/dev/random")
+    set_clock: Callable[[float], None] = _set_realtime_clock
+    storage_handlers: Callable[[], Sequence[str]] = tuple
+    device_handlers: Callable[[], Sequence[str]] = tuple
+    supports_seccomp: Callable[[], bool] = _seccomp_available
+    extra_features: tuple[str, ...] = field(default=())
+    metrics: MetricsCollector = field(default_factory=MetricsCollector)
+
+    # -- GetMetrics --------------------------------------------------------------------------------
+
+    async def metrics_text(self) -> str:
+        return await asyncio.to_thread(self.metrics.collect)
+
+    # -- GetGuestDetails ---------------------------------------------------------------------------
+
+    def guest_details(self, *, mem_block_size: bool, mem_hotplug_probe: bool) -> GuestDetails:
+        block = 0
+        if mem_block_size:
+            path = self.sysfs_root / "devices/system/memory/block_size_bytes"
+            try:
+                block = int(path.read_text().strip(), 16)
+            except FileNotFoundError:
+                block = 0
+            except (OSError, ValueError) as err:
+                raise Internal(f"read memory block size from {path}: {err}") from err
+        probe = False
+        if mem_hotplug_probe:
+            probe = (self.sysfs_root / "devices/system/memory/probe").exists()
+        details = AgentDetails(
+            version=__version__,
+            init_daemon=os.getpid() == 1,
+            device_handlers=tuple(self.device_handlers()),
+            storage_handlers=tuple(self.storage_handlers()),
+            supports_seccomp=self.supports_seccomp(),
+            extra_features=self.extra_features,
+        )
+        return GuestDetails(block, probe, details)
+
+    # -- SetGuestDateTime --------------------------------------------------------------------------
+
+    def set_date_time(self, sec: int, usec: int) -> None:
+        if sec < 0:
+            raise InvalidArgument(f"set guest time: seconds must be >= 0, got {sec}")
+        if not 0 <= usec < 1_000_000:
+            raise InvalidArgument(
+                f"set guest time: microseconds must be in [0, 1000000), got {usec}"
+            )
+        try:
+            self.set_clock(sec + usec / 1e6)
+        except OSError as err:
+            raise Internal(f"set guest time to {sec}.{usec:06d}: {_errno_text(err)}") from err
+        log.info("guest time set", extra={"sec": sec, "usec": usec})
+
+    # -- ReseedRandomDev ---------------------------------------------------------------------------
+
+    async def reseed_random(self, data: bytes) -> None:
+        if not data:
+            raise InvalidArgument("reseed random device: data is empty")
+        await asyncio.to_thread(self._reseed, data)
+
+    def _reseed(self, data: bytes) -> None:
+        path = self.random_device
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise Internal(f"reseed random device: open {path}: {_errno_text(err)}") from err
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if stat.S_ISCHR(os.fstat(fd).st_mode):
+                fcntl.ioctl(fd, RNDADDTOENTCNT, len(data) * 8)
+                fcntl.ioctl(fd, RNDRESEEDCRNG)
+        except OSError as err:
+            raise Internal(f"reseed random device {path}: {_errno_text(err)}") from err
+        finally:
+            os.close(fd)
+
+    # -- CopyFile ----------------------------------------------------------------------------------
+
+    async def copy_file(self, args: CopyFileArgs) -> None:
+        await asyncio.to_thread(self._copy_file, args)
+
+    def _copy_file(self, args: CopyFileArgs) -> None:
+        base = self.config.paths.shared_containers_dir
+        parts = self._relative_parts(args.path, base)
+        if args.offset < 0:
+            raise InvalidArgument(f"copy file {args.path}: negative offset {args.offset}")
+        if args.file_size < 0:
+            raise InvalidArgument(f"copy file {args.path}: negative file size {args.file_size}")
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            root_fd = os.open(base, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            raise Internal(f"copy file {args.path}: open {base}: {_errno_text(err)}") from err
+        opened = [root_fd]
+        try:
+            dir_fd = root_fd
+            for i, name in enumerate(parts[:-1]):
+                dir_fd = self._enter_dir(dir_fd, name, args, last=i == len(parts) - 2)
+                opened.append(dir_fd)
+            self._write_leaf(dir_fd, parts[-1], args)
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def _relative_parts(self, path: str, base: Path) -> list[str]:
+        pure = PurePosixPath(path)
+        if not pure.is_absolute():
+            raise InvalidArgument(f"copy file {path!r}: path must be absolute")
+        if ".." in pure.parts:
+            raise PermissionDenied(f"copy file {path}: '..' is not allowed in the path")
+        try:
+            rel = pure.relative_to(PurePosixPath(base))
+        except ValueError:
+            raise PermissionDenied(
+                f"copy file {path}: only paths below {base}/ may be written"
+            ) from None
+        if not rel.parts or rel.parts == (".",):
+            raise PermissionDenied(f"copy file {path}: only paths below {base}/ may be written")
+        return list(rel.parts)
+
+    def _enter_dir(self, parent_fd: int, name: str, args: CopyFileArgs, *, last: bool) -> int:
+        flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=parent_fd)
+            created = False
+        except FileNotFoundError:
+            try:
+                os.mkdir(name, args.dir_mode & 0o777, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+            except OSError as err:
+                raise Internal(f"copy file {args.path}: mkdir {name}: {_errno_text(err)}") from err
+            fd = self._open_dir(parent_fd, name, args)
+            created = True
+        except OSError as err:
+            raise self._walk_error(args.path, name, err) from err
+        if created:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, args.dir_mode & 0o777)  # not subject to the umask
+        if last:
+            try:
+                os.fchown(fd, args.uid, args.gid)
+            except OSError as err:
+                os.close(fd)
+                raise Internal(
+                    f"copy file {args.path}: chown parent {name}: {_errno_text(err)}"
+                ) from err
+        return fd
+
+    @staticmethod
+    def _open_dir(parent_fd: int, name: str, args: CopyFileArgs) -> int:
+        try:
+            return os.open(name, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as err:
+            raise GuestService._walk_error(args.path, name, err) from err
+
+    @staticmethod
+    def _walk_error(path: str, name: str, err: OSError) -> Exception:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            return PermissionDenied(
+                f"copy file {path}: {name} is a symlink or not a directory; refusing to follow"
+            )
+        return Internal(f"copy file {path}: open {name}: {_errno_text(err)}")
+
+    def _write_leaf(self, dir_fd: int, name: str, args: CopyFileArgs) -> None:
+        kind = stat.S_IFMT(args.file_mode)
+        mode = args.file_mode & 0o7777
+        if kind == stat.S_IFDIR:
+            try:
+                os.mkdir(name, mode, dir_fd=dir_fd)
+            except FileExistsError:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise InvalidArgument(
+                        f"copy file {args.path}: exists and is not a directory"
+                    ) from None
+            except OSError as err:
+                raise Internal(f"copy file {args.path}: mkdir: {_errno_text(err)}") from err
+            try:
+                os.chmod(name, mode, dir_fd=dir_fd, follow_symlinks=True)
+                os.chown(name, args.uid, args.gid, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError as err:
+                raise Internal(f"copy file {args.path}: chmod/chown: {_errno_text(err)}") from err
+            return
+        if kind == stat.S_IFLNK:
+            target = args.data.decode(errors="surrogateescape")
+            if not target:
+                raise InvalidArgument(f"copy file {args.path}: symlink with an empty target")
+            tmp = f".{name}.symlink.tmp"
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                os.symlink(target, tmp, dir_fd=dir_fd)
+                os.chown(tmp, args.uid, args.gid, dir_fd=dir_fd, follow_symlinks=False)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise Internal(f"copy file {args.path}: symlink: {_errno_text(err)}") from err
+            return
+        if kind not in (0, stat.S_IFREG):
+            raise InvalidArgument(
+                f"copy file {args.path}: unsupported file type {oct(kind)} in file_mode"
+            )
+        if args.offset + len(args.data) > args.file_size:
+            raise InvalidArgument(
+                f"copy file {args.path}: chunk at offset {args.offset} with {len(args.data)} "
+                f"bytes goes past file_size {args.file_size}"
+            )
+        tmp = f"{name}.tmp"
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags |= os.O_CREAT | os.O_TRUNC if args.offset == 0 else 0
+        try:
+            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise InvalidArgument(
+                f"copy file {args.path}: chunk at offset {args.offset} but no transfer in "
+                "progress (the first chunk must have offset 0)"
+            ) from None
+        except OSError as err:
+            raise self._leaf_error(args.path, tmp, err) from err
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PermissionDenied(f"copy file {args.path}: {tmp} is not a regular file")
+            view = memoryview(args.data)
+            pos = args.offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view = view[n:]
+                pos += n
+            size = os.fstat(fd).st_size
+            if size < args.file_size:
+                return
+            os.fchmod(fd, mode)
+            os.fchown(fd, args.uid, args.gid)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as err:
+            raise Internal(f"copy file {args.path}: write: {_errno_text(err)}") from err
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _leaf_error(path: str, name: str, err: OSError) -> Exception:
+        if err.errno == errno.ELOOP:
+            return PermissionDenied(f"copy file {path}: {name} is a symlink; refusing to follow")
+        return Internal(f"copy file {path}: open {name}: {_errno_text(err)}")
+
+
+def _errno_text(err: OSError) -> str:
+    code = err.errno
+    name = errno.errorcode.get(code, str(code)) if code else "?"
+    return f"{err.strerror or err} ({name})"
