@@ -1,0 +1,44 @@
+# kata-agent-py: guest image and VM.
+#   make image     kernel + rootfs + initrd + disk image into build/ (cached by inputs)
+#   make vm        boot the image under QEMU (foreground; Ctrl-C stops it)
+#   make vm-start  boot it in the background (returns once the agent answers); make vm-stop
+#   make test-vm   the VM test tier (tests/vm, marker vm)
+#   make bench-boot  bench/boot.py
+# See image-build/README.md for the Kata configuration.toml settings that use the outputs.
+
+PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+BUILD ?= build
+# A kernel you provide instead of Debian's linux-image-amd64: KERNEL=path/to/vmlinux
+# (or a bzImage) and, if it has modules, KERNEL_MODULES=path/to/lib/modules/<release>.
+KERNEL ?=
+KERNEL_MODULES ?=
+VM_ARGS ?=
+
+KERNEL_FLAGS = $(if $(KERNEL),--kernel $(KERNEL)) $(if $(KERNEL_MODULES),--modules $(KERNEL_MODULES))
+
+.PHONY: image initrd vm vm-start vm-stop test-vm bench-boot clean-image
+
+image:
+	$(PYTHON) image-build/build.py --out $(BUILD) $(KERNEL_FLAGS)
+
+initrd:
+	$(PYTHON) image-build/build.py --out $(BUILD) --no-disk $(KERNEL_FLAGS)
+
+vm: initrd
+	$(PYTHON) image-build/vm.py run --build $(BUILD) --rundir $(BUILD)/vm $(VM_ARGS)
+
+vm-start: initrd
+	$(PYTHON) image-build/vm.py start --build $(BUILD) --rundir $(BUILD)/vm $(VM_ARGS)
+
+vm-stop:
+	$(PYTHON) image-build/vm.py stop --rundir $(BUILD)/vm
+
+test-vm:
+	$(PYTHON) -m pytest -m vm tests/vm
+
+bench-boot: initrd
+	$(PYTHON) bench/boot.py --build $(BUILD)
+
+clean-image:
+	rm -rf $(BUILD)/rootfs $(BUILD)/rootfs.json $(BUILD)/initrd.json $(BUILD)/disk.json \
+	       $(BUILD)/kata-agent-py-*.img $(BUILD)/image.json $(BUILD)/vm
