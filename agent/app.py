@@ -67,6 +67,13 @@ def build_services(config: AgentConfig) -> Services:
         syscalls=LinuxSyscalls(),
         run=spawn.run,
     )
+    from agent.services.network import NetworkPaths, NetworkService
+
+    services.network = NetworkService(
+        hotplug_timeout=config.timeouts.hotplug,
+        paths=NetworkPaths(run_dir=str(config.paths.run_dir)),
+        nic_by_pci_path=services.hardware.lookup.net_by_pci_path,
+    )
     from agent.services.guest import GuestService
 
     services.guest = GuestService(config, storage_handlers=services.hardware.storage.driver_names)

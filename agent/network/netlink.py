@@ -1,8 +1,8 @@
 """A thin async adapter over pyroute2's AsyncIPRoute: the only module that imports pyroute2.
 
-pyroute2 costs ~75-100 ms to import, so it is imported on first use (in a worker thread, so the
-event loop keeps serving while the import runs), never at agent start-up. The adapter speaks the
-model of `agent.network.model` and turns `NetlinkError` into `agent.errors` with a message naming
+pyroute2 costs ~75-100 ms to import, so it is imported on first use, never at agent start-up, on
+the adapter's own thread (pyroute2 cannot run on uvloop; see `_NetlinkThread`). The adapter
+speaks the model of `agent.network.model` and turns `NetlinkError` into `agent.errors` with a message naming
 the step and the errno: this is the OS→domain edge for networking.
 
 The socket is opened without multicast groups: the agent only sends requests and reads their
@@ -15,11 +15,13 @@ namespace with `AsyncIPRoute(netns=...)`, or on pyroute2's `IPEngine` mock) thro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
 import os
 import socket
+import threading
 from typing import Any, Protocol
 
 from agent.errors import (
@@ -87,45 +89,100 @@ class RouteSocket(Protocol):
     def close(self) -> Any: ...
 
 
-def _import_pyroute2() -> Any:
-    from pyroute2.iproute.linux import AsyncIPRoute
+class _NetlinkThread:
+    """A plain asyncio loop on its own thread, where pyroute2 lives.
 
-    return AsyncIPRoute
+    pyroute2 opens its netlink socket with `loop.create_datagram_endpoint`, which uvloop (the
+    agent's loop) refuses for AF_NETLINK ("cannot open a UDP handle, invalid family 16";
+    svinota/pyroute2#1335, MagicStack/uvloop#676). So pyroute2 runs on a standard selector loop
+    in one daemon thread; calls cross over with `run_coroutine_threadsafe`, which costs tens of
+    microseconds, and the agent's loop never blocks. The thread is started on first use, and the
+    ~75-100 ms import of pyroute2 happens there too.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.SelectorEventLoop()
+        self.ipr: Any = None
+        self._thread = threading.Thread(target=self._run, name="netlink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    async def open(self) -> None:
+        from pyroute2.iproute.linux import AsyncIPRoute
+
+        self.ipr = AsyncIPRoute(groups=0)
+        log.debug("pyroute2 loaded")
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self.ipr is not None:
+                self.ipr.close()
+
+        if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()
 
 
 class Netlink:
-    """rtnetlink in the agent's network namespace. Create once; `close()` at shutdown."""
+    """rtnetlink in the agent's network namespace. Create once; `close()` at shutdown.
+
+    Without `ipr`, pyroute2 is loaded on first use and runs on its own thread (see
+    `_NetlinkThread`); an injected `ipr` is used on the caller's loop (tests).
+    """
 
     def __init__(self, ipr: RouteSocket | None = None) -> None:
         self._ipr = ipr
+        self._thread: _NetlinkThread | None = None
         self._lock = asyncio.Lock()
 
     @property
     def loaded(self) -> bool:
-        return self._ipr is not None
+        return self._ipr is not None or self._thread is not None
 
-    async def _socket(self) -> RouteSocket:
-        if self._ipr is None:
+    async def _start_thread(self) -> _NetlinkThread:
+        if self._thread is None:
             async with self._lock:
-                if self._ipr is None:
-                    cls = await asyncio.to_thread(_import_pyroute2)
-                    log.debug("pyroute2 loaded")
-                    self._ipr = cls(groups=0)
-        assert self._ipr is not None
-        return self._ipr
+                if self._thread is None:
+                    worker = _NetlinkThread()
+                    try:
+                        await asyncio.wrap_future(
+                            asyncio.run_coroutine_threadsafe(worker.open(), worker.loop)
+                        )
+                    except BaseException:
+                        await asyncio.to_thread(worker.close)
+                        raise
+                    self._thread = worker
+        return self._thread
 
     def close(self) -> None:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
+        if self._thread is not None:
+            self._thread.close()
+            self._thread = None
 
     async def _call(self, step: str, method: str, command: str, **kwarg: Any) -> Any:
-        ipr = await self._socket()
-        try:
+        async def call(ipr: Any) -> Any:
             result = await getattr(ipr, method)(command, **kwarg)
             if command == "dump":
                 return [msg async for msg in result]
             return result
+
+        try:
+            if self._ipr is not None:
+                return await call(self._ipr)
+            worker = await self._start_thread()
+            return await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(call(worker.ipr), worker.loop)
+            )
         except AgentError:
             raise
         except Exception as err:

@@ -18,7 +18,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from agent.errors import AgentError, AlreadyExists, InvalidArgument, NotFound
+from agent.errors import (
+    AgentError,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from agent.network.model import (
     RT_TABLE_MAIN,
     RTN_UNICAST,
@@ -122,7 +128,7 @@ def plan(
         if route.gateway is not None and not _gateway_reachable(
             route, link, addresses, connected, existing
         ):
-            raise InvalidArgument(
+            raise FailedPrecondition(
                 f"route {route.describe()}: gateway {route.gateway} is not reachable on "
                 f"{route.device} (no address or route without gateway on {route.device} covers "
                 "it; set the onlink flag to force it)"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.errors import InvalidArgument, NotFound
+from agent.errors import FailedPrecondition, InvalidArgument, NotFound
 from agent.network import routes
 from agent.network.model import (
     RTNH_F_ONLINK,
@@ -60,7 +60,7 @@ def test_missing_device_is_link_not_found() -> None:
 
 @pytest.mark.parametrize("gw", ["10.9.9.9", "fd01::1"])
 def test_unreachable_gateway_is_rejected(gw: str) -> None:
-    with pytest.raises(InvalidArgument, match=f"gateway {gw} is not reachable on eth0"):
+    with pytest.raises(FailedPrecondition, match=f"gateway {gw} is not reachable on eth0"):
         plan([R(None, "10.0.0.1"), R(None, gw)])
 
 
@@ -70,7 +70,7 @@ def test_gateway_reachable_through_route_of_same_request_or_kernel_or_onlink() -
     existing = [KernelRoute(family=4, table=254, dst=ipaddress.ip_network("172.17.0.0/30"), oif=2)]
     plan([R(None, "172.17.0.1")], existing=existing)
     plan([R(None, "fe80::1")])
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(FailedPrecondition):
         plan([R(None, "172.17.0.1", dev="eth1")], existing=existing)
 
 
