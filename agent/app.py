@@ -67,6 +67,17 @@ def build_services(config: AgentConfig) -> Services:
         syscalls=LinuxSyscalls(),
         run=spawn.run,
     )
+    from agent.reaper import default_reaper
+    from agent.services.sandbox import build_lifecycle
+
+    services.lifecycle = lc = build_lifecycle(
+        config,
+        storage=services.hardware.storage,
+        devices=services.hardware.devices,
+        spawner=spawn.Spawner(default_reaper()),
+    )
+    services.sandbox, services.containers = lc.sandbox, lc.containers
+    services.processes, services.stdio = lc.processes, lc.stdio
     from agent.services.network import NetworkPaths, NetworkService
 
     services.network = NetworkService(
@@ -109,6 +120,8 @@ async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = Non
     closers: list[Callable[[], Any]] = []
     await services.hardware.start()  # uevent listener: before any RPC can wait for a device
     closers.append(services.hardware.stop)
+    closers.append(services.lifecycle.close)  # lifecycle: stop the engine's spawner
+    services.sandbox.shutdown_requested = stop  # lifecycle: DestroySandbox ends the agent
     try:
         if config.log.vport and log_sink is not None:
             closers.append(await _serve_log_port(config.log.vport, log_sink))

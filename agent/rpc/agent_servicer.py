@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from agent.rpc.handlers import HandlerBase
+from agent.rpc.handlers.containers import ContainerHandlers
 from agent.rpc.handlers.guest import GuestHandlers
 from agent.rpc.handlers.network import NetworkHandlers
 from agent.rpc.handlers.storage import StorageHandlers
 from agent.services import Services
 
 
-class AgentServicer(GuestHandlers, StorageHandlers, NetworkHandlers, HandlerBase):
+class AgentServicer(
+    ContainerHandlers, GuestHandlers, StorageHandlers, NetworkHandlers, HandlerBase
+):
     """Add each area's mixin to the bases (before HandlerBase) when it exists."""
 
     def __init__(self, services: Services) -> None:

@@ -14,9 +14,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
+    from agent.services.containers import ContainerService
     from agent.services.guest import GuestService
     from agent.services.hardware import HardwareService
     from agent.services.network import NetworkService
+    from agent.services.processes import ProcessService
+    from agent.services.sandbox import Lifecycle, SandboxService
+    from agent.services.stdio import StdioService
 
 
 @dataclass(eq=False, kw_only=True)
@@ -25,3 +29,8 @@ class Services:
     hardware: HardwareService = field(init=False)
     network: NetworkService = field(init=False)
     guest: GuestService = field(init=False)
+    lifecycle: Lifecycle = field(init=False)
+    sandbox: SandboxService = field(init=False)
+    containers: ContainerService = field(init=False)
+    processes: ProcessService = field(init=False)
+    stdio: StdioService = field(init=False)

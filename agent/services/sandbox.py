@@ -20,19 +20,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from agent.config import AgentConfig
 from agent.errors import AgentError, Internal, InvalidArgument
 from agent.network import dns
 from agent.sandbox import GuestHooks, Sandbox, SandboxState
 from agent.sandbox import namespaces as sandbox_ns
-from agent.sandbox.bundle import remove_tree
-from agent.services.containers import ContainerService, LifecycleSettings, StorageRefs
+from agent.sandbox.bundle import Bundles, remove_tree
+from agent.sandbox.oci_runtime import OciEngine, start_spawner
+from agent.services.containers import (
+    ContainerService,
+    DeviceRefs,
+    LifecycleSettings,
+    StorageRefs,
+)
+from agent.services.processes import ProcessService
+from agent.services.stdio import StdioService
+from agent.spawn import Spawner
 from agent.storage import Storage, mountinfo
-from oci.syscalls import Syscalls
+from oci.syscalls import LinuxSyscalls, Syscalls
 from oci.syscalls.consts import MNT_DETACH, MS_BIND
 
 log = logging.getLogger(__name__)
 
 MODPROBE_TIMEOUT = 60.0
+# The engine's state, <run_dir>/.engine/<cid> (no container id can start with ".").
+ENGINE_STATE_DIR = ".engine"
 
 
 class SandboxStorage(StorageRefs, Protocol):
@@ -231,4 +243,72 @@ def scan_guest_hooks(path: Path) -> GuestHooks:
 
     return GuestHooks(
         prestart=scan("prestart"), poststart=scan("poststart"), poststop=scan("poststop")
+    )
+
+
+@dataclass(eq=False)
+class Lifecycle:
+    """The lifecycle area's services, built together (they share one `Sandbox`)."""
+
+    sandbox: SandboxService
+    containers: ContainerService
+    processes: ProcessService
+    stdio: StdioService
+    engine: OciEngine
+
+    async def close(self) -> None:
+        await self.containers.close()
+        await self.engine.close()
+
+
+def lifecycle_settings(config: AgentConfig) -> LifecycleSettings:
+    """The lifecycle's slice of the configuration. The guest's /etc/resolv.conf is only ever
+    bind-mounted over by the agent of a real guest: as PID 1, or with the default run_dir (tests
+    point run_dir at temporary directories, and must never touch the host's resolv.conf)."""
+    paths = config.paths
+    real_guest = os.getpid() == 1 or paths.run_dir == Path("/run/kata-containers")
+    return LifecycleSettings(
+        run_dir=paths.run_dir,
+        sandbox_ns_dir=paths.sandbox_ns_dir,
+        pipe_size=config.container_pipe_size,
+        guest_resolv_conf=Path(dns.GUEST_RESOLV_CONF) if real_guest else None,
+    )
+
+
+def build_lifecycle(
+    config: AgentConfig,
+    *,
+    storage: SandboxStorage,
+    devices: DeviceRefs | None,
+    spawner: Spawner,
+) -> Lifecycle:
+    """Wire the lifecycle services (call on the loop, after the reaper is installed: this starts
+    the engine's spawner process)."""
+    settings = lifecycle_settings(config)
+    syscalls = LinuxSyscalls()
+    engine = start_spawner(spawner, state_root=settings.run_dir / ENGINE_STATE_DIR)
+    sandbox = Sandbox()
+    containers = ContainerService(
+        sandbox=sandbox,
+        engine=engine,
+        storage=storage,
+        bundles=Bundles(settings.run_dir, syscalls),
+        settings=settings,
+        devices=devices,
+    )
+    return Lifecycle(
+        sandbox=SandboxService(
+            sandbox=sandbox,
+            containers=containers,
+            storage=storage,
+            runner=spawner,
+            syscalls=syscalls,
+            settings=settings,
+        ),
+        containers=containers,
+        processes=ProcessService(
+            sandbox=sandbox, settings=settings, rewrite_env=containers.rewrite_env
+        ),
+        stdio=StdioService(sandbox=sandbox),
+        engine=engine,
     )

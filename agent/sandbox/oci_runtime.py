@@ -1,0 +1,264 @@
+"""The real `agent.sandbox.engine` implementation: `oci.engine`'s spawner plus `oci.cgroups`.
+
+* create / start / exec / delete go through the engine's spawner process
+  (`oci.engine.spawner.SpawnerClient`, started once by `start_spawner`): the agent never forks.
+* The container processes are reparented to the agent (PID 1 or subreaper) when the engine's
+  stage-1 exits; their exits come from the agent's single reaper (``reaper.adopt(pid)``).
+* pause / resume / update / stats / kill-all / OOM notification act on the container's cgroup
+  directly through `oci.cgroups` (plain file writes, the blocking ones in a thread).
+
+Engine and cgroup errors become domain errors here (the OS → domain edge for this subsystem).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from agent import errors
+from agent.reaper import ExitStatus, Reaper
+from agent.sandbox.engine import Launched
+from agent.sandbox.stdio import ChildStdio
+from agent.spawn import Child, Spawner
+from oci.cgroups import errors as cgerr
+from oci.cgroups.oom import OomWatcher
+from oci.cgroups.paths import DEFAULT_ROOT, CgroupMode, detect_mode, resolve_cgroups_path
+from oci.cgroups.stats import CgroupStats
+from oci.engine import errors as engerr
+from oci.engine.spawner import SpawnerClient, spawner_argv
+from oci.spec import LinuxResources, Process, Spec
+
+log = logging.getLogger(__name__)
+
+
+class CgroupManager(Protocol):
+    def apply(self, r: LinuxResources) -> None: ...
+
+    def freeze(self, *, timeout: float = 10.0) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def pids(self) -> list[int]: ...
+
+    def kill_all(self, sig: int = signal.SIGKILL, *, timeout: float = 10.0) -> None: ...
+
+    def stats(self) -> CgroupStats: ...
+
+    def oom_watcher(self) -> OomWatcher: ...
+
+
+def cgroup_manager(path: PurePosixPath, root: Path = DEFAULT_ROOT) -> CgroupManager:
+    if detect_mode(root) is CgroupMode.V2:
+        from oci.cgroups import v2
+
+        manager: CgroupManager = v2.V2Manager(path, root=root)
+        return manager
+    from oci.cgroups.v1 import V1Manager
+
+    return V1Manager(path, root=root)
+
+
+@contextlib.contextmanager
+def domain_errors(what: str) -> Iterator[None]:
+    """Engine and cgroup errors → agent domain errors, prefixed with ``what``."""
+    try:
+        yield
+    except engerr.ContainerNotFound as err:
+        raise errors.NotFound(f"{what}: {err}") from err
+    except engerr.ContainerExists as err:
+        raise errors.AlreadyExists(f"{what}: {err}") from err
+    except engerr.InvalidArgument as err:
+        raise errors.InvalidArgument(f"{what}: {err}") from err
+    except engerr.InvalidState as err:
+        raise errors.FailedPrecondition(f"{what}: {err}") from err
+    except engerr.EngineError as err:
+        raise errors.Internal(f"{what}: {err}") from err
+    except cgerr.CgroupNotFound as err:
+        raise errors.NotFound(f"{what}: {err}") from err
+    except cgerr.CgroupInvalid as err:
+        raise errors.InvalidArgument(f"{what}: {err}") from err
+    except cgerr.CgroupUnsupported as err:
+        raise errors.InvalidArgument(f"{what}: {err}") from err
+    except cgerr.CgroupBusy as err:
+        raise errors.FailedPrecondition(f"{what}: {err}") from err
+    except cgerr.CgroupError as err:
+        raise errors.Internal(f"{what}: {err}") from err
+
+
+def _shell_status(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[ExitStatus]
+) -> asyncio.Future[int]:
+    out: asyncio.Future[int] = loop.create_future()
+
+    def done(f: asyncio.Future[ExitStatus]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif f.exception() is not None:
+            out.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            out.set_result(f.result().shell_code)
+
+    fut.add_done_callback(done)
+    return out
+
+
+class OciContainer:
+    """`agent.sandbox.engine.ContainerRuntime` for one container of the real engine."""
+
+    def __init__(
+        self,
+        *,
+        container_id: str,
+        client: SpawnerClient,
+        reaper: Reaper,
+        cgroup: CgroupManager,
+    ) -> None:
+        self.id = container_id
+        self._client = client
+        self._reaper = reaper
+        self._cgroup = cgroup
+        self._oom: OomWatcher | None = None
+
+    def _stdio(self, stdio: ChildStdio) -> tuple[int, int, int]:
+        return (stdio.stdin, stdio.stdout, stdio.stderr)
+
+    async def start(self) -> None:
+        with domain_errors(f"start container {self.id}"):
+            await self._client.start(self.id)
+
+    async def exec(self, exec_id: str, process: Process, stdio: ChildStdio) -> Launched:
+        with domain_errors(f"container {self.id}: exec {exec_id}"):
+            pid = await self._client.exec(self.id, process, stdio=self._stdio(stdio))
+        loop = asyncio.get_running_loop()
+        return Launched(pid, _shell_status(loop, self._reaper.adopt(pid)))
+
+    async def kill_all(self, signum: int) -> None:
+        with domain_errors(f"container {self.id}: kill all processes"):
+            await asyncio.to_thread(self._cgroup.kill_all, signum)
+
+    async def pause(self) -> None:
+        with domain_errors(f"pause container {self.id}"):
+            await asyncio.to_thread(self._cgroup.freeze)
+
+    async def resume(self) -> None:
+        with domain_errors(f"resume container {self.id}"):
+            await asyncio.to_thread(self._cgroup.thaw)
+
+    async def update(self, resources: LinuxResources) -> None:
+        with domain_errors(f"update container {self.id}"):
+            await asyncio.to_thread(self._cgroup.apply, resources)
+
+    async def stats(self) -> CgroupStats:
+        with domain_errors(f"stats of container {self.id}"):
+            return await asyncio.to_thread(self._cgroup.stats)
+
+    def pids(self) -> list[int]:
+        with domain_errors(f"container {self.id}: list processes"):
+            return self._cgroup.pids()
+
+    def watch_oom(self, callback: Callable[[], None]) -> None:
+        try:
+            watcher = self._cgroup.oom_watcher()
+        except cgerr.CgroupError as err:
+            log.warning(
+                "no OOM notification for container",
+                extra={"container_id": self.id, "error": str(err)},
+            )
+            return
+        self._oom = watcher
+        loop = asyncio.get_running_loop()
+
+        def ready() -> None:
+            count = watcher.read()
+            for _ in range(count):
+                callback()
+            if watcher.gone:
+                self._stop_oom()
+
+        loop.add_reader(watcher.fileno(), ready)
+
+    def _stop_oom(self) -> None:
+        watcher, self._oom = self._oom, None
+        if watcher is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(watcher.fileno())
+        watcher.close()
+
+    async def destroy(self) -> None:
+        self._stop_oom()
+        with domain_errors(f"delete container {self.id}"):
+            await self._client.delete(self.id, force=True)
+
+
+class OciEngine:
+    """`agent.sandbox.engine.Engine` over the engine's spawner process."""
+
+    def __init__(
+        self,
+        *,
+        client: SpawnerClient,
+        reaper: Reaper,
+        cgroup_root: Path = DEFAULT_ROOT,
+        child: Child | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self._client = client
+        self._reaper = reaper
+        self._cgroup_root = cgroup_root
+        self._child = child
+        self._sock = sock
+
+    async def create(
+        self, *, container_id: str, bundle: Path, spec: Spec, stdio: ChildStdio
+    ) -> tuple[OciContainer, Launched]:
+        with domain_errors(f"create container {container_id}"):
+            cg_path = resolve_cgroups_path(
+                spec.linux.cgroups_path if spec.linux else None, container_id
+            )
+            pid = await self._client.create(
+                container_id, str(bundle), stdio=(stdio.stdin, stdio.stdout, stdio.stderr)
+            )
+        loop = asyncio.get_running_loop()
+        container = OciContainer(
+            container_id=container_id,
+            client=self._client,
+            reaper=self._reaper,
+            cgroup=cgroup_manager(cg_path, self._cgroup_root),
+        )
+        return container, Launched(pid, _shell_status(loop, self._reaper.adopt(pid)))
+
+    async def close(self) -> None:
+        """Stop the spawner (it exits when its socket closes)."""
+        if self._sock is not None:
+            self._sock.close()
+        if self._child is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._child.wait()
+
+
+def start_spawner(
+    spawner: Spawner, *, state_root: Path, cgroup_root: Path = DEFAULT_ROOT
+) -> OciEngine:
+    """Start the engine's spawner child (once, at agent start-up) and return the engine."""
+    parent, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        child = spawner.spawn(spawner_argv(3), fds={3: child_end.fileno()}, env={})
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child_end.close()
+    client = SpawnerClient(parent, root=str(state_root))
+    return OciEngine(
+        client=client, reaper=spawner.reaper, cgroup_root=cgroup_root, child=child, sock=parent
+    )
