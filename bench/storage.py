@@ -150,7 +150,7 @@ async def bench_uevent_cpu(hw: HardwareService, tmp: Path, count: int) -> None:
 
     hw.uevents.add_listener(on_event)
     try:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # let the attach's own change events pass
         seen = 0
         received0 = hw.uevents.received
         r0 = resource.getrusage(resource.RUSAGE_SELF)

@@ -115,7 +115,13 @@ class StorageManager:
                 async with self._lock(key):
                     entry = self._entries.get(key)
                     if entry is None:
-                        mounted = await driver.mount(self._env, storage, container_id)
+                        existed = await asyncio.to_thread(os.path.lexists, key)
+                        try:
+                            mounted = await driver.mount(self._env, storage, container_id)
+                        except BaseException:
+                            if not existed:
+                                common.remove_empty_dir(key)
+                            raise
                         try:
                             if storage.fs_group is not None and not _readonly(storage):
                                 await common.apply_fs_group(

@@ -419,3 +419,20 @@ async def test_watchable_missing_source(hw: HardwareService, run_dir: Path) -> N
 async def test_volume_stats_missing(hw: HardwareService, run_dir: Path) -> None:
     with pytest.raises(NotFound):
         await hw.volume_stats(str(run_dir / "nope"))
+
+
+async def test_tmpfs_bad_option_leaves_nothing(hw: HardwareService, run_dir: Path) -> None:
+    ok = Storage(
+        driver="ephemeral", fstype="tmpfs", mount_point=str(run_dir / "sandbox" / "ephemeral" / "a")
+    )
+    bad = Storage(
+        driver="ephemeral",
+        fstype="tmpfs",
+        options=("size=lots",),
+        mount_point=str(run_dir / "sandbox" / "ephemeral" / "b"),
+    )
+    with pytest.raises(Internal, match=r"storage ephemeral .*'size=lots'.*EINVAL"):
+        await hw.storage.add_storages([ok, bad], "c1")
+    assert mountinfo.mounts_below(run_dir / "sandbox") == []
+    assert not (run_dir / "sandbox" / "ephemeral" / "a").exists()
+    assert not (run_dir / "sandbox" / "ephemeral" / "b").exists()
