@@ -192,7 +192,9 @@ def run(config: AgentConfig) -> int:
     with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
         try:
             return runner.run(serve(config, log_sink=sink))
-        except OSError as err:
-            log.critical("cannot start", extra={"error": str(err)})
+        except KeyboardInterrupt:
+            return 130
+        except Exception as err:
+            log.critical("agent failed", exc_info=True, extra={"error": str(err)})
             print(f"kata-agent: {err}", file=sys.stderr)
             return 1

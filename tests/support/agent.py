@@ -4,6 +4,7 @@
 
     def test_something(agent_factory):
         agent = agent_factory()                      # python -m agent on a fresh unix socket
+        agent = agent_factory(test_servicer=True)    # with test-only behaviours (see _test_main)
         agent = agent_factory(prefix=["ip", "netns", "exec", ns])   # inside a network namespace
         agent = agent_factory(args=["--log-level", "debug"], env={...})
 
@@ -111,6 +112,7 @@ def start_agent(
     log_level: str = "debug",
     wait: bool = True,
     timeout: float = 30.0,
+    test_servicer: bool = False,
 ) -> AgentProcess:
     """Start ``python -m agent`` (optionally under ``prefix``) and wait until Check answers."""
     workdir = Path(tempfile.mkdtemp(prefix="kag-", dir="/tmp"))
@@ -119,9 +121,12 @@ def start_agent(
     run_dir.mkdir()
     ns_dir.mkdir()
     socket_path: Path | None = None
-    if address is None:
-        socket_path = workdir / "agent.sock"
-        address = f"unix://{socket_path}"
+    if address is None or address == "unix-abstract":
+        if address == "unix-abstract":
+            address = f"unix://@{workdir.name}.sock"
+        else:
+            socket_path = workdir / "agent.sock"
+            address = f"unix://{socket_path}"
     elif address.startswith("unix:///"):
         socket_path = Path(address[len("unix://") :])
     log_path = workdir / "agent.log"
@@ -129,7 +134,7 @@ def start_agent(
         *prefix,
         sys.executable,
         "-m",
-        "agent",
+        "tests.support.agent" if test_servicer else "agent",
         "--server-addr",
         address,
         "--cmdline-file",
@@ -234,3 +239,64 @@ def remove_workdir(workdir: Path) -> None:
 def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
     """One agent on a unix socket, answering Check."""
     return agent_factory()
+
+
+# -- the test agent ------------------------------------------------------------------------------
+# ``start_agent(test_servicer=True)`` runs ``python -m tests.support.agent`` instead of ``-m agent``:
+# the real agent with a few test-only behaviours layered over the real servicer:
+#   * GetOOMEvent parks until cancelled (a long-poll without containers), logging "parked call
+#     cancelled" when the client goes away;
+#   * GetDiagnosticData returns int(container_id) bytes of data (oversized responses);
+#   * SetPolicy is removed (a contract method without a handler -> UNIMPLEMENTED);
+#   * SetGuestDateTime's clock is a fake that logs "fake clock set" instead of touching the host.
+
+
+def _test_main(argv: list[str]) -> int:
+    import asyncio as aio
+    import logging
+
+    from agent import app, cli
+    from agent.services.guest import GuestService
+
+    log = logging.getLogger("agent.testing")
+    real_build_servicers = app.build_servicers
+    real_build_services = app.build_services
+
+    def build_services(config: Any) -> Any:
+        services = real_build_services(config)
+        services.guest = GuestService(
+            config,
+            set_clock=lambda t: log.info("fake clock set", extra={"clock": t}),
+            storage_handlers=services.guest.storage_handlers,
+        )
+        return services
+
+    def build_servicers(services: Any) -> dict[str, object]:
+        servicers = real_build_servicers(services)
+        base = type(servicers["grpc.AgentService"])
+
+        class TestServicer(base):  # type: ignore[valid-type,misc]
+            SetPolicy = None
+
+            async def GetOOMEvent(self, req: Any) -> Any:
+                try:
+                    await aio.Event().wait()
+                except aio.CancelledError:
+                    log.info("parked call cancelled")
+                    raise
+
+            async def GetDiagnosticData(self, req: Any) -> Any:
+                from agent.rpc.pb import agent_pb2
+
+                return agent_pb2.GetDiagnosticDataResponse(data="x" * int(req.container_id))
+
+        servicers["grpc.AgentService"] = TestServicer(services)
+        return servicers
+
+    app.build_services = build_services  # type: ignore[assignment]
+    app.build_servicers = build_servicers  # type: ignore[assignment]
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(_test_main(sys.argv[1:]))
