@@ -242,7 +242,7 @@ def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
 
 
 # -- the test agent ------------------------------------------------------------------------------
-# ``start_agent(test_servicer=True)`` runs ``python -m tests.support.agent`` instead of ``-m agent``:
+# ``start_agent(test_servicer=True)`` runs ``python -m tests.support.agent`` (not ``-m agent``):
 # the real agent with a few test-only behaviours layered over the real servicer:
 #   * GetOOMEvent parks until cancelled (a long-poll without containers), logging "parked call
 #     cancelled" when the client goes away;
@@ -293,8 +293,8 @@ def _test_main(argv: list[str]) -> int:
         servicers["grpc.AgentService"] = TestServicer(services)
         return servicers
 
-    app.build_services = build_services  # type: ignore[assignment]
-    app.build_servicers = build_servicers  # type: ignore[assignment]
+    app.build_services = build_services
+    app.build_servicers = build_servicers
     return cli.main(argv)
 
 
