@@ -130,6 +130,10 @@ async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = Non
             from agent.rpc.grpc_server import start_grpc
 
             closers.append(await start_grpc(config.server.grpc_addr, dispatcher))
+        if config.debug_console.enabled:  # image engineer: agent.debug_console
+            from agent.console import start_debug_console
+
+            closers.append(await start_debug_console(config.debug_console))
         log.info(
             "announce",
             extra={
