@@ -2,8 +2,8 @@
 
 pyroute2 costs ~75-100 ms to import, so it is imported on first use, never at agent start-up, on
 the adapter's own thread (pyroute2 cannot run on uvloop; see `_NetlinkThread`). The adapter
-speaks the model of `agent.network.model` and turns `NetlinkError` into `agent.errors` with a message naming
-the step and the errno: this is the OS→domain edge for networking.
+speaks the model of `agent.network.model` and turns `NetlinkError` into `agent.errors` with a
+message naming the step and the errno: this is the OS→domain edge for networking.
 
 The socket is opened without multicast groups: the agent only sends requests and reads their
 answers, so no event can pile up in the receive buffer.
@@ -194,6 +194,10 @@ class Netlink:
 
     async def links(self) -> list[Link]:
         return [_link(m) for m in await self._call("list links", "link", "dump")]
+
+    async def link(self, index: int) -> Link:
+        msgs = await self._call(f"get link {index}", "link", "get", index=index)
+        return _link(msgs[0])
 
     async def set_link(
         self,

@@ -14,10 +14,10 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from agent.errors import DeadlineExceeded, NotFound
+from agent.errors import DeadlineExceeded
 from agent.network import dns, interfaces, pcinet, routes
 from agent.network.iptables import IPTables, Runner
-from agent.network.model import ARPNeighbor, Interface, Link, Route
+from agent.network.model import ARPNeighbor, Interface, Route
 from agent.network.netlink import Netlink
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class NetworkService:
             for skipped in the_plan.skipped:
                 log.info("IPv6 disabled in the guest: address %s skipped", skipped)
             await interfaces.apply(self._nl, the_plan)
-            link = _find(await self._nl.links(), the_plan.link.index)
+            link = await self._nl.link(the_plan.link.index)
             return interfaces.to_interface(link, await self._nl.addresses(link.index), wanted)
 
     async def _wait_for_nic(self, pci_path: str) -> str:
@@ -171,10 +171,3 @@ class NetworkService:
             target=self._paths.resolv_conf,
             bind=self._bind,
         )
-
-
-def _find(links: Sequence[Link], index: int) -> Link:
-    for link in links:
-        if link.index == index:
-            return link
-    raise NotFound(f"Link not found (Index: {index})")
