@@ -209,8 +209,8 @@ async def test_one_nic_interface_routes_neighbours(pod_agent: Any) -> None:
     req = agent_pb2.UpdateInterfaceRequest(interface=iface(0))
     got = await agent.call("UpdateInterface", req)
     assert (got.name, got.hwAddr, got.mtu) == ("eth0", mac(0), 1400)
-    reported = {f"{a.address}/{a.mask}" for a in got.IPAddresses}
-    assert {a for a in reported if not a.startswith("fe80:")} == {"10.0.0.2/24", "fd00::2/64"}
+    addrs = {f"{a.address}/{a.mask}" for a in got.IPAddresses}
+    assert {a for a in addrs if not a.startswith("fe80:")} == {"10.0.0.2/24", "fd00::2/64"}
 
     seen = await links(pod.ns)
     assert "tap0" not in seen
