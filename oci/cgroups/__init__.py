@@ -1,0 +1,112 @@
+"""cgroup managers for containers: v1 (legacy/hybrid hosts such as the dev and CI machines) and
+v2 (unified, what Kata guests use), chosen by probing the hierarchy root.
+
+API summary
+-----------
+* `manager_for(cgroups_path, *, container_id, root=Path("/sys/fs/cgroup"), mode=None)
+  -> CgroupManager`: resolve `linux.cgroupsPath` (empty → `/<container_id>`; kata's
+  `slice:prefix:name` → `slice/prefix/name`; see `paths.py`) and return a `V1Manager` or a
+  `V2Manager` (`mode` forces one; by default `detect_mode(root)`). Nothing is created yet.
+* `CgroupManager` (Protocol): `create()`, `add_pid(pid)`, `apply(resources)` / `update(...)`
+  (an `oci.spec.LinuxResources`), `freeze(timeout=)` (waits for FROZEN), `thaw()`,
+  `freezer_state()`, `can_freeze()`, `pids()` (recursive), `kill_all(sig=SIGKILL, timeout=)`
+  (freeze, signal every pid, thaw; v2 uses cgroup.kill; waits until empty for SIGKILL),
+  `stats() -> CgroupStats` (typed dataclasses in `stats.py`), `oom_watcher() -> OomWatcher`,
+  `destroy(timeout=)` (removes the cgroup and its children, retrying while EBUSY), `exists()`.
+* OOM notification: `OomWatcher.fileno()` to hand to `loop.add_reader`, non-blocking `read()`
+  returning the number of new OOM events, `gone` once the cgroup was removed, `close()`.
+* Errors: `CgroupError` and its meaning-named subclasses (`CgroupNotFound`, `CgroupBusy`,
+  `CgroupInvalid`, `CgroupUnsupported`), each naming the step, the file and the errno:
+  `write 100 to /sys/fs/cgroup/memory/c1/memory.limit_in_bytes: EBUSY (Device or resource busy)`.
+
+All methods do plain, fast cgroupfs file I/O and may be called from an event loop, except
+`freeze`, `kill_all` and `destroy`, which can wait (up to their timeout): run those through
+`asyncio.to_thread`. Device rules are enforced on v1 (devices.allow/deny) but **not on v2**
+(that needs an eBPF program; see `v2.py`).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from oci.spec import LinuxResources
+
+from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupNotFound, CgroupUnsupported
+from .oom import OomWatcher
+from .paths import DEFAULT_ROOT, CgroupMode, detect_mode, resolve_cgroups_path, v1_controllers
+from .stats import CgroupStats
+from .v1 import V1Manager
+from .v2 import V2Manager
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "CgroupBusy",
+    "CgroupError",
+    "CgroupInvalid",
+    "CgroupManager",
+    "CgroupMode",
+    "CgroupNotFound",
+    "CgroupStats",
+    "CgroupUnsupported",
+    "OomWatcher",
+    "V1Manager",
+    "V2Manager",
+    "detect_mode",
+    "manager_for",
+    "resolve_cgroups_path",
+    "v1_controllers",
+]
+
+
+class CgroupManager(Protocol):
+    """One container's cgroup, on whichever hierarchy the host has."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def path(self) -> PurePosixPath: ...
+
+    def exists(self) -> bool: ...
+
+    def create(self) -> None: ...
+
+    def add_pid(self, pid: int) -> None: ...
+
+    def apply(self, r: LinuxResources) -> None: ...
+
+    def update(self, r: LinuxResources) -> None: ...
+
+    def can_freeze(self) -> bool: ...
+
+    def freezer_state(self) -> str: ...
+
+    def freeze(self, *, timeout: float = 10.0) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def pids(self) -> list[int]: ...
+
+    def kill_all(self, sig: int = signal.SIGKILL, *, timeout: float = 10.0) -> None: ...
+
+    def stats(self) -> CgroupStats: ...
+
+    def oom_watcher(self) -> OomWatcher: ...
+
+    def destroy(self, *, timeout: float = 5.0) -> None: ...
+
+
+def manager_for(
+    cgroups_path: str | None,
+    *,
+    container_id: str,
+    root: Path = DEFAULT_ROOT,
+    mode: CgroupMode | None = None,
+) -> CgroupManager:
+    """The manager for a container's cgroup (see the module docstring)."""
+    path = resolve_cgroups_path(cgroups_path, container_id)
+    if (mode or detect_mode(root)) is CgroupMode.V2:
+        return V2Manager(path, root=root)
+    return V1Manager(path, root=root)
