@@ -439,3 +439,56 @@ async def test_iptables_round_trip_and_bad_payload(pod_agent: Any) -> None:
         "iptables-restore exited with status",
     )
     assert iptables_save(pod.ns).splitlines()[1:-1] == before
+
+
+async def test_ipv6_addresses_and_routes_skipped_when_the_guest_has_ipv6_disabled(
+    make_pod: Callable[[int], Pod],
+) -> None:
+    pod = make_pod(1)
+    await asyncio.to_thread(
+        subprocess.run,
+        ["ip", "netns", "exec", pod.ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+        check=True,
+        timeout=30,
+    )
+    agent = await start_agent_in(pod.ns)
+    try:
+        await configure(agent, 1)
+        assert await addresses(pod.ns, "eth0") == {"10.0.0.2/24"}
+        assert {r for r in await routes(pod.ns) if r[0] == 6} == set()
+        assert {r for r in expected_routes(0) if r[0] == 4} <= await routes(pod.ns)
+    finally:
+        await agent.stop()
+
+
+async def test_nic_that_never_appears_at_its_pci_path_times_out(
+    make_pod: Callable[[int], Pod],
+) -> None:
+    pod = make_pod(1)
+    agent = await start_agent_in(pod.ns, args=("--hotplug-timeout", "1"))
+    try:
+        before = await links(pod.ns)
+        wanted = iface(0)
+        wanted.devicePath = "1f"  # no NIC of this netns is there (sysfs hides other netns' NICs)
+        message = await expect_error(
+            agent,
+            "UpdateInterface",
+            agent_pb2.UpdateInterfaceRequest(interface=wanted),
+            Code.DEADLINE_EXCEEDED,
+            "PCI path 1f",
+        )
+        assert "Timeout" in message
+        assert await links(pod.ns) == before
+    finally:
+        await agent.stop()
+
+
+async def test_link_not_found_then_found_once_the_nic_is_plugged(pod_agent: Any) -> None:
+    """The shim retries UpdateInterface on "Link not found" while the NIC is being hot-plugged."""
+    pod, agent = await pod_agent(0)
+    req = agent_pb2.UpdateInterfaceRequest(interface=iface(0))
+    await expect_error(agent, "UpdateInterface", req, Code.NOT_FOUND, "Link not found")
+    pod.add_nic(mac(0))
+    got = await agent.call("UpdateInterface", req)
+    assert got.name == "eth0"
+    assert (await links(pod.ns))["eth0"]["mac"] == mac(0)
