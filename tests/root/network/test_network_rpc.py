@@ -492,3 +492,27 @@ async def test_link_not_found_then_found_once_the_nic_is_plugged(pod_agent: Any)
     got = await agent.call("UpdateInterface", req)
     assert got.name == "eth0"
     assert (await links(pod.ns))["eth0"]["mac"] == mac(0)
+
+
+async def test_onlink_flag_and_ipv6_source_prefix(pod_agent: Any) -> None:
+    pod, agent = await pod_agent(1)
+    await agent.call("UpdateInterface", agent_pb2.UpdateInterfaceRequest(interface=iface(0)))
+    wanted = [
+        # gateway outside every subnet of eth0: only accepted with RTNH_F_ONLINK
+        types_pb2.Route(dest="10.77.0.0/16", gateway="192.168.200.1", device="eth0", flags=4),
+        types_pb2.Route(dest="fd09::/64", source="fd00::/64", device="eth0", family=V6),
+    ]
+    done = await agent.call(
+        "UpdateRoutes", agent_pb2.UpdateRoutesRequest(routes=agent_pb2.Routes(Routes=wanted))
+    )
+    reported = {(r.dest, r.gateway, r.source, r.flags) for r in done.Routes}
+    assert ("10.77.0.0/16", "192.168.200.1", "", 4) in reported
+    assert ("fd09::/64", "", "fd00::/64", 0) in reported
+    kernel = {
+        (m.get("RTA_DST"), m.get("RTA_SRC"), m["src_len"], m["flags"] & 4)
+        for family in (socket.AF_INET, socket.AF_INET6)
+        for m in await dump(pod.ns, "route", family=family)
+        if m.get("RTA_TABLE") == 254
+    }
+    assert ("10.77.0.0", None, 0, 4) in kernel
+    assert ("fd09::", "fd00::", 64, 0) in kernel
