@@ -54,7 +54,7 @@ _ERRNO_CLASS: dict[int, type[AgentError]] = {
     errno.ENODEV: NotFound,
     errno.ENOENT: NotFound,
     errno.ESRCH: NotFound,
-    errno.EADDRNOTAVAIL: NotFound,
+    errno.EADDRNOTAVAIL: InvalidArgument,
     errno.EEXIST: AlreadyExists,
     errno.EINVAL: InvalidArgument,
     errno.ERANGE: InvalidArgument,

@@ -516,3 +516,22 @@ async def test_onlink_flag_and_ipv6_source_prefix(pod_agent: Any) -> None:
     }
     assert ("10.77.0.0", None, 0, 4) in kernel
     assert ("fd09::", "fd00::", 64, 0) in kernel
+
+
+async def test_kernel_refusal_mid_update_rolls_the_link_back(pod_agent: Any) -> None:
+    """Valid syntax the kernel refuses (a multicast address on an interface): the address added
+    before it is removed again, and name, MTU and up state are as they were."""
+    pod, agent = await pod_agent(1)
+    await agent.call("UpdateInterface", agent_pb2.UpdateInterfaceRequest(interface=iface(0)))
+    before = (await links(pod.ns), await addresses(pod.ns, "eth0"))
+    wanted = iface(0, name="renamed", mtu=1300)
+    wanted.IPAddresses.append(types_pb2.IPAddress(address="10.0.0.5", mask="24"))
+    wanted.IPAddresses.append(types_pb2.IPAddress(address="ff02::5", mask="128"))
+    await expect_error(
+        agent,
+        "UpdateInterface",
+        agent_pb2.UpdateInterfaceRequest(interface=wanted),
+        Code.INVALID_ARGUMENT,
+        "add address ff02::5/128 to eth0: Cannot assign requested address (EADDRNOTAVAIL)",
+    )
+    assert (await links(pod.ns), await addresses(pod.ns, "eth0")) == before
