@@ -118,6 +118,15 @@ class TtrpcClient:
             transport = FdTransport(sock.detach(), protocol, is_socket=True)
         return cls(transport, protocol)
 
+    @classmethod
+    def from_fd(cls, fd: int, *, is_socket: bool) -> TtrpcClient:
+        """A client over an already connected fd (a socket, a pty master, a serial line); the
+        client owns the fd from now on."""
+        from agent.rpc.transport import FdTransport
+
+        protocol = _ClientProtocol()
+        return cls(FdTransport(fd, protocol, is_socket=is_socket), protocol)
+
     @property
     def closed(self) -> bool:
         return self._protocol.lost.done()
