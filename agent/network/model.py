@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agent.errors import InvalidArgument
 
@@ -203,7 +203,7 @@ class LinkAddress:
 
 @dataclass(frozen=True, slots=True)
 class KernelRoute:
-    """One route message of the kernel, with the identity fields needed to delete it again."""
+    """One route message of the kernel, with the identity fields needed to delete or restore it."""
 
     family: int
     table: int
@@ -219,15 +219,3 @@ class KernelRoute:
     mtu: int = 0
     priority: int = 0
     tos: int = 0
-    extra: tuple[tuple[str, object], ...] = field(default=(), compare=False)
-
-    def same_key(self, other: KernelRoute) -> bool:
-        """Whether `other` would be replaced by this route (the kernel's route key)."""
-        return (
-            self.family == other.family
-            and self.table == other.table
-            and self.dst == other.dst
-            and self.src == other.src
-            and self.tos == other.tos
-            and self.priority == other.priority
-        )

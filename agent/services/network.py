@@ -1,5 +1,6 @@
 """Network use cases: UpdateInterface, UpdateRoutes, ListInterfaces, ListRoutes, AddARPNeighbors,
-GetIPTables, SetIPTables, plus the guest DNS and loopback duties of sandbox start-up.
+GetIPTables, SetIPTables. (The guest resolv.conf is written by CreateSandbox through
+`agent.network.dns`; `lo` is brought up by `agent.pid1` without netlink.)
 
 Each mutating call reads the kernel state, builds a plan (which validates the whole request), then
 applies it; calls that change links, routes or neighbours are serialised by one lock so that two
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from agent.errors import DeadlineExceeded
-from agent.network import dns, interfaces, pcinet, routes
+from agent.network import interfaces, pcinet, routes
 from agent.network.iptables import IPTables, Runner
 from agent.network.model import ARPNeighbor, Interface, Route
 from agent.network.netlink import Netlink
@@ -27,10 +28,9 @@ log = logging.getLogger(__name__)
 class NetworkPaths:
     """Filesystem roots the service reads or writes (parameters so tests can use temp dirs)."""
 
-    run_dir: str = "/run/kata-containers"
+    run_dir: str = "/run/kata-containers"  # state root (no network file lives there yet)
     sysfs_root: str = "/sys"
     proc_sys_root: str = "/proc/sys"
-    resolv_conf: str = dns.GUEST_RESOLV_CONF
 
 
 class NetworkService:
@@ -41,14 +41,12 @@ class NetworkService:
         paths: NetworkPaths | None = None,
         netlink: Netlink | None = None,
         run: Runner | None = None,
-        bind: dns.Bind | None = None,
         nic_by_pci_path: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self._hotplug_timeout = hotplug_timeout
         self._paths = paths or NetworkPaths()
         self._nl = netlink or Netlink()
         self._run = run
-        self._bind = bind
         self._nic_by_pci_path = nic_by_pci_path
         self._lock = asyncio.Lock()
 
@@ -113,9 +111,6 @@ class NetworkService:
         addresses = await self._nl.addresses()
         return [interfaces.to_interface(link, addresses, Interface()) for link in links]
 
-    async def loopback_up(self) -> None:
-        await interfaces.loopback_up(self._nl)
-
     # ---- routes and neighbours ---------------------------------------------------------------
 
     async def update_routes(self, wanted: Sequence[Route]) -> list[Route]:
@@ -158,16 +153,3 @@ class NetworkService:
 
     async def set_iptables(self, is_ipv6: bool, data: bytes) -> bytes:
         return await self._iptables().set(is_ipv6, data)
-
-    # ---- DNS ---------------------------------------------------------------------------------
-
-    async def setup_guest_dns(self, lines: Sequence[str]) -> str | None:
-        """CreateSandbox's `dns`: write `<run_dir>/sandbox/resolv.conf`, bind it over the guest's
-        /etc/resolv.conf when this agent was given a bind (i.e. runs as the guest's agent)."""
-        return await asyncio.to_thread(
-            dns.setup_guest_dns,
-            list(lines),
-            self._paths.run_dir,
-            target=self._paths.resolv_conf,
-            bind=self._bind,
-        )
