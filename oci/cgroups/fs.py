@@ -101,15 +101,16 @@ def rmdir_tree(path: Path, *, timeout: float = 5.0) -> None:
                 if e.errno not in (errno.EBUSY, errno.EAGAIN) or time.monotonic() >= deadline:
                     err = from_oserror(f"rmdir {d}", e)
                     if e.errno == errno.EBUSY:
-                        procs = (
-                            (d / "cgroup.procs").read_text().split()
-                            if (d / "cgroup.procs").exists()
-                            else []
-                        )
-                        raise CgroupBusy(
-                            f"{err.message}; still has processes {procs}" if procs else err.message,
-                            errno=e.errno,
-                        ) from None
+                        procs = _procs(d)
+                        detail = f"; still has processes {procs}" if procs else ""
+                        raise CgroupBusy(err.message + detail, errno=e.errno) from None
                     raise err from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+
+
+def _procs(d: Path) -> list[str]:
+    try:
+        return (d / "cgroup.procs").read_text().split()
+    except OSError:
+        return []

@@ -377,3 +377,60 @@ def test_kata_systemd_form_path(parent: PurePosixPath) -> None:
                 if p.exists():
                     p.rmdir()
     assert leftovers(f"{parent.name}.slice") == []
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+async def test_oom_watcher_on_an_asyncio_loop_with_oom_killer_disabled(
+    parent: PurePosixPath, children: list[Child]
+) -> None:
+    """With the OOM killer disabled the process stalls under OOM instead of dying; the watcher
+    wakes the event loop without blocking it; raising the limit lets the process finish."""
+    import asyncio
+
+    m = make(parent)
+    m.apply(LinuxResources(memory=LinuxMemory(limit=32 * MiB, disable_oom_killer=True)))
+    watcher = m.oom_watcher()
+    loop = asyncio.get_running_loop()
+    fired: asyncio.Future[int] = loop.create_future()
+
+    def on_ready() -> None:
+        n = watcher.read()
+        if n and not fired.done():
+            fired.set_result(n)
+
+    loop.add_reader(watcher.fileno(), on_ready)
+    try:
+        c = Child("b = bytearray(b'x') * (64 << 20)\nprint('finished', flush=True)")
+        children.append(c)
+        m.add_pid(c.pid)
+        c.go()
+        assert await asyncio.wait_for(fired, 60) >= 1
+        assert "under_oom 1" in (m.dirs["memory"] / "memory.oom_control").read_text()
+        assert c.proc.poll() is None  # stalled, not killed
+        m.update(LinuxResources(memory=LinuxMemory(limit=256 * MiB)))
+        rc, out, _ = await asyncio.to_thread(c.wait)
+        assert (rc, out.strip()) == (0, "finished")
+    finally:
+        loop.remove_reader(watcher.fileno())
+        watcher.close()
+
+
+def test_oom_watcher_failure_leaks_no_fd(parent: PurePosixPath) -> None:
+    m = manager_for(str(parent / "never-created"), container_id="x")
+    before = open_fds()
+    with pytest.raises(CgroupNotFound, match=r"memory\.oom_control: ENOENT"):
+        m.oom_watcher()
+    assert open_fds() == before
+
+
+def test_watcher_close_releases_fds(parent: PurePosixPath) -> None:
+    m = make(parent)
+    before = open_fds()
+    w = m.oom_watcher()
+    assert len(open_fds() - before) == 2
+    w.close()
+    w.close()  # idempotent
+    assert open_fds() == before

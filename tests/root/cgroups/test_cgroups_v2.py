@@ -200,3 +200,31 @@ def test_failed_create_rolls_back(tmp_path: Path) -> None:
     with pytest.raises(CgroupNotFound, match=r"cgroup\.controllers: ENOENT"):
         m.create()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_v2_oom_watcher_mechanics_on_a_real_kernfs_file(
+    v2root: Path, tmp_path: Path, children: list[Child]
+) -> None:
+    """memory.events is not available on this host's v2 hierarchy; the watcher is pointed at a
+    real kernfs events file instead (cgroup.events through a symlink): its fd must become
+    readable on change, read() must not block, and removal of the cgroup must set `gone`."""
+    from oci.cgroups.oom import V2OomWatcher
+
+    m = make(v2root)
+    (tmp_path / "memory.events").symlink_to(m.dir / "cgroup.events")
+    w = V2OomWatcher(tmp_path)
+    try:
+        assert w.read() == 0
+        c = Child("import time; time.sleep(100)")
+        children.append(c)
+        m.add_pid(c.pid)
+        assert select.select([w.fileno()], [], [], 30)[0]
+        assert w.read() == 0  # a change, but no oom_kill counter increase
+        assert not w.gone
+        c.kill()
+        m.destroy()
+        assert select.select([w.fileno()], [], [], 30)[0]
+        assert w.read() == 0
+        assert w.gone
+    finally:
+        w.close()
