@@ -5,7 +5,9 @@
   becomes None (`Hostname: ""` → `hostname=None`, `Memory.Limit: 0` → `limit=None`,
   `OOMScoreAdj: 0` → `oom_score_adj=None`). Exceptions, where zero is a real value and the
   model field is not optional: user uid/gid, id mappings, rlimits, device major/minor,
-  throttle rates, seccomp argument index/values, the rootfs path and `ociVersion`.
+  throttle rates, seccomp argument index/values and the rootfs path. Two required strings get a
+  default instead: an empty `Version` becomes this model's `SPEC_VERSION`, an empty `Cwd`
+  becomes "/" (runc and rustjail do not chdir for an empty cwd, i.e. stay at "/").
 * A sub-message that is absent stays None; one that is present is converted even if empty.
 * Empty `MaskedPaths`/`ReadonlyPaths`/`Namespaces` become empty tuples, which in this model
   already means "none": nothing adds runtime defaults to them.
@@ -86,7 +88,7 @@ def process_from_pb(p: pb.Process) -> oci.Process:
         ),
         args=tuple(p.Args),
         env=tuple(p.Env),
-        cwd=p.Cwd,
+        cwd=p.Cwd or "/",
         capabilities=caps,
         rlimits=tuple(oci.POSIXRlimit(type=r.Type, hard=r.Hard, soft=r.Soft) for r in p.Rlimits),
         no_new_privileges=p.NoNewPrivileges,
@@ -248,7 +250,7 @@ def spec_from_pb(s: pb.Spec) -> oci.Spec:
             poststop=_hooks(h.Poststop),
         )
     return oci.Spec(
-        oci_version=s.Version,
+        oci_version=s.Version or oci.SPEC_VERSION,
         process=process_from_pb(s.Process) if _has(s, "Process") else None,
         root=oci.Root(path=s.Root.Path, readonly=s.Root.Readonly) if _has(s, "Root") else None,
         hostname=_s(s.Hostname),

@@ -192,6 +192,8 @@ def get(obj: object, path: str) -> object:
 # (pb Spec fields as a dict, attribute path in the model, expected value)
 ZERO_IS_UNSET: list[tuple[str, dict[str, Any], str, object]] = [
     ("hostname-empty", {"Hostname": ""}, "hostname", None),
+    ("version-empty", {}, "oci_version", s.SPEC_VERSION),
+    ("cwd-empty", {"Process": {"Args": ["sh"]}}, "process.cwd", "/"),
     ("hostname-set", {"Hostname": "h"}, "hostname", "h"),
     ("process-absent", {}, "process", None),
     ("root-absent", {}, "root", None),
