@@ -313,6 +313,7 @@ def test_zero_values_become_unset(fields: dict[str, Any], path: str, expected: o
 def test_seccomp_errnoret_has_presence() -> None:
     msg = json_format.ParseDict(
         {
+            "Version": "1.0.2",
             "Linux": {
                 "Seccomp": {
                     "DefaultAction": "SCMP_ACT_ERRNO",
@@ -328,7 +329,7 @@ def test_seccomp_errnoret_has_presence() -> None:
                         },
                     ],
                 }
-            }
+            },
         },
         pb.Spec(),
     )
