@@ -31,21 +31,27 @@ class NamespaceType(enum.StrEnum):
     TIME = "time"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxIDMapping(SpecObject):
+    """A uid/gid mapping: `linux.uidMappings[]`, `linux.gidMappings[]`, `mounts[].uidMappings[]`."""
+
     container_id: int = spec_field(0, key="containerID", required=True)
     host_id: int = spec_field(0, key="hostID", required=True)
     size: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxNamespace(SpecObject):
+    """`linux.namespaces[]`: a namespace to create, or to join when `path` is set."""
+
     type: str = spec_field("", required=True)
     path: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxDevice(SpecObject):
+    """`linux.devices[]`: a device node to create in the container."""
+
     path: str = spec_field("", required=True)
     type: str = spec_field("", required=True)
     major: int | None = spec_field(None)
@@ -55,8 +61,10 @@ class LinuxDevice(SpecObject):
     gid: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxDeviceCgroup(SpecObject):
+    """`linux.resources.devices[]`: a device cgroup rule (None type/major/minor = all)."""
+
     allow: bool = spec_field(False, always=True)
     type: str | None = spec_field(None)
     major: int | None = spec_field(None)
@@ -64,8 +72,10 @@ class LinuxDeviceCgroup(SpecObject):
     access: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxMemory(SpecObject):
+    """`linux.resources.memory` (bytes; -1 = unlimited; `swap` is memory+swap)."""
+
     limit: int | None = spec_field(None)
     reservation: int | None = spec_field(None)
     swap: int | None = spec_field(None)
@@ -77,8 +87,10 @@ class LinuxMemory(SpecObject):
     check_before_update: bool | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxCPU(SpecObject):
+    """`linux.resources.cpu` (quota/period in microseconds; cpus/mems as lists like "0-3")."""
+
     shares: int | None = spec_field(None)
     quota: int | None = spec_field(None)
     burst: int | None = spec_field(None)
@@ -90,28 +102,36 @@ class LinuxCPU(SpecObject):
     idle: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxPids(SpecObject):
+    """`linux.resources.pids` (limit -1 = unlimited)."""
+
     limit: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxWeightDevice(SpecObject):
+    """`linux.resources.blockIO.weightDevice[]`."""
+
     major: int = spec_field(0, required=True)
     minor: int = spec_field(0, required=True)
     weight: int | None = spec_field(None)
     leaf_weight: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxThrottleDevice(SpecObject):
+    """`linux.resources.blockIO.throttle*Device[]` (bytes or I/O operations per second)."""
+
     major: int = spec_field(0, required=True)
     minor: int = spec_field(0, required=True)
     rate: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxBlockIO(SpecObject):
+    """`linux.resources.blockIO`."""
+
     weight: int | None = spec_field(None)
     leaf_weight: int | None = spec_field(None)
     weight_device: tuple[LinuxWeightDevice, ...] = spec_field(())
@@ -125,32 +145,42 @@ class LinuxBlockIO(SpecObject):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxHugepageLimit(SpecObject):
+    """`linux.resources.hugepageLimits[]` (`page_size` like "2MB")."""
+
     page_size: str = spec_field("", required=True)
     limit: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxInterfacePriority(SpecObject):
+    """`linux.resources.network.priorities[]`."""
+
     name: str = spec_field("", required=True)
     priority: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxNetwork(SpecObject):
+    """`linux.resources.network` (net_cls class id, net_prio priorities)."""
+
     class_id: int | None = spec_field(None, key="classID")
     priorities: tuple[LinuxInterfacePriority, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxRdma(SpecObject):
+    """A value of the `linux.resources.rdma` map."""
+
     hca_handles: int | None = spec_field(None)
     hca_objects: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxResources(SpecObject):
+    """`linux.resources`: the container's cgroup limits (also UpdateContainer's payload)."""
+
     devices: tuple[LinuxDeviceCgroup, ...] = spec_field(())
     memory: LinuxMemory | None = spec_field(None)
     cpu: LinuxCPU | None = spec_field(None)
@@ -162,24 +192,30 @@ class LinuxResources(SpecObject):
     unified: Mapping[str, str] = spec_field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxSeccompArg(SpecObject):
+    """`linux.seccomp.syscalls[].args[]`: one argument comparison."""
+
     index: int = spec_field(0, required=True)
     value: int = spec_field(0, required=True)
     value_two: int = spec_field(0)
     op: str = spec_field("", required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxSyscall(SpecObject):
+    """`linux.seccomp.syscalls[]`: an action for a set of syscall names."""
+
     names: tuple[str, ...] = spec_field((), required=True)
     action: str = spec_field("", required=True)
     errno_ret: int | None = spec_field(None)
     args: tuple[LinuxSeccompArg, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxSeccomp(SpecObject):
+    """`linux.seccomp`: the seccomp filter."""
+
     default_action: str = spec_field("", required=True)
     default_errno_ret: int | None = spec_field(None)
     architectures: tuple[str, ...] = spec_field(())
@@ -189,8 +225,10 @@ class LinuxSeccomp(SpecObject):
     syscalls: tuple[LinuxSyscall, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxIntelRdt(SpecObject):
+    """`linux.intelRdt`."""
+
     clos_id: str | None = spec_field(None, key="closID")
     l3_cache_schema: str | None = spec_field(None)
     mem_bw_schema: str | None = spec_field(None)
@@ -198,20 +236,26 @@ class LinuxIntelRdt(SpecObject):
     enable_mbm: bool = spec_field(False, key="enableMBM")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxPersonality(SpecObject):
+    """`linux.personality` (execution domain)."""
+
     domain: str = spec_field("", required=True)
     flags: tuple[str, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxTimeOffset(SpecObject):
+    """A value of the `linux.timeOffsets` map (clock offset in a new time namespace)."""
+
     secs: int | None = spec_field(None)
     nanosecs: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxCapabilities(SpecObject):
+    """`process.capabilities`: the five capability sets (names with the CAP_ prefix)."""
+
     bounding: tuple[str, ...] = spec_field(())
     effective: tuple[str, ...] = spec_field(())
     inheritable: tuple[str, ...] = spec_field(())
@@ -219,14 +263,18 @@ class LinuxCapabilities(SpecObject):
     ambient: tuple[str, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LinuxIOPriority(SpecObject):
+    """`process.ioPriority` (`class_` holds the JSON key `class`)."""
+
     class_: str = spec_field("", key="class", required=True)
     priority: int = spec_field(0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Linux(SpecObject):
+    """`linux`: the Linux-specific configuration."""
+
     uid_mappings: tuple[LinuxIDMapping, ...] = spec_field(())
     gid_mappings: tuple[LinuxIDMapping, ...] = spec_field(())
     sysctl: Mapping[str, str] = spec_field(default_factory=dict)

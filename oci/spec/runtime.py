@@ -20,14 +20,18 @@ SPEC_VERSION = "1.2.0"
 """The runtime-spec version this model implements (written by `default_spec`)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Box(SpecObject):
+    """`process.consoleSize`."""
+
     height: int = spec_field(0, always=True)
     width: int = spec_field(0, always=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class User(SpecObject):
+    """`process.user` (numeric ids; `username` is for other platforms)."""
+
     uid: int = spec_field(0, always=True)
     gid: int = spec_field(0, always=True)
     umask: int | None = spec_field(None)
@@ -35,15 +39,19 @@ class User(SpecObject):
     username: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class POSIXRlimit(SpecObject):
+    """`process.rlimits[]`."""
+
     type: str = spec_field("", required=True)
     hard: int = spec_field(0, required=True)
     soft: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Scheduler(SpecObject):
+    """`process.scheduler` (sched_setattr parameters)."""
+
     policy: str = spec_field("", required=True)
     nice: int | None = spec_field(None)
     priority: int | None = spec_field(None)
@@ -53,14 +61,18 @@ class Scheduler(SpecObject):
     period: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class CPUAffinity(SpecObject):
+    """`process.execCPUAffinity`."""
+
     initial: str | None = spec_field(None)
     final: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Process(SpecObject):
+    """`process`: the container process (also an exec's process.json)."""
+
     terminal: bool = spec_field(False)
     console_size: Box | None = spec_field(None)
     user: User = spec_field(default_factory=User)
@@ -79,14 +91,18 @@ class Process(SpecObject):
     exec_cpu_affinity: CPUAffinity | None = spec_field(None, key="execCPUAffinity")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Root(SpecObject):
+    """`root`: the container's root filesystem (`path` may be relative to the bundle)."""
+
     path: str = spec_field("", required=True)
     readonly: bool = spec_field(False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Mount(SpecObject):
+    """`mounts[]`."""
+
     destination: str = spec_field("", required=True)
     type: str | None = spec_field(None)
     source: str | None = spec_field(None)
@@ -95,16 +111,20 @@ class Mount(SpecObject):
     gid_mappings: tuple[LinuxIDMapping, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Hook(SpecObject):
+    """One hook: `hooks.<phase>[]`."""
+
     path: str = spec_field("", required=True)
     args: tuple[str, ...] = spec_field(())
     env: tuple[str, ...] = spec_field(())
     timeout: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Hooks(SpecObject):
+    """`hooks`: the six lifecycle hook lists."""
+
     prestart: tuple[Hook, ...] = spec_field(())
     create_runtime: tuple[Hook, ...] = spec_field(())
     create_container: tuple[Hook, ...] = spec_field(())
@@ -113,8 +133,10 @@ class Hooks(SpecObject):
     poststop: tuple[Hook, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Spec(SpecObject):
+    """A whole config.json."""
+
     oci_version: str = spec_field(SPEC_VERSION, required=True)
     process: Process | None = spec_field(None)
     root: Root | None = spec_field(None)

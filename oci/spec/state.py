@@ -27,8 +27,10 @@ class Status(enum.StrEnum):
     PAUSED = "paused"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class State(SpecObject):
+    """The OCI state document."""
+
     oci_version: str = spec_field(SPEC_VERSION, required=True)
     id: str = spec_field("", required=True)
     status: Status = spec_field(Status.CREATING, required=True)

@@ -447,3 +447,18 @@ def test_names_give_kernel_numbers() -> None:
     assert s.names.RLIMITS["RLIMIT_NOFILE"] == 7
     assert s.names.NAMESPACE_PROC_NAMES["network"] == "net"
     assert set(s.names.NAMESPACE_PROC_NAMES) == s.names.NAMESPACES
+
+
+def test_shared_eq_hash_repr_behave_like_generated_ones() -> None:
+    a = s.LinuxNamespace(type="pid")
+    assert a == s.LinuxNamespace(type="pid")
+    assert a != s.LinuxNamespace(type="pid", path="/proc/1/ns/pid")
+    assert a != s.LinuxIDMapping()  # other class
+    assert (a == 1) is False
+    assert hash(a) == hash(s.LinuxNamespace(type="pid"))
+    assert {a, s.LinuxNamespace(type="pid")} == {a}
+    assert repr(a) == "LinuxNamespace(type='pid', path=None)"  # extra is not shown
+    assert s.LinuxNamespace(type="pid", extra={"x": 1}) != a  # but compared
+    assert dataclasses.is_dataclass(a)
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(s.Spec(annotations={"a": "b"}))
