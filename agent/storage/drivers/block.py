@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from agent.errors import Internal, InvalidArgument, NotFound
+from agent.errors import AgentError, Internal, InvalidArgument, NotFound
 from agent.storage import mountopts
 from agent.storage.drivers import common
 from agent.storage.env import Mounted, StorageEnv, errname
@@ -42,7 +42,10 @@ async def make_filesystem(env: StorageEnv, storage: Storage, device: Path, *, wh
     fstype = storage.fstype or "ext4"
     if fstype != "ext4":
         raise InvalidArgument(f"{what}: {CREATE_FILESYSTEM} supports ext4 only, not {fstype!r}")
-    res = await env.run([*MKFS_EXT4, str(device)], timeout=env.command_timeout)
+    try:
+        res = await env.run([*MKFS_EXT4, str(device)], timeout=env.command_timeout)
+    except AgentError as err:  # not installed, or did not finish in time
+        raise type(err)(f"{what}: {CREATE_FILESYSTEM}: {err}") from err
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip().splitlines()
         raise Internal(

@@ -1,0 +1,307 @@
+"""Hot-plug in a real guest (QEMU, TCG here): devices added through QMP after the agent is up.
+
+The VM is the image engineer's `image-build/vm.py` `Vm`, with three additions made by a subclass:
+a QMP socket, two PCIe root ports (hot-plug slots; on q35 nothing else can take a hot-plugged
+device) and memory hot-plug slots. PCI paths: the root ports sit in slots 0x10 and 0x11 of
+bus 00, so a device plugged into them has the PCI path `10/00` / `11/00`.
+
+* virtio-blk by PCI path: `CreateSandbox` with a `blk` storage `10/00` mounts the disk (the
+  agent waits for its uevent); the volume is written through the guest and read back.
+* swap on a virtio-blk disk by PCI path (`AddSwap`), checked in /proc/swaps.
+* a virtio-net NIC found by PCI path (`UpdateInterface` with `devicePath`).
+* memory hot-plug (pc-dimm): the agent's uevent listener onlines the new memory blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.rpc.pb import agent_pb2, csi_pb2, oci_pb2, types_pb2
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "build"
+
+pytestmark = pytest.mark.vm
+
+
+def _vm_module() -> Any:
+    spec = importlib.util.spec_from_file_location("kata_image_vm", REPO / "image-build" / "vm.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["kata_image_vm"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Qmp:
+    """A minimal QMP client (one command at a time; events are skipped)."""
+
+    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+        self._read()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self) -> dict[str, Any]:
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("QMP closed")
+        return dict(json.loads(line))
+
+    def cmd(self, name: str, **args: Any) -> Any:
+        msg: dict[str, Any] = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                continue
+            if "error" in reply:
+                raise RuntimeError(f"QMP {name}: {reply['error']}")
+            return reply.get("return")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class Console:
+    """The agent's debug console (a shell on a pty), for looking at the guest from inside."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(str(path))
+        self.run("stty -echo 2>/dev/null; true", timeout=60)
+
+    def run(self, cmd: str, timeout: float = 60.0) -> str:
+        tag = uuid.uuid4().hex[:8]
+        # the marker is produced by the shell (arithmetic), so the echoed command never matches
+        self.sock.sendall(f"{cmd}; echo @{tag}@$((1+1))@\n".encode())
+        want = f"@{tag}@2@".encode()
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while want not in buf:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"guest command {cmd!r}: no answer; got {buf[-500:]!r}")
+            with contextlib.suppress(TimeoutError):
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("debug console closed")
+                buf += chunk
+        out = buf[: buf.index(want)].decode(errors="replace")
+        lines = [ln for ln in out.replace("\r", "").splitlines() if f"@{tag}@" not in ln]
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _image() -> tuple[Path, Path]:
+    """The kernel and initrd of `make image` / `make initrd` (build them first: they carry this
+    checkout's agent)."""
+    manifest = BUILD / "image.json"
+    if not manifest.is_file():
+        pytest.skip(f"no guest image ({manifest} missing): run `make initrd` first")
+    info = json.loads(manifest.read_text())
+    return Path(info["kernel"]), Path(info["initrd"])
+
+
+@pytest.fixture(scope="module")
+def hotplug_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    vmmod = _vm_module()
+    kernel, initrd = _image()
+    rundir = Path(f"/tmp/khp-{uuid.uuid4().hex[:6]}")  # unix socket paths must stay short
+
+    class HotplugVm(vmmod.Vm):  # type: ignore[name-defined,misc]
+        def qemu_argv(self) -> list[str]:
+            argv: list[str] = list(super().qemu_argv())
+            i = argv.index("-m")
+            argv[i + 1] = f"{self.config.memory_mb}M,slots=4,maxmem=2G"
+            argv += [
+                "-qmp",
+                f"unix:{self.config.rundir / 'qmp.sock'},server=on,wait=off",
+                "-device",
+                "pcie-root-port,id=hp0,bus=pcie.0,chassis=10,addr=0x10",
+                "-device",
+                "pcie-root-port,id=hp1,bus=pcie.0,chassis=11,addr=0x11",
+                "-device",
+                "pcie-root-port,id=hp2,bus=pcie.0,chassis=12,addr=0x12",
+            ]
+            return argv
+
+    cfg = vmmod.VmConfig(kernel=kernel, initrd=initrd, rundir=rundir, memory_mb=512, cpus=1)
+    vm = HotplugVm(cfg)
+    try:
+        vm.start()
+        vm.wait_for_agent(timeout=180)
+        yield vm
+    finally:
+        vm.stop()
+        subprocess.run(["rm", "-rf", str(rundir)], check=False)
+
+
+@pytest.fixture(scope="module")
+def qmp(hotplug_vm: Any) -> Iterator[Qmp]:
+    q = Qmp(hotplug_vm.config.rundir / "qmp.sock")
+    yield q
+    q.close()
+
+
+@pytest.fixture(scope="module")
+def console(hotplug_vm: Any) -> Iterator[Console]:
+    c = Console(hotplug_vm.console_sock)
+    yield c
+    c.close()
+
+
+async def _client(vm: Any) -> Any:
+    from agent.rpc.client import TtrpcClient
+
+    return await TtrpcClient.connect(f"unix://{vm.agent_sock}", timeout=30)
+
+
+def _disk(path: Path, size_mib: int, *, swap: bool = False, ext4: bool = False) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size_mib << 20)
+    if swap:
+        subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
+    if ext4:
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(path)], check=True, capture_output=True)
+    return path
+
+
+def _plug_disk(qmp: Qmp, img: Path, name: str, port: str) -> None:
+    qmp.cmd(
+        "blockdev-add",
+        **{"node-name": name, "driver": "raw", "file": {"driver": "file", "filename": str(img)}},
+    )
+    qmp.cmd("device_add", driver="virtio-blk-pci", drive=name, id=f"dev-{name}", bus=port)
+
+
+async def test_virtio_blk_by_pci_path_mounted_as_volume(
+    hotplug_vm: Any, qmp: Qmp, console: Console, tmp_path: Path
+) -> None:
+    """The Kata flow: CreateSandbox mounts the virtio-fs share (kataShared) and the hot-plugged
+    disk found by PCI path; a container whose rootfs is on the share writes into the volume."""
+    from agent.ctl.container_spec import container_spec
+    from tests.support.rootfs import make_busybox_rootfs
+
+    cid = "hpc1"
+    make_busybox_rootfs(hotplug_vm.config.shared_dir / cid / "rootfs")
+    img = _disk(tmp_path / "vol.img", 64, ext4=True)  # the guest image has no mkfs.ext4
+    shared = "/run/kata-containers/shared/containers/"
+    mp = "/run/kata-containers/sandbox/storage/vol0"
+    share_type = "virtiofs" if hotplug_vm.share_mode == "virtio-fs" else "9p"
+    share = agent_pb2.Storage(
+        driver="virtio-fs" if share_type == "virtiofs" else "9p",
+        source="kataShared",
+        fstype=share_type,
+        mount_point=shared,
+    )
+    vol = agent_pb2.Storage(driver="blk", source="10/00", fstype="ext4", mount_point=mp)
+    async with await _client(hotplug_vm) as c:
+        _plug_disk(qmp, img, "vol0", "hp0")  # after the agent is up: a real hot-plug
+        await c.agent.CreateSandbox(
+            agent_pb2.CreateSandboxRequest(hostname="hp", sandbox_id="hp", storages=[share, vol])
+        )
+        stats = await c.agent.GetVolumeStats(agent_pb2.VolumeStatsRequest(volume_guest_path=mp))
+        total = next(u.total for u in stats.usage if u.unit == csi_pb2.VolumeUsage.BYTES)
+        assert 50 << 20 < total <= 64 << 20
+        spec = container_spec(
+            f"{shared}{cid}/rootfs", ["sh", "-c", "echo from-container > /data/f"]
+        )
+        spec.Mounts.append(
+            oci_pb2.Mount(destination="/data", source=mp, type="bind", options=["rbind", "rw"])
+        )
+        await c.agent.CreateContainer(
+            agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec)
+        )
+        await c.agent.StartContainer(agent_pb2.StartContainerRequest(container_id=cid))
+        done = await c.agent.WaitProcess(
+            agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid), timeout=120
+        )
+        assert done.status == 0
+        await c.agent.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id=cid))
+    mounts = console.run("cat /proc/mounts")
+    assert f" {shared.rstrip('/')} {share_type} " in mounts
+    assert any(ln.startswith("/dev/vd") and f" {mp} ext4 " in ln for ln in mounts.splitlines())
+    assert console.run(f"cat {mp}/f").strip().endswith("from-container")
+
+
+async def test_swap_on_hotplugged_disk(
+    hotplug_vm: Any, qmp: Qmp, console: Console, tmp_path: Path
+) -> None:
+    img = _disk(tmp_path / "swap.img", 32, swap=True)
+    _plug_disk(qmp, img, "swap0", "hp1")
+    async with await _client(hotplug_vm) as c:
+        await c.agent.AddSwap(agent_pb2.AddSwapRequest(PCIPath=[0x11, 0x00]))
+    swaps = console.run("cat /proc/swaps")
+    assert "/dev/vd" in swaps, swaps
+
+
+async def test_hotplugged_nic_found_by_pci_path(
+    hotplug_vm: Any, qmp: Qmp, console: Console
+) -> None:
+    qmp.cmd("netdev_add", type="user", id="hpnet0", restrict=True)
+    qmp.cmd(
+        "device_add",
+        driver="virtio-net-pci",
+        netdev="hpnet0",
+        id="hpnic0",
+        bus="hp2",
+        mac="52:54:00:12:34:99",
+    )
+    iface = types_pb2.Interface(
+        device="",
+        name="hpeth0",
+        hwAddr="52:54:00:12:34:99",
+        mtu=1500,
+        devicePath="12/00",
+        IPAddresses=[
+            types_pb2.IPAddress(family=types_pb2.IPFamily.v4, address="10.9.8.7", mask="24")
+        ],
+    )
+    async with await _client(hotplug_vm) as c:
+        got = await c.agent.UpdateInterface(agent_pb2.UpdateInterfaceRequest(interface=iface))
+    assert got.name == "hpeth0"
+    out = console.run("ip -o addr show hpeth0")
+    assert "10.9.8.7/24" in out
+
+
+def _online_blocks(console: Console) -> tuple[int, int]:
+    out = console.run("cat /sys/devices/system/memory/memory*/online | tr -d '\\n'; echo")
+    bits = out.strip().splitlines()[-1]
+    return bits.count("1"), bits.count("0")
+
+
+def test_memory_hotplug_onlined(hotplug_vm: Any, qmp: Qmp, console: Console) -> None:
+    before_on, _ = _online_blocks(console)
+    qmp.cmd("object-add", **{"qom-type": "memory-backend-ram", "id": "hpmem0", "size": 256 << 20})
+    qmp.cmd("device_add", driver="pc-dimm", id="hpdimm0", memdev="hpmem0")
+    deadline = time.monotonic() + 60
+    on, off = _online_blocks(console)
+    while time.monotonic() < deadline and (on <= before_on or off):
+        time.sleep(0.5)
+        on, off = _online_blocks(console)
+    assert on >= before_on + 2, (before_on, on, off)
+    assert off == 0
