@@ -82,7 +82,9 @@ class SpecObject:
         return all(getattr(self, n) == getattr(other, n) for n in _names(self.__class__)[0])
 
     def __hash__(self) -> int:
-        return hash((self.__class__, *(getattr(self, n) for n in _names(self.__class__)[0])))
+        # maps (annotations, sysctl, extra, ...) are left out: equal objects still hash equal
+        values = (getattr(self, n) for n in _names(self.__class__)[0])
+        return hash((self.__class__, *(v for v in values if not isinstance(v, Mapping))))
 
     def __repr__(self) -> str:
         body = ", ".join(f"{n}={getattr(self, n)!r}" for n in _names(self.__class__)[1])
