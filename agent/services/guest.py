@@ -9,8 +9,9 @@ CopyFile (Kata's semantics, reference §1.2): the target must be below
 symlink (even one planted concurrently) can lead outside. Missing parents are created with
 ``dir_mode & 0o777``; the immediate parent is chowned to uid/gid. ``file_mode``'s type bits select
 a directory, a symlink (``data`` is the target) or a regular file; regular files are written in
-chunks at ``offset`` into ``<name>.tmp`` (offset 0 truncates) and renamed into place, with mode and
-owner applied, once the size reaches ``file_size`` (an atomic replace).
+chunks at ``offset`` into ``<name>.tmp`` (offset 0 truncates; a chunk may not leave a gap) and
+renamed into place, with mode and owner applied, once the size reaches ``file_size`` (an atomic
+replace).
 """
 
 from __future__ import annotations
@@ -316,8 +317,16 @@ class GuestService:
         except OSError as err:
             raise self._leaf_error(args.path, tmp, err) from err
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise PermissionDenied(f"copy file {args.path}: {tmp} is not a regular file")
+            if args.offset > st.st_size:
+                # chunks arrive in order (the runtime sends them sequentially); a gap would make
+                # the size check below declare a file with a hole complete
+                raise InvalidArgument(
+                    f"copy file {args.path}: chunk at offset {args.offset} leaves a gap after "
+                    f"byte {st.st_size} received so far"
+                )
             view = memoryview(args.data)
             pos = args.offset
             while view:
