@@ -329,8 +329,11 @@ class V1Manager:
             return
         frozen = False
         if self.can_freeze():
-            self.freeze(timeout=timeout)
-            frozen = True
+            try:
+                self.freeze(timeout=timeout)
+                frozen = True
+            except CgroupBusy as e:  # signal them anyway, repeatedly (below)
+                log.warning("kill-all of %s without freezing: %s", top, e)
         try:
             signal_all(list_pids(top), sig)
         finally:

@@ -299,8 +299,11 @@ class V2Manager:
         else:
             frozen = False
             if self.can_freeze():
-                self.freeze(timeout=timeout)
-                frozen = True
+                try:
+                    self.freeze(timeout=timeout)
+                    frozen = True
+                except CgroupBusy as e:
+                    log.warning("kill-all of %s without freezing: %s", self.dir, e)
             try:
                 signal_all(list_pids(self.dir), sig)
             finally:

@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from oci.cgroups import (
+    CgroupBusy,
     CgroupInvalid,
     CgroupMode,
     CgroupNotFound,
@@ -382,3 +383,58 @@ def test_v1_cpu_period_quota_retry_order(
         ("cpu.cfs_quota_us", "1000"),
         ("cpu.cfs_period_us", "2000"),
     ]
+
+
+def test_v1_freeze_timeout_thaws_and_says_so(
+    tmp_path: Path, writes: Writes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = v1_fake(tmp_path)
+    monkeypatch.setattr(v1, "read_text", lambda path: "FREEZING\n")
+    with pytest.raises(CgroupBusy, match=r"freeze .*/freezer/c1: still FREEZING after 0\.05s"):
+        m.freeze(timeout=0.05)
+    assert writes[0] == ("freezer.state", "FROZEN")
+    assert writes[-1] == ("freezer.state", "THAWED")
+
+
+def test_v1_kill_all_without_freezing_when_freeze_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = v1_fake(tmp_path)
+    (tmp_path / "freezer/c1/cgroup.procs").write_text("")
+    events: list[str] = []
+
+    def stuck(*, timeout: float) -> None:
+        events.append("freeze")
+        raise CgroupBusy("still FREEZING")
+
+    monkeypatch.setattr(m, "freeze", stuck)
+    monkeypatch.setattr(m, "thaw", lambda: events.append("thaw"))
+    monkeypatch.setattr(v1, "signal_all", lambda pids, sig: events.append(f"kill {pids}"))
+    m.kill_all(timeout=0.1)
+    assert events == ["freeze", "kill []"]  # no thaw: it never froze
+
+
+def test_v2_freeze_timeout_thaws_and_says_so(
+    tmp_path: Path, writes: Writes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = v2_leaf(tmp_path)
+    closed: list[bool] = []
+
+    class NeverFrozen:
+        def __init__(self, path: Path) -> None:
+            pass
+
+        def read_text(self) -> str:
+            return "populated 1\nfrozen 0\n"
+
+        def wait(self, timeout: float) -> bool:
+            return False
+
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(v2, "FileChangeWatcher", NeverFrozen)
+    with pytest.raises(CgroupBusy, match=r"freeze .*/pod/c1: not settled after 0\.05s"):
+        m.freeze(timeout=0.05)
+    assert writes == [("cgroup.freeze", "1"), ("cgroup.freeze", "0")]
+    assert closed == [True]
