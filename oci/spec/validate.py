@@ -60,6 +60,12 @@ class _Checker:
             return False
         return True
 
+    def env(self, path: str, env: Iterable[str]) -> None:
+        for i, item in enumerate(env):
+            name, sep, _ = item.partition("=")
+            if not sep or not name or _ENV_NAME_BAD.search(name):
+                self.error(f"{path}[{i}]", f"{_q(item)} is not of the form NAME=value")
+
     def u32(self, path: str, value: int | None) -> None:
         if value is not None and not 0 <= value <= _U32:
             self.error(path, f"{value} is out of range (0 to {_U32})")
@@ -118,10 +124,7 @@ class _Checker:
         if not p.args:
             self.error(f"{path}.args", "must not be empty")
         self.absolute(f"{path}.cwd", p.cwd, "cwd")
-        for i, env in enumerate(p.env):
-            name, sep, _ = env.partition("=")
-            if not sep or not name or _ENV_NAME_BAD.search(name):
-                self.error(f"{path}.env[{i}]", f"{_q(env)} is not of the form NAME=value")
+        self.env(f"{path}.env", p.env)
         self.u32(f"{path}.user.uid", p.user.uid)
         self.u32(f"{path}.user.gid", p.user.gid)
         for i, gid in enumerate(p.user.additional_gids):
@@ -209,6 +212,7 @@ class _Checker:
 
     def hook(self, path: str, h: Hook) -> None:
         self.absolute(f"{path}.path", h.path)
+        self.env(f"{path}.env", h.env)
         if h.timeout is not None and h.timeout <= 0:
             self.error(f"{path}.timeout", f"must be positive, got {h.timeout}")
 

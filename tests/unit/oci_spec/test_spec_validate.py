@@ -263,6 +263,11 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         'hooks.poststop[0].path: path "true" is not absolute',
     ),
     (
+        "hook-env",
+        setp("hooks", {"prestart": [{"path": "/bin/true", "env": ["OK=1", "BROKEN"]}]}),
+        'hooks.prestart[0].env[1]: "BROKEN" is not of the form NAME=value',
+    ),
+    (
         "hook-timeout",
         setp("hooks", {"createRuntime": [{"path": "/bin/true", "timeout": 0}]}),
         "hooks.createRuntime[0].timeout: must be positive, got 0",
