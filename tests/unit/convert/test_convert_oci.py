@@ -456,3 +456,52 @@ def test_fields_without_proto_counterpart_are_dropped() -> None:
 def test_default_spec_round_trips_through_the_wire() -> None:
     spec = s.default_spec()
     assert cv.spec_from_pb(cv.spec_to_pb(spec)) == spec
+
+
+def _fill(msg: Any, depth: int = 0) -> None:
+    """Set every field of `msg` (recursively) to a non-zero value."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    for field in msg.DESCRIPTOR.fields:
+        if field.name in ("Solaris", "Windows"):
+            continue  # not part of the model (dropped by design)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            getattr(msg, field.name)["k"] = "v" if value_field.type == F.TYPE_STRING else 1
+            continue
+        is_repeated = field.is_repeated
+        if field.type == F.TYPE_MESSAGE:
+            if is_repeated:
+                for _ in range(2):
+                    _fill(getattr(msg, field.name).add(), depth + 1)
+            else:
+                _fill(getattr(msg, field.name), depth + 1)
+            continue
+        if field.type == F.TYPE_STRING:
+            value: Any = f"{field.name}-value"
+        elif field.type == F.TYPE_BOOL:
+            value = True
+        else:
+            value = 7
+        if is_repeated:
+            getattr(msg, field.name).extend([value, value])
+        else:
+            setattr(msg, field.name, value)
+
+
+def test_every_wire_field_survives_a_round_trip() -> None:
+    msg = pb.Spec()
+    _fill(msg)
+    assert msg.Linux.Resources.Memory.Limit == 7
+    assert msg.Process.Capabilities.Ambient[1] == "Ambient-value"
+    assert msg.Linux.Seccomp.Syscalls[0].HasField("errnoret")
+    spec = cv.spec_from_pb(msg)
+    assert cv.spec_to_pb(spec) == msg
+    # and the model holds what the wire said, e.g. deep inside
+    assert spec.linux is not None
+    assert spec.linux.resources is not None
+    assert spec.linux.resources.block_io is not None
+    assert spec.linux.resources.block_io.throttle_write_iops_device[1].rate == 7
+    assert spec.hooks is not None
+    assert spec.hooks.start_container[0].timeout == 7
+    assert spec.linux.intel_rdt == s.LinuxIntelRdt(l3_cache_schema="L3CacheSchema-value")
