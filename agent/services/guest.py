@@ -23,6 +23,7 @@ import fcntl
 import logging
 import os
 import stat
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -164,7 +165,8 @@ class GuestService:
             while view:
                 view = view[os.write(fd, view) :]
             if stat.S_ISCHR(os.fstat(fd).st_mode):
-                fcntl.ioctl(fd, RNDADDTOENTCNT, len(data) * 8)
+                # credit as many bits as Kata does (the data length); the int is passed by pointer
+                fcntl.ioctl(fd, RNDADDTOENTCNT, struct.pack("i", len(data)))
                 fcntl.ioctl(fd, RNDRESEEDCRNG)
         except OSError as err:
             raise Internal(f"reseed random device {path}: {_errno_text(err)}") from err

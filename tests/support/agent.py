@@ -113,8 +113,12 @@ def start_agent(
     wait: bool = True,
     timeout: float = 30.0,
     test_servicer: bool = False,
+    bare: bool = False,
 ) -> AgentProcess:
-    """Start ``python -m agent`` (optionally under ``prefix``) and wait until Check answers."""
+    """Start ``python -m agent`` (optionally under ``prefix``) and wait until Check answers.
+
+    ``bare``: pass only ``--cmdline-file none`` and ``args`` (to test configuration sources);
+    ``address`` must then match what the configuration says, for waiting and clients."""
     workdir = Path(tempfile.mkdtemp(prefix="kag-", dir="/tmp"))
     run_dir = workdir / "run"
     ns_dir = workdir / "sandbox-ns"
@@ -130,21 +134,24 @@ def start_agent(
     elif address.startswith("unix:///"):
         socket_path = Path(address[len("unix://") :])
     log_path = workdir / "agent.log"
-    argv = [
-        *prefix,
-        sys.executable,
-        "-m",
-        "tests.support.agent" if test_servicer else "agent",
+    flags = [
         "--server-addr",
         address,
-        "--cmdline-file",
-        "none",
         "--run-dir",
         str(run_dir),
         "--sandbox-ns-dir",
         str(ns_dir),
         "--log-level",
         log_level,
+    ]
+    argv = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "tests.support.agent" if test_servicer else "agent",
+        "--cmdline-file",
+        "none",
+        *([] if bare else flags),
         *args,
     ]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("KATA_AGENT_")}
