@@ -18,15 +18,20 @@ from tests.support.agent import AgentProcess, remove_workdir, start_agent
 Factory = Callable[..., AgentProcess]
 
 
+def _host_memory_facts() -> tuple[int, bool]:
+    block = Path("/sys/devices/system/memory/block_size_bytes")
+    size = int(block.read_text(), 16) if block.exists() else 0
+    return size, Path("/sys/devices/system/memory/probe").exists()
+
+
 async def test_get_guest_details(agent: AgentProcess) -> None:
     async with await agent.client() as client:
         resp = await client.agent.GetGuestDetails(
             agent_pb2.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True), timeout=10
         )
-    block = Path("/sys/devices/system/memory/block_size_bytes")
-    expected = int(block.read_text(), 16) if block.exists() else 0
-    assert resp.mem_block_size_bytes == expected
-    assert resp.support_mem_hotplug_probe == Path("/sys/devices/system/memory/probe").exists()
+    expected_block, expected_probe = _host_memory_facts()
+    assert resp.mem_block_size_bytes == expected_block
+    assert resp.support_mem_hotplug_probe == expected_probe
     details = resp.agent_details
     assert details.version == "0.1.0"
     assert details.init_daemon is False
@@ -59,6 +64,10 @@ async def test_reseed_random_dev(agent: AgentProcess) -> None:
         )
 
 
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
 async def test_copy_file_in_1mib_chunks_like_the_runtime(agent: AgentProcess) -> None:
     data = os.urandom((5 << 20) + 123)
     base = agent.run_dir / "shared" / "containers"
@@ -78,7 +87,7 @@ async def test_copy_file_in_1mib_chunks_like_the_runtime(agent: AgentProcess) ->
                 ),
                 timeout=30,
             )
-        assert Path(path).read_bytes() == data
+        assert _read(path) == data
         with pytest.raises(RpcError) as info:
             await client.agent.CopyFile(
                 agent_pb2.CopyFileRequest(path="/etc/shadow", file_size=1, data=b"x"), timeout=10
@@ -120,7 +129,7 @@ async def test_config_from_toml_file_and_env(tmp_path: Path) -> None:
                 ),
                 timeout=10,
             )
-        assert (run_dir / "shared/containers/f").read_bytes() == b"ok"
+        assert _read(f"{run_dir}/shared/containers/f") == b"ok"
         assert any(r.get("level") == "DEBG" for r in agent.logs())
 
         agent = start_agent(
