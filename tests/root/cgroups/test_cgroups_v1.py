@@ -434,3 +434,20 @@ def test_watcher_close_releases_fds(parent: PurePosixPath) -> None:
     w.close()
     w.close()  # idempotent
     assert open_fds() == before
+
+
+def test_more_cpu_and_memory_knobs(parent: PurePosixPath, caplog: pytest.LogCaptureFixture) -> None:
+    m = make(parent)
+    cpu, mem = m.dirs["cpu"], m.dirs["memory"]
+    resources = LinuxResources(
+        cpu=LinuxCPU(quota=50_000, period=100_000, burst=20_000, idle=1),
+        memory=LinuxMemory(kernel_tcp=64 * MiB, kernel=64 * MiB, use_hierarchy=True),
+    )
+    m.apply(resources)
+    assert (cpu / "cpu.cfs_burst_us").read_text().strip() == "20000"
+    assert (cpu / "cpu.idle").read_text().strip() == "1"
+    assert (mem / "memory.kmem.tcp.limit_in_bytes").read_text().strip() == str(64 * MiB)
+    assert (mem / "memory.use_hierarchy").read_text().strip() == "1"
+    # memory.kmem.limit_in_bytes is deprecated: refused or ignored, never an error
+    if "memory.kernel ignored" not in caplog.text:
+        assert (mem / "memory.kmem.limit_in_bytes").exists()

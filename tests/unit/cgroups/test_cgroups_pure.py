@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -438,3 +439,144 @@ def test_v2_freeze_timeout_thaws_and_says_so(
         m.freeze(timeout=0.05)
     assert writes == [("cgroup.freeze", "1"), ("cgroup.freeze", "0")]
     assert closed == [True]
+
+
+def test_v1_rarely_used_controllers(tmp_path: Path, writes: Writes) -> None:
+    from oci.spec import LinuxInterfacePriority, LinuxNetwork
+
+    m = v1_fake(tmp_path)
+    for ctrl in ("hugetlb", "net_cls", "net_prio", "rdma"):
+        (tmp_path / ctrl / "c1").mkdir(parents=True)
+        m.dirs[ctrl] = tmp_path / ctrl / "c1"
+    (tmp_path / "blkio/c1/blkio.leaf_weight").touch()
+    (tmp_path / "blkio/c1/blkio.leaf_weight_device").touch()
+    m.apply(
+        LinuxResources(
+            cpu=LinuxCPU(realtime_period=1_000_000, realtime_runtime=950_000),
+            block_io=LinuxBlockIO(
+                leaf_weight=200,
+                weight_device=(LinuxWeightDevice(major=8, minor=0, leaf_weight=50),),
+            ),
+            hugepage_limits=(LinuxHugepageLimit(page_size="1GB", limit=1 << 30),),
+            network=LinuxNetwork(
+                class_id=0x10001, priorities=(LinuxInterfacePriority(name="eth0", priority=3),)
+            ),
+            rdma={"mlx5_0": LinuxRdma(hca_handles=2, hca_objects=100)},
+        )
+    )
+    assert writes == [
+        ("cpu.rt_period_us", "1000000"),
+        ("cpu.rt_runtime_us", "950000"),
+        ("blkio.leaf_weight", "200"),
+        ("blkio.leaf_weight_device", "8:0 50"),
+        ("hugetlb.1GB.limit_in_bytes", str(1 << 30)),
+        ("net_cls.classid", str(0x10001)),
+        ("net_prio.ifpriomap", "eth0 3"),
+        ("rdma.max", "mlx5_0 hca_handle=2 hca_object=100"),
+    ]
+
+
+def test_v1_clamped_shares_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = v1_fake(tmp_path)
+    monkeypatch.setattr(v1, "write", lambda path, value: None)
+    (tmp_path / "cpu/c1/cpu.shares").write_text("262144\n")
+    with pytest.raises(CgroupInvalid, match="the kernel clamped 999999 to 262144"):
+        m.apply(LinuxResources(cpu=LinuxCPU(shares=999999)))
+
+
+def test_v2_enables_controllers_down_to_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: Writes = []
+    monkeypatch.setattr(v2, "write", lambda path, value: calls.append((str(path), str(value))))
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("cpu\n")
+    (tmp_path / "kubepods").mkdir()
+    (tmp_path / "kubepods/cgroup.controllers").write_text("cpu memory\n")
+    (tmp_path / "kubepods/cgroup.subtree_control").write_text("")
+    m = V2Manager(PurePosixPath("/kubepods/c1"), root=tmp_path)
+    m.create()
+    assert (tmp_path / "kubepods/c1").is_dir()
+    assert calls == [
+        (f"{tmp_path}/cgroup.subtree_control", "+memory"),
+        (f"{tmp_path}/cgroup.subtree_control", "+pids"),
+        (f"{tmp_path}/kubepods/cgroup.subtree_control", "+cpu"),
+        (f"{tmp_path}/kubepods/cgroup.subtree_control", "+memory"),
+    ]
+
+
+def test_v2_enable_failure_is_logged_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def busy(path: Path, value: str | int) -> None:
+        raise CgroupBusy(f"write {value} to {path}: EBUSY")
+
+    monkeypatch.setattr(v2, "write", busy)
+    (tmp_path / "cgroup.controllers").write_text("io\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    V2Manager(PurePosixPath("/c1"), root=tmp_path).create()
+    assert "cannot enable the io controller" in caplog.text
+
+
+def test_v2_stats_from_files(tmp_path: Path) -> None:
+    m = v2_leaf(tmp_path)
+    d = m.dir
+    files = {
+        "cpu.stat": "usage_usec 10\nuser_usec 6\nsystem_usec 4\n",
+        "memory.current": "4096\n",
+        "memory.peak": "8192\n",
+        "memory.max": "max\n",
+        "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        "memory.stat": "anon 1024\nfile 2048\nkernel 512\n",
+        "memory.swap.current": "100\n",
+        "memory.swap.max": "1000\n",
+        "pids.current": "2\n",
+        "pids.max": "max\n",
+        "io.stat": "8:0 rbytes=1 wbytes=2 rios=3 wios=4\n",
+        "hugetlb.2MB.current": "0\n",
+        "hugetlb.2MB.events": "max 5\n",
+        "hugetlb.2MB.max": "max\n",
+    }
+    for name, text in files.items():
+        (d / name).write_text(text)
+    st = m.stats()
+    assert st.cpu_stats.cpu_usage.total_usage == 10_000
+    mem = st.memory_stats
+    assert mem.usage == stats.MemoryData(usage=4096, max_usage=8192, failcnt=3, limit=0)
+    assert mem.swap_usage.usage == 4196
+    assert mem.swap_usage.limit == 1000
+    assert mem.cache == 2048
+    assert mem.kernel_usage.usage == 512
+    assert mem.stats["anon"] == 1024
+    assert st.pids_stats == stats.PidsStats(current=2, limit=0)
+    assert len(st.blkio_stats.io_service_bytes_recursive) == 2
+    assert st.hugetlb_stats == {"2MB": stats.HugetlbStats(usage=0, max_usage=0, failcnt=5)}
+
+
+def test_v2_ignored_fields_are_logged(
+    tmp_path: Path, writes: Writes, caplog: pytest.LogCaptureFixture
+) -> None:
+    from oci.spec import LinuxNetwork
+
+    caplog.set_level(logging.INFO, logger="oci.cgroups")
+    m = v2_leaf(tmp_path)
+    (m.dir / "io.bfq.weight").write_text("")
+    m.apply(
+        LinuxResources(
+            memory=LinuxMemory(kernel=1, disable_oom_killer=True),
+            network=LinuxNetwork(class_id=1),
+            block_io=LinuxBlockIO(weight=100, leaf_weight=100),
+            devices=(LinuxDeviceCgroup(allow=False, access="rwm"),),
+            cpu=LinuxCPU(idle=1),
+        )
+    )
+    assert ("io.bfq.weight", "100") in writes  # bfq takes the v1 scale as is
+    assert ("cpu.idle", "1") in writes
+    for what in (
+        "memory.kernel/kernelTCP",
+        "memory.disableOOMKiller",
+        "network (net_cls/net_prio)",
+        "blockIO leaf weights",
+    ):
+        assert what in caplog.text
+    assert "device cgroup rules are not enforced on cgroup v2" in caplog.text
