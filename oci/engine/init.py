@@ -268,7 +268,14 @@ def _console(x: _Ctx) -> None:
                     os.dup2(fd, i)
         return
     if x.cfg.console_fd is None:
-        raise OSError(22, "process.terminal is set but no console socket was given")
+        if x.cfg.stdio is None:
+            raise OSError(22, "process.terminal is set but no console socket was given")
+        # The caller made the pty (the agent keeps the master): stdio is the slave.
+        for i, fd in enumerate(x.cfg.stdio):
+            if fd != i:
+                os.dup2(fd, i)
+        x.sys.set_controlling_tty(0)
+        return
     master, slave = os.openpty()
     if x.cfg.process.console_size is not None:
         rows, cols = x.cfg.process.console_size

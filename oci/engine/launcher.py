@@ -594,7 +594,7 @@ def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
                 return
         except ChildProcessError:
             pass
-        if st.proc_start_time(pid) is None:
+        if st.exiting(pid):
             return
         time.sleep(delay)
         delay = min(delay * 2, 0.02)

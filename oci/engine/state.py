@@ -97,5 +97,17 @@ def proc_start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
+def exiting(pid: int) -> bool:
+    """True once ``pid`` is gone, a zombie, or inside exit (PF_EXITING: e.g. a PID 1 waiting in
+    zap_pid_ns_processes for its namespace to be reaped by someone else)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    rest = data[data.rindex(b")") + 2 :].split()
+    return rest[0] in (b"Z", b"X") or bool(int(rest[6]) & 0x4)
+
+
 def alive(rec: Record) -> bool:
     return rec.pid > 0 and proc_start_time(rec.pid) == rec.pid_start

@@ -1,0 +1,281 @@
+"""The engine's spawner: how a process that must never fork (the asyncio agent) runs containers.
+
+The agent starts this process ONCE, at start-up, through its own spawner/reaper::
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    child_proc = spawn(spawner_argv(3), fds={3: child.fileno()})   # agent.spawn
+    child.close()
+    client = SpawnerClient(parent, root="/run/kata-containers/oci")
+
+Each request carries a fresh socketpair end (SCM_RIGHTS) for its reply plus the fds it needs
+(the process's stdio). The spawner forks one worker per request (~1-2 ms; the spawner is a warm,
+single-threaded Python with ``oci.engine`` imported) and goes back to waiting; the worker runs
+the synchronous ``oci.engine.Engine`` call and writes one reply ``{"ok": true, ...}`` or
+``{"ok": false, "error": <class>, "msg", "step", "errno", "path"}``, then exits. Requests are
+therefore served concurrently, and a slow create never blocks an exec.
+
+Container processes are reparented to the agent (PID 1 / subreaper) when the engine's stage-1
+exits — never to the spawner or a worker — so the agent's single reaper gets every exit status
+(``reaper.adopt(pid)``). The spawner only reaps its own workers. It exits when the agent's end
+of the socket closes, and it has PR_SET_PDEATHSIG=SIGKILL.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    ContainerExists,
+    ContainerNotFound,
+    EngineError,
+    HookError,
+    InitError,
+    InvalidArgument,
+    InvalidState,
+)
+
+_MAXFDS = 8
+_ERRORS: dict[str, type[EngineError]] = {
+    c.__name__: c
+    for c in (
+        ContainerExists,
+        ContainerNotFound,
+        EngineError,
+        HookError,
+        InvalidArgument,
+        InvalidState,
+    )
+}
+
+
+def spawner_argv(fd: int) -> list[str]:
+    """argv to start the spawner with its socket on ``fd`` (same interpreter, isolated mode)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); from oci.engine.spawner import main; main({fd})"
+    )
+    return [sys.executable, "-I", "-c", code]
+
+
+# ---------------------------------------------------------------------------------------------
+# server side (runs in the spawner process; plain blocking code)
+
+
+def main(fd: int) -> None:
+    from oci.syscalls import consts, libc
+
+    libc.prctl(consts.PR_SET_PDEATHSIG, signal.SIGKILL)
+    sock = socket.socket(fileno=fd)
+    serve(sock)
+
+
+def serve(sock: socket.socket) -> None:
+    """Serve requests on ``sock`` until it is closed by the other side."""
+    from .launcher import Engine  # noqa: F401 - warm the imports before the first fork
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    while True:
+        _reap_workers()
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 65536, _MAXFDS)
+        except InterruptedError:
+            continue
+        if not data:
+            return
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            code = 0
+            try:
+                _worker(json.loads(data), fds)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        for f in fds:
+            os.close(f)
+
+
+def _reap_workers() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _worker(req: dict[str, Any], fds: list[int]) -> None:
+    reply = socket.socket(fileno=fds[0])
+    try:
+        out = _handle(req, fds[1:])
+        out["ok"] = True
+    except EngineError as err:
+        out = {"ok": False, "error": type(err).__name__, "msg": str(err)}
+        if isinstance(err, InitError):
+            out.update(step=err.step, errno=err.errno, path=err.path, detail=err.detail)
+    except Exception as err:
+        out = {"ok": False, "error": "EngineError", "msg": f"{type(err).__name__}: {err}"}
+    reply.send(json.dumps(out).encode())
+
+
+def _handle(req: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    from oci import spec as ocispec
+
+    from .launcher import Engine
+
+    eng = Engine(req["root"])
+    op = req["op"]
+    cid = req["id"]
+    stdio = (fds[0], fds[1], fds[2]) if len(fds) >= 3 else None
+    if op == "create":
+        r = eng.create(cid, req["bundle"], stdio=stdio, no_pivot=bool(req.get("no_pivot")))
+        return {"pid": r.pid}
+    if op == "exec":
+        proc = ocispec.decode(ocispec.Process, req["process"])[0]
+        r = eng.exec(cid, proc, stdio=stdio)
+        return {"pid": r.pid}
+    if op == "start":
+        eng.start(cid)
+        return {}
+    if op == "kill":
+        eng.kill(cid, int(req["signal"]), all_processes=bool(req.get("all")))
+        return {}
+    if op == "delete":
+        eng.delete(cid, force=bool(req.get("force")))
+        return {}
+    if op == "state":
+        return {"state": eng.state(cid)}
+    if op == "pids":
+        return {"pids": eng.pids(cid)}
+    fn = getattr(eng, op, None)
+    if op in ("pause", "resume") and fn is not None:
+        fn(cid)
+        return {}
+    if op == "update" and fn is not None:
+        res = ocispec.decode(ocispec.LinuxResources, req["resources"])[0]
+        fn(cid, res)
+        return {}
+    if op == "stats" and fn is not None:
+        return {"stats": fn(cid)}
+    raise InvalidArgument(f"spawner: unknown operation {op!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# client side (runs in the agent, on its event loop; never forks, never blocks)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    pid: int
+
+
+class SpawnerClient:
+    """asyncio client of the spawner. Safe to use from many tasks at once (one socketpair per
+    request). Raises the same ``oci.engine.errors`` classes as ``Engine``."""
+
+    def __init__(self, sock: socket.socket, root: str) -> None:
+        self._sock = sock
+        self._sock.setblocking(True)
+        self.root = root
+
+    async def create(
+        self,
+        container_id: str,
+        bundle: str,
+        *,
+        stdio: tuple[int, int, int] | None = None,
+        no_pivot: bool = False,
+    ) -> int:
+        """Create from ``bundle``/config.json; returns the init's pid (blocked until start)."""
+        r = await self._call(
+            {"op": "create", "id": container_id, "bundle": bundle, "no_pivot": no_pivot}, stdio
+        )
+        return int(r["pid"])
+
+    async def start(self, container_id: str) -> None:
+        await self._call({"op": "start", "id": container_id})
+
+    async def exec(
+        self, container_id: str, process: object, *, stdio: tuple[int, int, int] | None = None
+    ) -> int:
+        """``process``: an ``oci.spec.Process``; returns the pid (already running)."""
+        from oci.spec import encode
+
+        r = await self._call({"op": "exec", "id": container_id, "process": encode(process)}, stdio)  # type: ignore[arg-type]
+        return int(r["pid"])
+
+    async def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> None:
+        await self._call({"op": "kill", "id": container_id, "signal": signum, "all": all_processes})
+
+    async def delete(self, container_id: str, *, force: bool = False) -> None:
+        await self._call({"op": "delete", "id": container_id, "force": force})
+
+    async def state(self, container_id: str) -> dict[str, Any]:
+        r = await self._call({"op": "state", "id": container_id})
+        return dict(r["state"])
+
+    async def pids(self, container_id: str) -> list[int]:
+        r = await self._call({"op": "pids", "id": container_id})
+        return [int(p) for p in r["pids"]]
+
+    async def pause(self, container_id: str) -> None:
+        await self._call({"op": "pause", "id": container_id})
+
+    async def resume(self, container_id: str) -> None:
+        await self._call({"op": "resume", "id": container_id})
+
+    async def update(self, container_id: str, resources: object) -> None:
+        from oci.spec import encode
+
+        await self._call({"op": "update", "id": container_id, "resources": encode(resources)})  # type: ignore[arg-type]
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        r = await self._call({"op": "stats", "id": container_id})
+        return dict(r["stats"])
+
+    async def _call(
+        self, req: dict[str, Any], stdio: tuple[int, int, int] | None = None
+    ) -> dict[str, Any]:
+        req["root"] = self.root
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            fds = [theirs.fileno(), *(stdio or ())]
+            # A small message on a local socketpair: never blocks in practice.
+            self._sock.sendmsg(
+                [json.dumps(req).encode()],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
+            )
+            theirs.close()
+            mine.setblocking(False)
+            loop = asyncio.get_running_loop()
+            data = await loop.sock_recv(mine, 65536)
+        finally:
+            mine.close()
+            theirs.close()
+        if not data:
+            raise EngineError(f"{req['op']} {req['id']}: the engine's worker died without a reply")
+        out: dict[str, Any] = json.loads(data)
+        if out.get("ok"):
+            return out
+        if out.get("error") == "InitError":
+            raise InitError(
+                out.get("step") or "init",
+                out.get("detail") or out.get("msg", ""),
+                int(out.get("errno") or 0),
+                out.get("path"),
+            )
+        cls = _ERRORS.get(str(out.get("error")), EngineError)
+        err = cls.__new__(cls)
+        Exception.__init__(err, out.get("msg", ""))
+        if isinstance(err, ContainerNotFound | ContainerExists):
+            err.container_id = req["id"]
+        raise err
