@@ -1,0 +1,1 @@
+"""kata-agent-ctl subcommands, one module each (see agent/ctl/__init__.py)."""
