@@ -11,7 +11,8 @@ API summary
 * `validate(spec) -> list[Problem]` (errors and warnings, pure: never touches the host),
   `check(spec)` raises `SpecError` on errors and returns the warnings,
   `check_resources(resources)` for an update's `LinuxResources` alone.
-* `default_spec()`: what `runc spec` prints (`kata-oci spec` uses it).
+* `default_spec()`: what `runc spec` prints (`kata-oci spec` uses it);
+  `features(...)`: the runtime-spec features document (`kata-oci features`).
 * `State`, `Status`: the OCI state document (hooks' stdin, `state`); `State.to_json()`.
 * `names`: closed name sets with kernel numbers (`names.CAPABILITIES["CAP_KILL"] == 5`,
   `names.RLIMITS`, `names.NAMESPACE_PROC_NAMES`, seccomp actions/operators/arches/flags).
@@ -50,6 +51,7 @@ import os
 from . import names
 from ._codec import JSON, Problem, SpecError, SpecObject, UnknownPolicy, decode, encode
 from .defaults import default_spec
+from .features import features
 from .linux import (
     Linux,
     LinuxBlockIO,
@@ -147,6 +149,7 @@ __all__ = [
     "default_spec",
     "dumps",
     "encode",
+    "features",
     "load",
     "loads",
     "names",

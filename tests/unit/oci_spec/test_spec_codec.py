@@ -461,3 +461,19 @@ def test_shared_eq_hash_repr_behave_like_generated_ones() -> None:
     assert s.LinuxNamespace(type="pid", extra={"x": 1}) != a  # but compared
     assert dataclasses.is_dataclass(a)
     assert hash(s.default_spec()) == hash(s.default_spec())  # maps are skipped by hash
+
+
+def test_features_document() -> None:
+    f = s.features(
+        mount_options=["ro", "bind", "ro"], seccomp_supported_flags=["SECCOMP_FILTER_FLAG_LOG"]
+    )
+    assert f["ociVersionMin"] == "1.0.0"
+    assert f["ociVersionMax"] == s.SPEC_VERSION
+    assert f["hooks"][0] == "prestart"
+    assert f["mountOptions"] == ["bind", "ro"]
+    assert f["linux"]["capabilities"][0] == "CAP_CHOWN"
+    assert f["linux"]["capabilities"][-1] == "CAP_CHECKPOINT_RESTORE"
+    assert "user" in f["linux"]["namespaces"]
+    assert f["linux"]["seccomp"]["supportedFlags"] == ["SECCOMP_FILTER_FLAG_LOG"]
+    assert "SCMP_ACT_NOTIFY" in f["linux"]["seccomp"]["actions"]
+    json.dumps(f)
