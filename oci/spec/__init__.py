@@ -7,6 +7,8 @@ API summary
   `loads(text, ...)` takes JSON text only. Both raise `SpecError` (a `ValueError`) whose message
   names each offending field by its JSON path: `linux.namespaces[2].type: unknown namespace
   "foo"`; `err.problems` is the tuple of `Problem(path, message, severity)`.
+* `load_process(path_or_text, *, validate=True, unknown="keep") -> Process`: an exec's
+  process.json (`kata-oci exec -p`), errors named from `process.` on.
 * `spec.to_json(indent=None)` / `dumps(spec, indent=None)`: config.json text; `spec.to_dict()`.
 * `validate(spec) -> list[Problem]` (errors and warnings, pure: never touches the host),
   `check(spec)` raises `SpecError` on errors and returns the warnings,
@@ -94,7 +96,7 @@ from .runtime import (
     User,
 )
 from .state import State, Status
-from .validate import check, check_resources, validate
+from .validate import check, check_process, check_resources, validate
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,7 @@ __all__ = [
     "UnknownPolicy",
     "User",
     "check",
+    "check_process",
     "check_resources",
     "decode",
     "default_spec",
@@ -151,10 +154,43 @@ __all__ = [
     "encode",
     "features",
     "load",
+    "load_process",
     "loads",
     "names",
     "validate",
 ]
+
+
+def _parse(text: str | bytes, source: str) -> JSON:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError.at(
+            "", f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise SpecError.at("", f"{source}: not UTF-8 text: {e}") from None
+
+
+def _read(path_or_text: str | bytes | os.PathLike[str]) -> tuple[str | bytes, str | None]:
+    """(JSON text, the path it came from or None)."""
+    if isinstance(path_or_text, bytes):
+        return path_or_text, None
+    if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
+        return path_or_text, None
+    path = os.fspath(path_or_text)
+    try:
+        with open(path, "rb") as f:
+            return f.read(), path
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise SpecError.at("", f"read {path}: {reason}") from None
+
+
+def _report_unknown(source: str, unknown: UnknownPolicy, paths: list[str]) -> None:
+    if paths:
+        what = "ignored" if unknown == "ignore" else "kept"
+        log.warning("%s: unknown fields %s: %s", source, what, ", ".join(paths))
 
 
 def loads(
@@ -165,18 +201,8 @@ def loads(
     source: str = "config.json",
 ) -> Spec:
     """Decode (and by default validate) config.json text. Raises `SpecError`."""
-    try:
-        raw: JSON = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SpecError.at(
-            "", f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise SpecError.at("", f"{source}: not UTF-8 text: {e}") from None
-    spec, unknown_paths = decode(Spec, raw, unknown=unknown)
-    if unknown_paths:
-        what = "ignored" if unknown == "ignore" else "kept"
-        log.warning("%s: unknown fields %s: %s", source, what, ", ".join(unknown_paths))
+    spec, unknown_paths = decode(Spec, _parse(text, source), unknown=unknown)
+    _report_unknown(source, unknown, unknown_paths)
     if validate:
         for warning in check(spec):
             log.warning("%s: %s", source, warning)
@@ -190,18 +216,25 @@ def load(
     unknown: UnknownPolicy = "keep",
 ) -> Spec:
     """Load a Spec from a config.json path or from JSON text (see the module docstring)."""
-    if isinstance(path_or_text, bytes):
-        return loads(path_or_text, validate=validate, unknown=unknown)
-    if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
-        return loads(path_or_text, validate=validate, unknown=unknown)
-    path = os.fspath(path_or_text)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        raise SpecError.at("", f"read {path}: {reason}") from None
-    return loads(data, validate=validate, unknown=unknown, source=path)
+    text, path = _read(path_or_text)
+    return loads(text, validate=validate, unknown=unknown, source=path or "config.json")
+
+
+def load_process(
+    path_or_text: str | bytes | os.PathLike[str],
+    *,
+    validate: bool = True,
+    unknown: UnknownPolicy = "keep",
+) -> Process:
+    """Load an exec's process.json (a path or JSON text); errors are named `process.<field>`."""
+    text, path = _read(path_or_text)
+    source = path or "process.json"
+    process, unknown_paths = decode(Process, _parse(text, source), unknown=unknown, path="process")
+    _report_unknown(source, unknown, unknown_paths)
+    if validate:
+        for warning in check_process(process):
+            log.warning("%s: %s", source, warning)
+    return process
 
 
 def dumps(spec: Spec, *, indent: int | None = None) -> str:

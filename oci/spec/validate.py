@@ -492,3 +492,13 @@ def check_resources(resources: LinuxResources, path: str = "linux.resources") ->
     errors = [p for p in checker.problems if p.severity == "error"]
     if errors:
         raise SpecError(errors)
+
+
+def check_process(process: Process, path: str = "process") -> list[Problem]:
+    """Validate a process on its own (an exec's process.json); raise on errors, return warnings."""
+    checker = _Checker()
+    checker.process(path, process)
+    errors = [p for p in checker.problems if p.severity == "error"]
+    if errors:
+        raise SpecError(errors)
+    return [p for p in checker.problems if p.severity == "warning"]

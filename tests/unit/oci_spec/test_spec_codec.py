@@ -477,3 +477,23 @@ def test_features_document() -> None:
     assert f["linux"]["seccomp"]["supportedFlags"] == ["SECCOMP_FILTER_FLAG_LOG"]
     assert "SCMP_ACT_NOTIFY" in f["linux"]["seccomp"]["actions"]
     json.dumps(f)
+
+
+def test_load_process_json(tmp_path: Path) -> None:
+    doc = {"args": ["sh", "-c", "id"], "cwd": "/", "env": ["A=1"], "user": {"uid": 5, "gid": 5}}
+    p = tmp_path / "process.json"
+    p.write_text(json.dumps(doc))
+    proc = s.load_process(p)
+    assert proc == s.Process(
+        args=("sh", "-c", "id"), cwd="/", env=("A=1",), user=s.User(uid=5, gid=5)
+    )
+    assert s.load_process(json.dumps(doc)) == proc
+    with pytest.raises(s.SpecError, match=r"^process\.cwd: required field is missing$"):
+        s.load_process('{"args": ["sh"]}')
+    with pytest.raises(
+        s.SpecError, match=r'^process\.capabilities\.bounding\[0\]: unknown capability "CAP_NOPE"$'
+    ):
+        s.load_process('{"args": ["sh"], "cwd": "/", "capabilities": {"bounding": ["CAP_NOPE"]}}')
+    with pytest.raises(s.SpecError, match=r"process\.json: invalid JSON at line 1"):
+        s.load_process("{oops")
+    assert s.check_process(s.Process(args=("x",), cwd="/")) == []
