@@ -62,6 +62,7 @@ def v1_controllers(root: Path = DEFAULT_ROOT) -> dict[str, Path]:
             continue
         if not entry.is_dir() or not (entry / "cgroup.procs").exists():
             continue
-        for ctrl in entry.name.split(","):
-            out.setdefault(ctrl, entry)
+        real = entry.resolve()  # "cpu" -> "cpu,cpuacct": one hierarchy, one directory
+        for ctrl in real.name.split(","):
+            out.setdefault(ctrl, real)
     return out

@@ -84,11 +84,14 @@ def test_detect_mode_and_v1_controllers(tmp_path: Path) -> None:
         (tmp_path / name / "cgroup.procs").touch()
     (tmp_path / "cpu").symlink_to("cpu,cpuacct")
     ctrls = v1_controllers(tmp_path)
+    root = tmp_path.resolve()
     assert ctrls == {
-        "cpu": tmp_path / "cpu",
-        "cpuacct": tmp_path / "cpu,cpuacct",
-        "memory": tmp_path / "memory",
+        "cpu": root / "cpu,cpuacct",
+        "cpuacct": root / "cpu,cpuacct",
+        "memory": root / "memory",
     }
+    m1 = V1Manager(PurePosixPath("/k/c"), root=tmp_path)
+    assert m1._unique_dirs() == [root / "cpu,cpuacct/k/c", root / "memory/k/c"]
     m = manager_for("/k/c", container_id="c", root=tmp_path)
     assert isinstance(m, V1Manager)
     (tmp_path / "cgroup.controllers").touch()
