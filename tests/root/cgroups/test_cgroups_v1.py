@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import signal
@@ -37,6 +38,13 @@ def make(parent: PurePosixPath, name: str = "c1") -> V1Manager:
     assert isinstance(m, V1Manager)
     m.create()
     return m
+
+
+def no_swap(m: V1Manager, mem: LinuxMemory) -> LinuxMemory:
+    """Also cap memory+swap when the host accounts swap, so the limit cannot be escaped."""
+    if (m.dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
+        return dataclasses.replace(mem, swap=mem.limit)
+    return mem
 
 
 def wait_until(cond: object, timeout: float = 30.0) -> bool:
@@ -82,7 +90,7 @@ def test_cpuset_inherited_on_create(parent: PurePosixPath) -> None:
 
 def test_memory_limit_oom_kills_and_notifies(parent: PurePosixPath, children: list[Child]) -> None:
     m = make(parent)
-    m.apply(LinuxResources(memory=LinuxMemory(limit=32 * MiB)))
+    m.apply(LinuxResources(memory=no_swap(m, LinuxMemory(limit=32 * MiB))))
     assert (m.dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(32 * MiB)
     watcher = m.oom_watcher()
     try:
@@ -391,7 +399,7 @@ async def test_oom_watcher_on_an_asyncio_loop_with_oom_killer_disabled(
     import asyncio
 
     m = make(parent)
-    m.apply(LinuxResources(memory=LinuxMemory(limit=32 * MiB, disable_oom_killer=True)))
+    m.apply(LinuxResources(memory=no_swap(m, LinuxMemory(limit=32 * MiB, disable_oom_killer=True))))
     watcher = m.oom_watcher()
     loop = asyncio.get_running_loop()
     fired: asyncio.Future[int] = loop.create_future()
@@ -410,7 +418,7 @@ async def test_oom_watcher_on_an_asyncio_loop_with_oom_killer_disabled(
         assert await asyncio.wait_for(fired, 60) >= 1
         assert "under_oom 1" in (m.dirs["memory"] / "memory.oom_control").read_text()
         assert c.proc.poll() is None  # stalled, not killed
-        m.update(LinuxResources(memory=LinuxMemory(limit=256 * MiB)))
+        m.update(LinuxResources(memory=no_swap(m, LinuxMemory(limit=256 * MiB))))
         rc, out, _ = await asyncio.to_thread(c.wait)
         assert (rc, out.strip()) == (0, "finished")
     finally:
