@@ -9,6 +9,14 @@
    loop device this script created; the agent's listener (in this process, alone on its loop)
    receives them. Reported: CPU time of this process over the burst, per event, and events seen.
 
+3. `--vm N`: QMP `device_add` of a virtio-blk disk into a booted guest (QEMU; TCG here), N boots.
+   Per boot: CreateSandbox (virtio-fs share), then per hot-plug slot, as the shim does: QMP
+   device_add of a virtio-blk disk, then at once a CreateContainer whose `blk` storage names its
+   PCI path. From the agent's log (guest clock; offset to the host clock from the agent's
+   "serial connection up" record of our connection): device_add → the block `add` uevent, and
+   device_add → "storage mounted"; plus the agent's own request → mounted time. Needs a current
+   `make initrd` (the image carries this checkout's agent).
+
 Everything runs under a private bind-mounted temporary run_dir; devices and mounts are removed.
 """
 
@@ -180,7 +188,141 @@ async def bench_uevent_cpu(hw: HardwareService, tmp: Path, count: int) -> None:
     )
 
 
+def _guest_ts(text: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+PORTS = 3  # hot-plug root ports per boot: one round each
+
+
+async def bench_vm(boots: int) -> None:
+    import json
+    import uuid
+
+    from agent.ctl.container_spec import container_spec
+    from agent.rpc.client import TtrpcClient
+    from agent.rpc.pb import agent_pb2
+    from tests.support.rootfs import make_busybox_rootfs
+    from tests.vm import test_hotplug as hp
+
+    vmmod = hp._vm_module()
+    if not hp.BUILD.joinpath("image.json").is_file():
+        print("vm: no guest image (run `make initrd`); skipped")
+        return
+    kernel, initrd = hp._image()
+
+    class HotplugVm(vmmod.Vm):  # type: ignore[name-defined,misc]
+        def qemu_argv(self) -> list[str]:
+            argv: list[str] = list(super().qemu_argv())
+            argv += ["-qmp", f"unix:{self.config.rundir / 'qmp.sock'},server=on,wait=off"]
+            for p in range(PORTS):
+                argv += [
+                    "-device",
+                    f"pcie-root-port,id=hp{p},bus=pcie.0,chassis={10 + p},addr=0x{0x10 + p:x}",
+                ]
+            return argv
+
+    to_uevent: list[float] = []
+    to_mounted: list[float] = []
+    in_agent: list[float] = []
+    shared = "/run/kata-containers/shared/containers/"
+    for _ in range(boots):
+        rundir = Path(f"/tmp/kbs-{uuid.uuid4().hex[:6]}")
+        vm = HotplugVm(vmmod.VmConfig(kernel=kernel, initrd=initrd, rundir=rundir))
+        try:
+            vm.start()
+            vm.wait_for_agent(timeout=180)
+            make_busybox_rootfs(vm.config.shared_dir / "rootfs")
+            qmp = hp.Qmp(rundir / "qmp.sock")
+            t_conn = time.time()  # the agent logs "serial connection up": the clock offset
+            client = await TtrpcClient.connect(f"unix://{vm.agent_sock}", timeout=30)
+            for _ in range(50):  # the boot-time health probe's stream may still be in flight
+                try:
+                    await client.agent.GetGuestDetails(agent_pb2.GuestDetailsRequest())
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+            share_type = "virtiofs" if vm.share_mode == "virtio-fs" else "9p"
+            share = agent_pb2.Storage(
+                driver="virtio-fs" if share_type == "virtiofs" else "9p",
+                source="kataShared",
+                fstype=share_type,
+                mount_point=shared,
+            )
+            plugs: dict[str, float] = {}
+            try:
+                await client.agent.CreateSandbox(
+                    agent_pb2.CreateSandboxRequest(hostname="b", sandbox_id="b", storages=[share])
+                )
+                for p in range(PORTS):
+                    img = rundir / f"d{p}.img"
+                    hp._disk(img, 64, ext4=True)
+                    mp = f"/run/kata-containers/sandbox/storage/bench{p}"
+                    vol = agent_pb2.Storage(
+                        driver="blk", source=f"{0x10 + p:02x}/00", fstype="ext4", mount_point=mp
+                    )
+                    cid = f"bench{p}"
+                    spec = container_spec(f"{shared}rootfs", ["true"])
+                    t0 = time.time()
+                    await asyncio.to_thread(hp._plug_disk, qmp, img, f"bench{p}", f"hp{p}")
+                    # as the shim does: hot-plug first, then the request that uses the disk
+                    await client.agent.CreateContainer(
+                        agent_pb2.CreateContainerRequest(
+                            container_id=cid, exec_id=cid, OCI=spec, storages=[vol]
+                        ),
+                        timeout=120,
+                    )
+                    plugs[f"bench{p}"] = t0
+                    await client.agent.RemoveContainer(
+                        agent_pb2.RemoveContainerRequest(container_id=cid)
+                    )
+            finally:
+                await client.close()
+                qmp.close()
+            records = [
+                json.loads(line)
+                for line in vm.console_log.read_text(errors="replace").splitlines()
+                if line.startswith("{")
+            ]
+            # our client's connection: the last one the agent saw before the sandbox was made
+            created = next(i for i, r in enumerate(records) if r.get("msg") == "sandbox created")
+            ours = [r for r in records[:created] if r.get("msg") == "serial connection up"][-1]
+            offset = _guest_ts(ours["ts"]) - t_conn
+            for r in records:
+                if r.get("msg") == "storage mounted":
+                    name = next((n for n in plugs if n in r.get("storage", "")), None)
+                    if name is not None:
+                        to_mounted.append(_guest_ts(r["ts"]) - (plugs[name] + offset))
+                        in_agent.append(float(r.get("seconds", 0.0)))
+                elif r.get("msg") == "uevent" and r.get("action") == "add":
+                    dp = r.get("devpath", "")
+                    for p in range(PORTS):  # the whole disk behind root port p
+                        behind = f"/0000:00:{0x10 + p:02x}.0/" in dp
+                        whole_disk = dp.rsplit("/", 2)[-2] == "block"
+                        if behind and whole_disk and f"bench{p}" in plugs:
+                            t0 = plugs[f"bench{p}"] + offset
+                            to_uevent.append(_guest_ts(r["ts"]) - t0)
+        finally:
+            vm.stop()
+            shutil.rmtree(rundir, ignore_errors=True)
+    ms = 1000.0
+
+    def fmt(xs: list[float]) -> str:
+        if not xs:
+            return "n/a"
+        return f"median {statistics.median(xs) * ms:.0f} ms, all {[round(x * ms) for x in xs]}"
+
+    n = f"vm ({len(to_mounted)} hot-plugs in {boots} boot(s), TCG)"
+    print(f"{n}: device_add -> block uevent at the agent: {fmt(to_uevent)}")
+    print(f"{n}: device_add -> blk storage mounted:       {fmt(to_mounted)}")
+    print(f"{n}: storage request -> mounted in the agent: {fmt(in_agent)}")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.vm:
+        await bench_vm(args.vm)
     tmp = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     run_dir = tmp / "run"
     run_dir.mkdir()
@@ -208,4 +350,5 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--events", type=int, default=1000)
+    p.add_argument("--vm", type=int, default=0, help="also boot the guest this many times")
     asyncio.run(main(p.parse_args()))

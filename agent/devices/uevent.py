@@ -31,6 +31,7 @@ UEVENT_GROUP_KERNEL = 1
 RCVBUF = 4 << 20
 COLDPLUG_CLASSES = ("block", "net", "vfio", "scsi_host", "nd")
 MEMORY_DEVPATH_PREFIX = "/devices/system/memory/memory"
+LOGGED_SUBSYSTEMS = frozenset({"block", "net", "pci", "vfio", "scsi"})  # hot-plugs, not churn
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +220,8 @@ class UeventListener:
 
     def handle(self, ev: Uevent) -> None:
         """Record one event and wake its waiters (also the entry point for unit tests)."""
+        if ev.action in ("add", "remove") and ev.subsystem in LOGGED_SUBSYSTEMS:
+            log.info("uevent", extra={"action": ev.action, "devpath": ev.devpath})
         if ev.action == "remove":
             self._devices.pop(ev.devpath, None)
             return
@@ -265,7 +268,9 @@ class UeventListener:
         self._waiters[wid] = (matcher, fut)
         try:
             async with asyncio.timeout(t):
-                return await fut
+                ev = await fut
+            log.info("uevent matched", extra={"devpath": ev.devpath, "waiter": matcher.describe()})
+            return ev
         except TimeoutError:
             raise DeadlineExceeded(
                 f"Timeout after {t:g} s waiting for uevent {matcher.describe()}"

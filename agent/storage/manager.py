@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,7 @@ class StorageManager:
                     entry = self._entries.get(key)
                     if entry is None:
                         existed = await asyncio.to_thread(os.path.lexists, key)
+                        started = time.monotonic()
                         try:
                             mounted = await driver.mount(self._env, storage, container_id)
                         except BaseException:
@@ -131,7 +133,13 @@ class StorageManager:
                             await self._undo(mounted, storage)
                             raise
                         entry = self._entries[key] = _Entry(storage, mounted)
-                        log.info("storage mounted", extra={"storage": storage.describe()})
+                        log.info(
+                            "storage mounted",
+                            extra={
+                                "storage": storage.describe(),
+                                "seconds": round(time.monotonic() - started, 4),
+                            },
+                        )
                     entry.owners.append(owner)
                     taken.append(key)
         except BaseException:

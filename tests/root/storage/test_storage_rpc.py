@@ -19,6 +19,8 @@ def agent_mnt(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
 
 
 async def test_listener_started_with_agent(agent_mnt: AgentProcess) -> None:
+    async with await agent_mnt.client() as c:  # AgentService answers once the agent is built
+        await c.agent.GetGuestDetails(agent_pb2.GuestDetailsRequest())
     assert any(r.get("msg") == "uevent listener started" for r in agent_mnt.logs())
 
 
