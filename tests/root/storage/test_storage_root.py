@@ -436,3 +436,17 @@ async def test_tmpfs_bad_option_leaves_nothing(hw: HardwareService, run_dir: Pat
     assert mountinfo.mounts_below(run_dir / "sandbox") == []
     assert not (run_dir / "sandbox" / "ephemeral" / "a").exists()
     assert not (run_dir / "sandbox" / "ephemeral" / "b").exists()
+
+
+async def test_coldplugged_device_found_through_sysfs(loopdev: Callable[..., Path]) -> None:
+    """A device attached before the listener started produced no uevent it could see."""
+    from agent.devices.lookup import DeviceLookup
+    from agent.devices.uevent import UeventListener
+
+    dev = loopdev(8)
+    ul = UeventListener(hotplug_timeout=0.5)
+    await ul.start()
+    try:
+        assert await DeviceLookup(ul).block_by_name(dev.name) == dev
+    finally:
+        ul.stop()

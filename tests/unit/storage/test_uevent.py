@@ -122,3 +122,34 @@ def test_from_sysfs(tmp_path: Path) -> None:
     e = from_sysfs(tmp_path, tmp_path / "class/block/loop1")
     assert e is not None
     assert (e.devpath, e.devname, e.subsystem) == ("/devices/virtual/block/loop1", "loop1", "block")
+
+
+async def test_scsi_rescan_and_wait(tmp_path: Path) -> None:
+    for host in ("host0", "host1"):
+        d = tmp_path / "class/scsi_host" / host
+        d.mkdir(parents=True)
+        (d / "scan").write_text("")
+    ul = UeventListener(hotplug_timeout=5, sysfs=tmp_path)
+    look = DeviceLookup(ul, sysfs=tmp_path, dev=Path("/dev"))
+    task = asyncio.create_task(look.scsi_block("1:2"))
+    for _ in range(100):
+        if (tmp_path / "class/scsi_host/host1/scan").read_text():
+            break
+        await asyncio.sleep(0.01)
+    assert (tmp_path / "class/scsi_host/host0/scan").read_text() == "0 1 2"
+    assert (tmp_path / "class/scsi_host/host1/scan").read_text() == "0 1 2"
+    base = "/devices/pci0000:00/0000:00:04.0/virtio1/host0/target0:0:1/0:0:1:2/block/sdb"
+    ul.handle(ev("add", base.replace("0:0:1:2", "0:0:1:3").replace("sdb", "sdc"), devname="sdc"))
+    ul.handle(ev("add", base, devname="sdb"))
+    assert await task == Path("/dev/sdb")
+
+
+async def test_pmem_and_mmio_by_name(tmp_path: Path) -> None:
+    ul = UeventListener(hotplug_timeout=5, sysfs=tmp_path)
+    look = DeviceLookup(ul, sysfs=tmp_path, dev=Path("/dev"))
+    ul.handle(
+        ev("add", "/devices/LNXSYSTM:00/ndbus0/region0/namespace0.0/block/pmem0", devname="pmem0")
+    )
+    ul.handle(ev("add", "/devices/platform/virtio-mmio.0/virtio0/block/vdb", devname="vdb"))
+    assert await look.pmem("pmem0") == Path("/dev/pmem0")
+    assert await look.block_by_name("vdb") == Path("/dev/vdb")
