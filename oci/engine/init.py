@@ -234,6 +234,9 @@ def _chroot_only(x: _Ctx) -> None:
 
 
 def _hostname(x: _Ctx) -> None:
+    # Only in a UTS namespace of our own: a joined one (the sandbox's) keeps its names.
+    if not x.cfg.ns_new & c.CLONE_NEWUTS:
+        return
     if x.cfg.hostname is not None:
         x.sys.sethostname(x.cfg.hostname)
     if x.cfg.domainname is not None:
