@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Bundle, cgroup_dirs
+from tests.root.oci.harness import Bundle, cgroup_dirs
 
 
 def test_run_returns_exit_code_and_output(bundle: Bundle) -> None:
@@ -137,7 +137,8 @@ def test_mounts_of_every_kind(bundle: Bundle, tmp_path: Any) -> None:
     assert "\n1770\n" in out
     info = {line.split()[4]: line for line in out.splitlines() if len(line.split()) > 4}
     assert " ro," in info["/data"] or info["/data"].split()[5].startswith("ro")
-    assert "tmpfs" in info["/scratch"] and "size=1024k" in info["/scratch"]
+    assert "tmpfs" in info["/scratch"]
+    assert "size=1024k" in info["/scratch"]
     for dest, fstype in (
         ("/proc", "proc"),
         ("/dev", "tmpfs"),
