@@ -99,9 +99,13 @@ def build_servicers(services: Services) -> dict[str, object]:
 
 
 async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or DestroySandbox). Start-up is two-phase: the listener and
+    grpc.Health come up first (Check answers within milliseconds), then the AgentService stack is
+    imported off the loop and built; AgentService calls arriving meanwhile wait for it."""
     from agent import spawn
     from agent.reaper import Reaper, install
-    from agent.rpc.dispatch import Dispatcher
+    from agent.rpc.dispatch import AGENT_SERVICE, HEALTH_SERVICE, Dispatcher
+    from agent.rpc.health_servicer import HealthServicer
     from agent.rpc.server import TtrpcServer
 
     loop = asyncio.get_running_loop()
@@ -114,18 +118,22 @@ async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    services = build_services(config)
-    dispatcher = Dispatcher(build_servicers(services))
+    dispatcher = Dispatcher({HEALTH_SERVICE: HealthServicer()}, deferred=[AGENT_SERVICE])
     server = TtrpcServer(dispatcher)
     closers: list[Callable[[], Any]] = []
-    await services.hardware.start()  # uevent listener: before any RPC can wait for a device
-    closers.append(services.hardware.stop)
-    closers.append(services.lifecycle.close)  # lifecycle: stop the engine's spawner
-    services.sandbox.shutdown_requested = stop  # lifecycle: DestroySandbox ends the agent
     try:
         if config.log.vport and log_sink is not None:
             closers.append(await _serve_log_port(config.log.vport, log_sink))
         await server.listen(config.server.server_addr)
+        await asyncio.to_thread(_preload)  # the import-heavy part, while Check already answers
+
+        services = build_services(config)
+        await services.hardware.start()  # uevent listener: before any RPC can wait for a device
+        closers.append(services.hardware.stop)
+        closers.append(services.lifecycle.close)  # lifecycle: stop the engine's spawner
+        services.sandbox.shutdown_requested = stop  # lifecycle: DestroySandbox ends the agent
+        dispatcher.add(AGENT_SERVICE, build_servicers(services)[AGENT_SERVICE])
+
         if config.server.grpc_addr:
             from agent.rpc.grpc_server import start_grpc
 
@@ -153,6 +161,19 @@ async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = Non
                 await result
         reaper.close()
     return 0
+
+
+def _preload() -> None:
+    """Import the AgentService stack (servicer, handler mixins, every agent.services module) in a
+    worker thread, so the loop keeps answering Health.Check meanwhile."""
+    import importlib
+    import pkgutil
+
+    import agent.services
+
+    importlib.import_module("agent.rpc.agent_servicer")
+    for info in pkgutil.iter_modules(agent.services.__path__):
+        importlib.import_module(f"agent.services.{info.name}")
 
 
 async def _serve_log_port(port: int, sink: agent_log.LogSink) -> Callable[[], Any]:

@@ -8,8 +8,9 @@ message naming it. The same table serves ttrpc (``agent.rpc.server``) and gRPC
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,43 +56,87 @@ def _service_methods(service: ServiceDescriptor) -> list[Method]:
     ]
 
 
+# service full name -> the generated module that defines it
+SERVICE_MODULES = {
+    AGENT_SERVICE: "agent.rpc.pb.agent_pb2",
+    HEALTH_SERVICE: "agent.rpc.pb.health_pb2",
+}
+
+
 def contract_files() -> tuple[FileDescriptor, ...]:
     from agent.rpc.pb import agent_pb2, health_pb2
 
     return (agent_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR)
 
 
+def service_methods(service: str) -> dict[str, Method]:
+    """The methods of one contract service (imports only that service's generated module)."""
+    import importlib
+
+    module = importlib.import_module(SERVICE_MODULES[service])
+    descriptor = module.DESCRIPTOR.services_by_name[service.rpartition(".")[2]]
+    return {m.name: m for m in _service_methods(descriptor)}
+
+
 def contract_methods() -> dict[str, dict[str, Method]]:
     """service full name -> method name -> Method, for every service of the contract."""
-    table: dict[str, dict[str, Method]] = {}
-    for file in contract_files():
-        for service in file.services_by_name.values():
-            table[service.full_name] = {m.name: m for m in _service_methods(service)}
-    return table
+    return {service: service_methods(service) for service in SERVICE_MODULES}
 
 
 class Dispatcher:
-    """Resolves (service, method) to a bound handler; built once at start-up."""
+    """Resolves (service, method) to a bound handler.
 
-    def __init__(self, servicers: Mapping[str, object]) -> None:
-        self.methods = contract_methods()
-        unknown = set(servicers) - set(self.methods)
+    ``deferred`` services are known to exist but their servicer arrives later (``add``): the agent
+    answers Health.Check while the AgentService stack is still being imported. Calls to a deferred
+    service wait (``wait_ready``) under the call's own deadline.
+    """
+
+    def __init__(self, servicers: Mapping[str, object], *, deferred: Iterable[str] = ()) -> None:
+        unknown = (set(servicers) | set(deferred)) - set(SERVICE_MODULES)
         if unknown:
             raise ValueError(f"servicers for services not in the contract: {sorted(unknown)}")
         self._table: dict[str, dict[str, Bound]] = {}
-        for service, methods in self.methods.items():
-            servicer = servicers.get(service)
-            bound: dict[str, Bound] = {}
-            for name, method in methods.items():
-                handler = getattr(servicer, name, None) if servicer is not None else None
-                if handler is not None and not inspect.iscoroutinefunction(handler):
-                    raise TypeError(f"{method.path}: handler must be an async method")
-                bound[name] = Bound(method, handler)
-            self._table[service] = bound
+        self._deferred = set(deferred) - set(servicers)
+        self._ready: asyncio.Event | None = None
+        for service in SERVICE_MODULES:
+            if service not in self._deferred:
+                self._bind(service, servicers.get(service))
+
+    def _bind(self, service: str, servicer: object | None) -> None:
+        bound: dict[str, Bound] = {}
+        for name, method in service_methods(service).items():
+            handler = getattr(servicer, name, None) if servicer is not None else None
+            if handler is not None and not inspect.iscoroutinefunction(handler):
+                raise TypeError(f"{method.path}: handler must be an async method")
+            bound[name] = Bound(method, handler)
+        self._table[service] = bound
+
+    def add(self, service: str, servicer: object) -> None:
+        """Bind a deferred service; waiting calls proceed."""
+        if service not in self._deferred:
+            raise ValueError(f"{service} is not waiting for a servicer")
+        self._bind(service, servicer)
+        self._deferred.discard(service)
+        if not self._deferred and self._ready is not None:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return not self._deferred
+
+    async def wait_ready(self) -> None:
+        if self._deferred:
+            if self._ready is None:
+                self._ready = asyncio.Event()
+            await self._ready.wait()
+
+    def is_deferred(self, service: str) -> bool:
+        return service in self._deferred
 
     def lookup(self, service: str, method: str) -> Bound:
         """The bound method, or RpcError with the status the agent answers (ttrpc-rust codes:
-        unknown service INVALID_ARGUMENT, unknown method UNIMPLEMENTED)."""
+        unknown service INVALID_ARGUMENT, unknown method UNIMPLEMENTED). A deferred service must
+        be awaited first (``is_deferred`` / ``wait_ready``)."""
         methods = self._table.get(service)
         if methods is None:
             raise RpcError(Code.INVALID_ARGUMENT, f"{service} service does not exist")

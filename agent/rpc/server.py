@@ -33,11 +33,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from agent import log as agent_log
 from agent.rpc import framing
-from agent.rpc.dispatch import Dispatcher
+from agent.rpc.dispatch import Dispatcher, Method
 from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
 from agent.rpc.status import Code, RpcError, to_status
@@ -179,6 +179,24 @@ class Connection(asyncio.Protocol):
                 f"{framing.MAX_MESSAGE}",
             )
 
+    async def _call(self, request: request_pb2.Request) -> tuple[Message, Method]:
+        dispatcher = self._dispatcher
+        if dispatcher.is_deferred(request.service):
+            await dispatcher.wait_ready()  # the AgentService stack is still loading
+        bound = dispatcher.lookup(request.service, request.method)
+        method = bound.method
+        agent_log.rpc_method.set(method.name)
+        if bound.handler is None:
+            raise Dispatcher.unimplemented(method)
+        try:
+            req = method.request_type.FromString(request.payload)
+        except DecodeError as err:
+            raise RpcError(
+                Code.INVALID_ARGUMENT,
+                f"{method.path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
+            ) from None
+        return await bound.handler(req), method
+
     def _write(self, stream_id: int, body: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -199,30 +217,18 @@ class Connection(asyncio.Protocol):
                 request = request_pb2.Request.FromString(data)
             except DecodeError as err:
                 raise RpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: {err}") from None
-            bound = self._dispatcher.lookup(request.service, request.method)
-            method = bound.method
-            path = method.path
-            agent_log.rpc_method.set(method.name)
-            if bound.handler is None:
-                raise Dispatcher.unimplemented(method)
-            try:
-                req = method.request_type.FromString(request.payload)
-            except DecodeError as err:
-                raise RpcError(
-                    Code.INVALID_ARGUMENT,
-                    f"{path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
-                ) from None
+            path = f"/{request.service}/{request.method}"
             if request.timeout_nano > 0:
                 timeout = request.timeout_nano / 1e9
                 try:
                     async with asyncio.timeout(timeout):
-                        resp = await bound.handler(req)
+                        resp, method = await self._call(request)
                 except TimeoutError:
                     raise RpcError(
                         Code.DEADLINE_EXCEEDED, f"{path}: timeout after {timeout:g}s"
                     ) from None
             else:
-                resp = await bound.handler(req)
+                resp, method = await self._call(request)
             if not isinstance(resp, method.response_type):
                 raise RpcError(
                     Code.INTERNAL,

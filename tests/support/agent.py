@@ -46,6 +46,13 @@ CHECK_FRAME = (
 )
 
 
+# An unknown AgentService method: answered (UNIMPLEMENTED) only once the AgentService stack is
+# loaded, so it tells "fully started" where Check only tells "listening" (two-phase start-up).
+READY_FRAME = (
+    struct.pack(">IIBB", 36, 1, 1, 0) + b"\x0a\x11grpc.AgentService\x12\x0f__ready_probe__"
+)
+
+
 class AgentStartError(RuntimeError):
     pass
 
@@ -178,7 +185,7 @@ def start_agent(
 
 
 def wait_ready(agent: AgentProcess, timeout: float = 30.0) -> None:
-    """Poll until the agent answers Health.Check (needs a unix address)."""
+    """Poll until the agent is fully started: its AgentService answers (needs a unix address)."""
     deadline = time.monotonic() + timeout
     path = agent.address[len("unix://") :]
     target = "\0" + path[1:] if path.startswith("@") else path
@@ -188,7 +195,7 @@ def wait_ready(agent: AgentProcess, timeout: float = 30.0) -> None:
                 f"agent exited with status {agent.proc.returncode} before answering Check:\n"
                 + agent.log_text()
             )
-        if check_once(target):
+        if check_once(target, frame=READY_FRAME):
             return
         if time.monotonic() > deadline:
             raise AgentStartError(
@@ -197,12 +204,13 @@ def wait_ready(agent: AgentProcess, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def check_once(target: str, timeout: float = 5.0) -> bool:
+def check_once(target: str, timeout: float = 5.0, frame: bytes = CHECK_FRAME) -> bool:
+    """One request frame (Health.Check by default); True when a Response frame comes back."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(target)
-            sock.sendall(CHECK_FRAME)
+            sock.sendall(frame)
             reply = b""
             while len(reply) < 10:
                 chunk = sock.recv(4096)

@@ -143,7 +143,11 @@ async def test_every_rpc_logged_at_debug_with_duration(agent: AgentProcess) -> N
         await client.health.Check(health_pb2.CheckRequest(), timeout=5)
     async with asyncio.timeout(30):
         while True:
-            rpcs = [r for r in agent.logs() if r.get("msg") == "rpc"]
+            rpcs = [
+                r
+                for r in agent.logs()
+                if r.get("msg") == "rpc" and r.get("path") == "/grpc.Health/Check"
+            ]
             if rpcs:
                 break
             await asyncio.sleep(0.05)
@@ -337,3 +341,22 @@ async def test_abstract_socket(agent_factory: Factory) -> None:
     assert agent.address.startswith("unix://@")
     async with await TtrpcClient.connect(agent.address) as client:
         await client.health.Check(health_pb2.CheckRequest(), timeout=10)
+
+
+async def test_agent_service_calls_during_start_up_wait_for_it(agent_factory: Factory) -> None:
+    """Two-phase start-up: Check answers as soon as the socket listens; AgentService calls made
+    that early wait for the AgentService stack instead of failing."""
+    from tests.support.agent import check_once
+
+    agent = agent_factory(wait=False)
+    assert agent.socket_path is not None
+    async with asyncio.timeout(60):
+        while not check_once(str(agent.socket_path)):  # noqa: ASYNC110 - another process
+            await asyncio.sleep(0.005)
+    async with await agent.client() as client:
+        details, check = await asyncio.gather(
+            client.agent.GetGuestDetails(agent_pb2.GuestDetailsRequest(), timeout=60),
+            client.health.Check(health_pb2.CheckRequest(), timeout=60),
+        )
+    assert details.agent_details.version == "0.1.0"
+    assert check.status == health_pb2.HealthCheckResponse.SERVING

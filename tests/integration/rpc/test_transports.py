@@ -83,6 +83,9 @@ async def test_serial_port_reopened_after_hangup(agent_factory: Factory, short_d
             client = TtrpcClient.from_fd(conn.detach(), is_socket=True)
             resp = await client.health.Check(health_pb2.CheckRequest(), timeout=10)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
+            # answered once the AgentService stack is loaded (two-phase start-up)
+            code, _, _ = await client.call_raw("grpc.AgentService", "Probe", b"", timeout=60)
+            assert code == Code.UNIMPLEMENTED
             parked = asyncio.ensure_future(client.agent.GetOOMEvent(agent_pb2.GetOOMEventRequest()))
             await client.health.Check(health_pb2.CheckRequest(), timeout=10)
             await client.close()  # host hangs up
