@@ -383,12 +383,16 @@ def mount_cgroups(*, v2: bool, root: str = "/sys/fs/cgroup") -> None:
         _mount(
             "cgroup2", root, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME, "nsdelegate"
         )
+        # Every controller for the children (one write each: one refusal must not cost the rest).
         with contextlib.suppress(OSError):
-            controllers = Path(root, "cgroup.controllers").read_text().split()
-            if controllers:
-                Path(root, "cgroup.subtree_control").write_text(
-                    " ".join(f"+{c}" for c in controllers)
-                )
+            for ctrl in Path(root, "cgroup.controllers").read_text().split():
+                try:
+                    Path(root, "cgroup.subtree_control").write_text(f"+{ctrl}")
+                except OSError as err:
+                    log.warning(
+                        "cgroup controller not enabled",
+                        extra={"controller": ctrl, "error": str(err)},
+                    )
         return
     enabled = []
     for line in Path("/proc/cgroups").read_text().splitlines()[1:]:

@@ -14,6 +14,7 @@ A failing step stops the build with a message naming the step and its log (build
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -97,14 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild the rootfs even if cached")
     p.add_argument("--no-disk", action="store_true", help="skip the ext4 disk image")
     args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     try:
-        manifest = build(
-            args.out,
-            user_kernel=args.kernel,
-            user_modules=args.modules,
-            force=args.force,
-            disk_image=not args.no_disk,
-        )
+        # One build at a time per output directory (tests and people may start one together).
+        with open(args.out / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            manifest = build(
+                args.out,
+                user_kernel=args.kernel,
+                user_modules=args.modules,
+                force=args.force,
+                disk_image=not args.no_disk,
+            )
     except BuildError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

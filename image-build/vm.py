@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -372,47 +373,62 @@ class Vm:
 # -- a minimal ttrpc health probe (no agent code needed, only the generated messages) -----------
 
 
-def health_check(sock_path: Path, *, timeout: float, alive: object = None) -> bool:
-    """Send grpc.Health/Check over `sock_path`; True when the agent answers SERVING."""
-    sys.path.insert(0, str(REPO)) if str(REPO) not in sys.path else None
+def health_check(sock_path: Path, *, timeout: float, alive: Any = None) -> bool:
+    """Send grpc.Health/Check over `sock_path` until the agent answers SERVING (True) or
+    `timeout` passes (False). One connection, a new odd stream id every few seconds: QEMU holds
+    what the host sends until the guest opens its port, so nothing is lost or duplicated."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     from agent.rpc.pb import health_pb2, request_pb2
 
-    req = request_pb2.Request(
-        service="grpc.Health",
-        method="Check",
-        payload=health_pb2.CheckRequest(service="").SerializeToString(),
-        timeout_nano=int(timeout * 1e9),
-    ).SerializeToString()
+    def frame(stream: int) -> bytes:
+        req = request_pb2.Request(
+            service="grpc.Health",
+            method="Check",
+            payload=health_pb2.CheckRequest(service="").SerializeToString(),
+            timeout_nano=int(30e9),
+        ).SerializeToString()
+        return struct.pack(">IIBB", len(req), stream, 1, 0) + req
+
     deadline = time.monotonic() + timeout
+    stream = 1
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
+        s.settimeout(5)
         s.connect(str(sock_path))
-        s.sendall(struct.pack(">IIBB", len(req), 1, 1, 0) + req)
+        s.sendall(frame(stream))
+        next_send = time.monotonic() + 5
         buf = b""
         while True:
-            if callable(alive):
+            if alive is not None:
                 alive("vm-boot")
-            s.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+            now = time.monotonic()
+            if now > deadline:
+                return False
+            if now > next_send:
+                stream += 2
+                s.sendall(frame(stream))
+                next_send = now + 5
+            s.settimeout(0.25)
             try:
                 chunk = s.recv(65536)
             except TimeoutError:
-                if time.monotonic() > deadline:
-                    return False
                 continue
             if not chunk:
-                time.sleep(0.1)
                 return False
             buf += chunk
-            if len(buf) >= 10:
-                length, stream, kind, _flags = struct.unpack(">IIBB", buf[:10])
-                if len(buf) >= 10 + length:
-                    if stream != 1 or kind != 2:
-                        return False
-                    resp = request_pb2.Response.FromString(buf[10 : 10 + length])
-                    if resp.status.code != 0:
-                        raise VmError(f"step vm-boot: health Check failed: {resp.status.message}")
-                    out = health_pb2.HealthCheckResponse.FromString(resp.payload)
-                    return bool(out.status == health_pb2.HealthCheckResponse.SERVING)
+            while len(buf) >= 10:
+                length, _stream, kind, _flags = struct.unpack(">IIBB", buf[:10])
+                if len(buf) < 10 + length:
+                    break
+                body, buf = buf[10 : 10 + length], buf[10 + length :]
+                if kind != 2:
+                    continue
+                resp = request_pb2.Response.FromString(body)
+                if resp.status.code != 0:
+                    raise VmError(f"step vm-boot: health Check failed: {resp.status.message}")
+                out = health_pb2.HealthCheckResponse.FromString(resp.payload)
+                if out.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
 
 
 # -- CLI -------------------------------------------------------------------------------------

@@ -482,7 +482,9 @@ def base_layout(root: Path) -> None:
         ("lib64", "usr/lib64"),
     ):
         os.symlink(target, root / link)
-    os.symlink("../run", root / "var" / "run")
+    # A directory, not the usual link to /run: the agent compares its pinned namespace paths
+    # (/var/run/sandbox-ns) with /proc/self/mountinfo, which shows resolved paths.
+    (root / "var" / "run").mkdir()
 
 
 def install_files(root: Path) -> None:

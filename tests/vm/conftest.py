@@ -1,0 +1,100 @@
+"""The VM tier: build the guest image (cached in build/), boot it once under QEMU, drive the agent.
+
+``guest`` is session-scoped: one VM for the tier (each boot costs ~6-10 s under TCG). QEMU and
+virtiofsd are killed in the fixture's ``finally`` whatever the tests did; the last test powers the
+guest off through DestroySandbox, and a test that needs a fresh VM uses ``boot_guest``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.vm.guest import GuestAgent
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "build"
+
+
+def load_image_build(name: str) -> ModuleType:
+    """Import image-build/<name>.py (the directory name is not a package name)."""
+    mod_name = f"kata_image_build_{name}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, REPO / "image-build" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> dict[str, Any]:
+    """Build (or reuse from the cache) the kernel and initrd; fail with the build's own message."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "image-build" / "build.py"), "--out", str(BUILD), "--no-disk"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"make image failed:\n{proc.stderr[-3000:]}", pytrace=False)
+    manifest: dict[str, Any] = json.loads((BUILD / "image.json").read_text())
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def boot_guest(guest_image: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """Factory: boot a VM (extra kernel args optional); every VM it made is killed at the end."""
+    vm_mod = load_image_build("vm")
+    started: list[Any] = []
+
+    def boot(*append: str) -> Any:
+        # Not under pytest's numbered temp dirs: concurrent pytest runs rotate those away.
+        rundir = Path(tempfile.mkdtemp(prefix="kata-vm-"))
+        cfg = vm_mod.VmConfig(
+            kernel=Path(guest_image["kernel"]),
+            initrd=Path(guest_image["initrd"]),
+            rundir=rundir,
+            extra_append=append,
+            boot_timeout=240.0,
+        )
+        vm = vm_mod.Vm(cfg)
+        started.append(vm)
+        vm.start()
+        vm.wait_for_agent()
+        return vm
+
+    try:
+        yield boot
+    finally:
+        for vm in started:
+            vm.stop()
+            print(f"\nVM logs kept in {vm.config.rundir}")
+
+
+@pytest.fixture(scope="session")
+def agent(guest: Any) -> Iterator[GuestAgent]:
+    """The tier's one connection to the guest's agent."""
+    conn = GuestAgent(guest.agent_sock)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def guest(boot_guest: Callable[..., Any]) -> Any:
+    return boot_guest()

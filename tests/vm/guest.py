@@ -1,0 +1,96 @@
+"""Helpers for the VM tier: one ttrpc connection to the guest's agent, the debug console."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+GUEST_SHARED = "/run/kata-containers/shared/containers"
+T = TypeVar("T")
+
+
+class GuestAgent:
+    """One ttrpc connection for the whole tier, as the Kata shim keeps one for a sandbox's life
+    (a virtio-serial channel carries one connection; the guest may not notice a quick host
+    reconnect). Sync tests drive it through a private event loop thread."""
+
+    def __init__(self, agent_sock: Path) -> None:
+        from agent.rpc.client import TtrpcClient
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.client = self.run(TtrpcClient.connect(f"unix://{agent_sock}", timeout=30))
+        self._hello()
+
+    def _hello(self, attempts: int = 12) -> None:
+        """Host speaks first: a Check until answered. A request sent while the guest is still
+        closing the previous host connection's session can be dropped, so retry (new ids)."""
+        from agent.rpc.status import Code, RpcError
+
+        for _ in range(attempts - 1):
+            try:
+                self.check(timeout=5)
+                return
+            except RpcError as err:
+                if err.code != Code.DEADLINE_EXCEEDED:
+                    raise
+        self.check()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 600) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, method: str, request: Any, *, timeout: float = 120) -> Any:
+        """Call grpc.AgentService/<method>; raises agent.rpc.status.RpcError on a status."""
+        return self.run(getattr(self.client.agent, method)(request, timeout=timeout))
+
+    def check(self, timeout: float = 60) -> Any:
+        from agent.rpc.pb import health_pb2
+
+        return self.run(
+            self.client.call("grpc.Health", "Check", health_pb2.CheckRequest(), timeout=timeout)
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.run(self.client.close(), timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def console_run(vm: Any, command: str, *, timeout: float = 90.0) -> str:
+    """Run `command` in the debug console (virtio-serial port agent.console.0); its output."""
+    marker = f"END-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(vm.console_sock))
+        s.settimeout(1.0)
+        # `END-""123` on the command line prints as END-123: the echo of the line never matches.
+        s.sendall(f'stty -echo; {command}; echo {marker[:4]}""{marker[4:]}\n'.encode())
+        out = b""
+        deadline = time.monotonic() + timeout
+        while marker.encode() not in out:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"debug console: no answer in {timeout}s; got {out[-2000:]!r}")
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise AssertionError(f"debug console closed; got {out[-2000:]!r}")
+            out += chunk
+        with contextlib.suppress(OSError):
+            s.sendall(b"exit\n")
+        # Wait for the shell to go, so the next session starts on a fresh shell.
+        with contextlib.suppress(OSError):
+            s.settimeout(10)
+            while s.recv(65536):
+                pass
+    text = out.decode(errors="replace").replace("\r\n", "\n")
+    return text[: text.index(marker)]

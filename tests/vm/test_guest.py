@@ -1,0 +1,192 @@
+"""End to end in a real VM: the agent as the guest's init, driven over its wire API.
+
+The tests share one booted guest and one agent connection and run in file order, like a
+sandbox's life: health, guest details, the debug console, PID 1's work, CreateSandbox with the
+virtio-fs share, a container and an exec, DestroySandbox, and the guest powering itself off.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.rpc.pb import agent_pb2, health_pb2
+from agent.rpc.status import Code, RpcError
+from tests.vm.guest import GUEST_SHARED, GuestAgent, console_run
+
+pytestmark = pytest.mark.vm
+
+SANDBOX_ID = f"vm-{uuid.uuid4().hex[:12]}"
+
+
+def test_check_answers_serving(agent: GuestAgent) -> None:
+    assert agent.check().status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_guest_details_report_an_init_daemon(agent: GuestAgent) -> None:
+    resp = agent.call(
+        "GetGuestDetails",
+        agent_pb2.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True),
+    )
+    assert resp.agent_details.init_daemon is True
+    assert resp.agent_details.version
+    assert resp.mem_block_size_bytes > 0
+
+
+def test_debug_console_runs_a_command(guest: Any) -> None:
+    out = console_run(guest, "echo hello-from-$((6*7)); id -u")
+    assert "hello-from-42" in out
+    assert "\n0\n" in out
+
+
+def test_pid1_prepared_the_guest(guest: Any) -> None:
+    out = console_run(
+        guest,
+        "grep -c '^cgroup2 /sys/fs/cgroup cgroup2' /proc/mounts;"
+        " cat /sys/fs/cgroup/cgroup.subtree_control; readlink /dev/virtio-ports/agent.channel.0;"
+        " cat /sys/class/net/lo/flags; hostname",
+    )
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    assert "1" in lines, f"no cgroup2 on /sys/fs/cgroup: {out}"
+    assert any("memory" in ln.split() and "pids" in ln.split() for ln in lines), out
+    assert any(ln.startswith("../vport") for ln in lines), out
+    flags = next(ln for ln in lines if ln.startswith("0x"))
+    assert int(flags, 16) & 1, f"lo is not up: {flags}"
+    assert "localhost" in lines, out
+
+
+def test_containers_can_pivot_root_after_the_switch_root(guest: Any) -> None:
+    # pivot_root fails with EINVAL while / is the initramfs; pid1 moved it onto a real mount.
+    out = console_run(
+        guest,
+        "mkdir -p /tmp/pv/new && unshare -m sh -c 'mount --make-rprivate / &&"
+        " mount -t tmpfs t /tmp/pv/new && mkdir /tmp/pv/new/old && cd /tmp/pv/new &&"
+        " pivot_root . old && echo PIVOT=ok || echo PIVOT=failed'",
+    )
+    assert "PIVOT=ok" in out
+
+
+def test_create_sandbox_mounts_the_shared_directory(guest: Any, agent: GuestAgent) -> None:
+    shared = Path(guest.describe()["shared_dir"])
+    (shared / "hello.txt").write_text("from the host\n")
+    agent.call(
+        "CreateSandbox",
+        agent_pb2.CreateSandboxRequest(
+            hostname="vm-test", storages=[_shared_storage(guest.share_mode)], sandbox_id=SANDBOX_ID
+        ),
+    )
+    out = console_run(guest, f"cat {GUEST_SHARED}/hello.txt; grep kataShared /proc/mounts")
+    assert "from the host" in out
+    assert GUEST_SHARED in out
+
+
+def test_busybox_container_runs_with_output_and_exit_code(guest: Any, agent: GuestAgent) -> None:
+    cid = f"c{uuid.uuid4().hex[:10]}"
+    _make_container_rootfs(guest, cid)
+    _create_and_start(agent, cid, ["sh", "-c", "echo hello from $(hostname); exit 7"])
+    out = _read_all(agent, cid, cid)
+    status = agent.call("WaitProcess", agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid))
+    agent.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id=cid, timeout=0))
+    assert "hello from vm-test" in out
+    assert status.status == 7
+
+
+def test_exec_in_a_running_container(guest: Any, agent: GuestAgent) -> None:
+    from agent.ctl.container_spec import exec_process
+
+    cid = f"c{uuid.uuid4().hex[:10]}"
+    _make_container_rootfs(guest, cid)
+    _create_and_start(agent, cid, ["sleep", "600"])
+    eid = uuid.uuid4().hex
+    agent.call(
+        "ExecProcess",
+        agent_pb2.ExecProcessRequest(
+            container_id=cid,
+            exec_id=eid,
+            process=exec_process(["sh", "-c", "echo exec-$((40+2)); exit 3"]),
+        ),
+    )
+    out = _read_all(agent, cid, eid)
+    status = agent.call("WaitProcess", agent_pb2.WaitProcessRequest(container_id=cid, exec_id=eid))
+    agent.call(
+        "SignalProcess", agent_pb2.SignalProcessRequest(container_id=cid, exec_id="", signal=9)
+    )
+    agent.call("WaitProcess", agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid))
+    agent.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id=cid, timeout=0))
+    assert "exec-42" in out
+    assert status.status == 3
+
+
+def test_destroy_sandbox_powers_the_guest_off(guest: Any, agent: GuestAgent) -> None:
+    try:
+        agent.call("DestroySandbox", agent_pb2.DestroySandboxRequest())
+    except RpcError as err:
+        # The reply races with the agent shutting down (as in Kata); a closed channel is fine.
+        if err.code not in (Code.UNAVAILABLE, Code.CANCELLED):
+            raise
+    rc = guest.wait_exit(120)
+    assert rc == 0, f"QEMU did not exit after DestroySandbox; see {guest.console_log}"
+    assert "powering off" in guest.console_log.read_text(errors="replace")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _shared_storage(share_mode: str) -> agent_pb2.Storage:
+    """The storage the Go runtime sends for the shared directory (kata_agent.go)."""
+    if share_mode == "virtio-fs":
+        return agent_pb2.Storage(
+            driver="virtio-fs",
+            source="kataShared",
+            fstype="virtiofs",
+            mount_point=GUEST_SHARED + "/",
+        )
+    return agent_pb2.Storage(
+        driver="9p",
+        source="kataShared",
+        fstype="9p",
+        mount_point=GUEST_SHARED + "/",
+        options=["trans=virtio,version=9p2000.L,cache=mmap", "nodev", "msize=512000"],
+    )
+
+
+def _make_container_rootfs(guest: Any, cid: str) -> None:
+    from tests.support.rootfs import make_busybox_rootfs
+
+    make_busybox_rootfs(Path(guest.describe()["shared_dir"]) / cid / "rootfs")
+
+
+def _create_and_start(agent: GuestAgent, cid: str, args: list[str]) -> None:
+    from agent.ctl.container_spec import container_spec
+
+    spec = container_spec(f"{GUEST_SHARED}/{cid}/rootfs", args)
+    try:
+        agent.call(
+            "CreateContainer",
+            agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec),
+            timeout=180,
+        )
+    except RpcError as err:
+        if err.code == Code.UNIMPLEMENTED:
+            pytest.skip("CreateContainer is not implemented by the agent yet")
+        raise
+    agent.call("StartContainer", agent_pb2.StartContainerRequest(container_id=cid))
+
+
+def _read_all(agent: GuestAgent, cid: str, eid: str) -> str:
+    out = b""
+    while True:
+        try:
+            chunk = agent.call(
+                "ReadStdout",
+                agent_pb2.ReadStreamRequest(container_id=cid, exec_id=eid, len=32768),
+            )
+        except RpcError:
+            break  # EOF: the process exited and its output is drained
+        if not chunk.data:
+            break
+        out += chunk.data
+    return out.decode(errors="replace")
