@@ -292,6 +292,7 @@ class Engine:
         csock.close()
         init_pid = 0
         reaped = False
+        ready = False  # stage-2's "ready" can overtake stage-1's "pid" on the shared socket
         try:
             self._cgroup_add(container_id, pid1, linux, create=cfg.mode == "create")
             sync.send(psock, "go")
@@ -310,6 +311,8 @@ class Engine:
                     _, _status = os.waitpid(pid1, 0)
                     reaped = True
                     step = "container init"
+                    if ready:
+                        return init_pid
                 elif t == "hooks":
                     step = "prestart hooks"
                     state_json = ""
@@ -325,6 +328,9 @@ class Engine:
                 elif t == "warn":
                     log.warning("container %s: %s", container_id, msg.get("msg"))
                 elif t == "ready":
+                    if not init_pid:
+                        ready = True
+                        continue
                     return init_pid
                 else:
                     raise InitError(step, f"protocol error: unexpected message {t!r}")
