@@ -91,6 +91,13 @@ def domain_errors(what: str) -> Iterator[None]:
         raise errors.Internal(f"{what}: {err}") from err
 
 
+def _checked_pid(pid: int, what: str) -> int:
+    """Never track (or later signal) pid 0 or a negative pid: kill(0) is our process group."""
+    if pid <= 0:
+        raise errors.Internal(f"{what}: the engine reported an invalid pid {pid}")
+    return pid
+
+
 def _shell_status(
     loop: asyncio.AbstractEventLoop, fut: asyncio.Future[ExitStatus]
 ) -> asyncio.Future[int]:
@@ -137,6 +144,7 @@ class OciContainer:
     async def exec(self, exec_id: str, process: Process, stdio: ChildStdio) -> Launched:
         with domain_errors(f"container {self.id}: exec {exec_id}"):
             pid = await self._client.exec(self.id, process, stdio=self._stdio(stdio))
+        _checked_pid(pid, f"container {self.id}: exec {exec_id}")
         loop = asyncio.get_running_loop()
         return Launched(pid, _shell_status(loop, self._reaper.adopt(pid)))
 
@@ -227,6 +235,7 @@ class OciEngine:
             pid = await self._client.create(
                 container_id, str(bundle), stdio=(stdio.stdin, stdio.stdout, stdio.stderr)
             )
+        _checked_pid(pid, f"create container {container_id}")
         loop = asyncio.get_running_loop()
         container = OciContainer(
             container_id=container_id,

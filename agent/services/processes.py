@@ -72,6 +72,10 @@ class ProcessService:
         )
         entry.add_process(proc)
         attach_exit(proc, launched)
+        log.debug(
+            "process started",
+            extra={"container_id": container_id, "exec_id": exec_id, "process_pid": launched.pid},
+        )
 
     def _complete(self, spec: Spec | None, container_id: str, process: Process) -> Process:
         """As Kata: no capabilities given → the init's; PCIDEVICE_* env rewritten for the guest."""
