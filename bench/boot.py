@@ -10,9 +10,9 @@ the agent's exec-to-listening time inside the guest, and the agent's RSS after a
   time from starting QEMU to the first answered grpc.Health/Check on the agent's channel, seen
   from the host.
 * exec to listening (target <= 0.5 s under TCG): inside the guest, from the kernel's "Run /init as
-  init process" (kernel log timestamp) to the agent's "announce" log line (listener open), from
-  the console log: PID 1 logs its uptime and wall clock at "pid1 ready", which converts the
-  announce line's wall clock into uptime. The PID 1 steps (module loading, mounts, ...) are part
+  init process" (kernel log timestamp) to the agent's "ttrpc server listening" log line, from the
+  console log: PID 1 logs its uptime and wall clock at "pid1 ready", which converts the listening
+  line's wall clock into uptime. The PID 1 steps (module loading, mounts, ...) are part
   of it and printed separately.
 * RSS (target <= 30 MiB): the agent's VmRSS (/proc/1/status, through the debug console) after
   CreateSandbox and one busybox container that ran to its end.
@@ -76,10 +76,10 @@ def guest_startup(console_log: Path) -> dict[str, Any]:
             continue
         if rec.get("msg") == "pid1 ready" and ready is None:
             ready = rec
-        elif rec.get("msg") == "announce" and announce_wall is None:
+        elif rec.get("msg") == "ttrpc server listening" and announce_wall is None:
             announce_wall = _ts(rec["ts"])
     if ready is None or announce_wall is None:
-        raise RuntimeError(f"no 'pid1 ready'/'announce' lines in {console_log}")
+        raise RuntimeError(f"no 'pid1 ready'/'ttrpc server listening' lines in {console_log}")
     listen_uptime = float(ready["uptime"]) + (announce_wall - float(ready["wall"]))
     return {
         "kernel_to_init_s": float(ready["exec_uptime"]),
