@@ -263,7 +263,7 @@ def test_type_index_matches() -> None:
 
 def test_the_comparison_catches_a_difference() -> None:
     """Guard against a comparison that cannot fail."""
-    contract_file = next(f for f in _contract_files("files") if f["name"] == "agent.proto")
+    contract_file = next(f for f in _contract()["files"] if f["name"] == "agent.proto")
     mutated = json.loads(json.dumps(contract_file))
     field = mutated["messages"][0]["fields"][0]
     field["number"] += 100
