@@ -4,7 +4,8 @@ The host reads a process's output with ``ReadStdout``/``ReadStderr`` long-polls;
 means EOF** and the shim waits for EOF on every output before it calls ``WaitProcess``. The rules
 (reference doc §1.4, §9.2), all implemented by `OutputStream.read`:
 
-* A read returns whatever one ``read(2)`` gives, at most ``n`` bytes, as soon as anything is there.
+* A read returns, as soon as anything is there, what is readable at that moment, at most ``n``
+  bytes (Kata does one ``read(2)``; we top up with non-blocking reads, never waiting).
 * EOF (``b""``) is returned only once the pipe is drained: either every writer closed it (a pty
   master reports that as ``EIO``), or the process has exited, nothing is readable, and
   ``drain_after_exit`` (500 ms, Kata's value) has passed since the exit — that is the case of a
@@ -157,7 +158,7 @@ class OutputStream:
             while not self._eof:
                 data = self._read_now(n)
                 if data:
-                    return data
+                    return self._read_more(data, n)
                 if data == b"":
                     self._finish()
                     break
@@ -171,6 +172,21 @@ class OutputStream:
                 assert self._fd is not None
                 await self._watch.wait(self._fd, writable=False, deadline=deadline)
             return b""
+
+    def _read_more(self, data: bytes, n: int) -> bytes:
+        """Top up ``data`` with whatever else is readable right now, up to ``n`` bytes: fewer,
+        fuller replies when the process writes faster than the client reads. Never waits."""
+        if len(data) >= n:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < n:
+            more = self._read_now(n - got)
+            if not more:  # nothing more now (None), or EOF (b""): reported by the next read
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts) if len(parts) > 1 else data
 
     def _finish(self) -> None:
         """EOF reached: the fd is of no further use (the pty master stays open for stdin)."""

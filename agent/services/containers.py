@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ class ContainerService:
         self._bundles = bundles
         self._settings = settings
         self._background: set[asyncio.Task[None]] = set()
+        self._timings: dict[str, float] = {}  # engine create time, for the "created" log
 
     # -- create / start --------------------------------------------------------------------------
 
@@ -106,7 +108,10 @@ class ContainerService:
                 undo.pop_all()
         finally:
             sandbox.release(cid)
-        log.info("container created", extra={"container_id": cid})
+        log.info(
+            "container created",
+            extra={"container_id": cid, "engine_ms": round(self._timings.pop(cid, 0.0), 2)},
+        )
 
     async def _create(
         self, args: CreateContainer, undo: contextlib.AsyncExitStack
@@ -155,6 +160,7 @@ class ContainerService:
             else ProcessIO.pipes(name=f"container {cid}", pipe_size=self._settings.pipe_size)
         )
         undo.callback(io.close)
+        started = time.monotonic()
         try:
             runtime, launched = await self._engine.create(
                 container_id=cid, bundle=bundle_dir, spec=prepared, stdio=io.child
@@ -176,6 +182,7 @@ class ContainerService:
         runtime.watch_oom(lambda: sandbox.oom.put(cid))
         if sandbox.pid_ns_owner is None:
             sandbox.pid_ns_owner = cid
+        self._timings[cid] = (time.monotonic() - started) * 1000
         return entry
 
     async def start(self, container_id: str) -> None:
@@ -216,10 +223,12 @@ class ContainerService:
                 return  # removed meanwhile
             runtime = runtime_of(entry)
             errors: list[str] = []
+            started = time.monotonic()
             try:
                 await runtime.destroy()
             except AgentError as err:
                 errors.append(str(err))
+            engine_ms = round((time.monotonic() - started) * 1000, 2)
             # Exits are reported by the reaper; give them a moment so waiters get real statuses.
             pending = [p.wait() for p in entry.processes() if not p.exited]
             if pending:
@@ -242,7 +251,7 @@ class ContainerService:
             if self._devices is not None:
                 self._devices.release(entry.id)
             self._sandbox.remove_container(entry.id)
-            log.info("container removed", extra={"container_id": entry.id})
+            log.info("container removed", extra={"container_id": entry.id, "engine_ms": engine_ms})
             if errors:
                 raise FailedPrecondition(f"container {entry.id}: remove: " + "; ".join(errors))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 
 from agent.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -61,6 +62,7 @@ class ProcessService:
             if process.terminal
             else ProcessIO.pipes(name=name, pipe_size=self._settings.pipe_size)
         )
+        started = time.monotonic()
         try:
             launched = await runtime_of(entry).exec(exec_id, process, io.child)
         except BaseException:
@@ -74,7 +76,12 @@ class ProcessService:
         attach_exit(proc, launched)
         log.debug(
             "process started",
-            extra={"container_id": container_id, "exec_id": exec_id, "process_pid": launched.pid},
+            extra={
+                "container_id": container_id,
+                "exec_id": exec_id,
+                "process_pid": launched.pid,
+                "engine_ms": round((time.monotonic() - started) * 1000, 2),
+            },
         )
 
     def _complete(self, spec: Spec | None, container_id: str, process: Process) -> Process:
