@@ -87,7 +87,11 @@ def build_services(config: AgentConfig) -> Services:
     )
     from agent.services.guest import GuestService
 
-    services.guest = GuestService(config, storage_handlers=services.hardware.storage.driver_names)
+    services.guest = GuestService(
+        config,
+        storage_handlers=services.hardware.storage.driver_names,
+        device_handlers=services.hardware.devices.types,
+    )
     return services
 
 

@@ -36,6 +36,8 @@ async def test_get_guest_details(agent: AgentProcess) -> None:
     assert details.version == "0.1.0"
     assert details.init_daemon is False
     assert details.supports_seccomp is True  # libseccomp2 is installed here
+    assert {"virtio-fs", "9p", "blk", "ephemeral"} <= set(details.storage_handlers)
+    assert {"blk", "scsi", "vfio-pci"} <= set(details.device_handlers)
 
 
 async def test_set_guest_date_time(agent_factory: Factory) -> None:
