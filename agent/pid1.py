@@ -22,7 +22,9 @@ errno, and only the steps marked *fatal* stop the boot):
                     /dev/shm, /run (Kata's INIT_ROOTFS_MOUNTS). *fatal*
 3. ``modules``      ``finit_module`` of every file in ``/etc/kata-agent/modules.load`` (written by
                     rootfs/modules.py, dependencies first); a missing list means a kernel with
-                    everything built in.
+                    everything built in. Only the channel's modules load here; the rest load in
+                    a thread while the agent starts, and ``agent.app`` waits for them
+                    (``wait_for_modules``) before AgentService takes calls.
 4. ``cgroups``      v2 (``cgroup2`` with nsdelegate on /sys/fs/cgroup, every controller enabled for
                     children) unless v1 is asked for with ``systemd.unified_cgroup_hierarchy=0``:
                     then a tmpfs with one ``cgroup`` mount per enabled controller (cpu,cpuacct and
@@ -45,6 +47,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -193,10 +196,11 @@ def setup(config: Pid1Config, early: Early | None) -> dict[str, float]:
 def main() -> int:
     """The image's ``/init``: PID 1 duties around the agent; plain ``kata-agent`` otherwise."""
     early = mount_proc()
-    from agent import app, cli
-
     if early is None:
+        from agent import cli
+
         return cli.main()
+    from agent import app
     from agent import config as agent_config
 
     try:
@@ -347,12 +351,48 @@ def _is_mounted(target: str) -> bool:
 # -- 3. modules ----------------------------------------------------------------------------------
 
 
+#: The modules the agent's channel needs (virtio-serial over virtio-pci, vsock) end the "early"
+#: part of the load list; everything after them loads in the background while the agent starts.
+EARLY_MODULES = ("virtio_console.ko", "vmw_vsock_virtio_transport.ko", "vsock_loopback.ko")
+_deferred: threading.Thread | None = None
+
+
+def split_load_list(paths: list[str]) -> tuple[list[str], list[str]]:
+    """(early, deferred): early ends with the last channel module in the list."""
+    last = -1
+    for i, path in enumerate(paths):
+        if path.rsplit("/", 1)[-1] in EARLY_MODULES:
+            last = i
+    return paths[: last + 1], paths[last + 1 :]
+
+
 def load_modules(listing: Path) -> int:
-    """finit_module every module named in `listing` (in order); returns how many were loaded."""
+    """Load the channel's modules now and start loading the rest in a thread (see
+    ``wait_for_modules``); returns how many were loaded now."""
+    global _deferred
     try:
         paths = [p for p in listing.read_text().split() if p]
     except FileNotFoundError:
         return 0
+    early, rest = split_load_list(paths)
+    loaded = _load(early)
+    if rest:
+        _deferred = threading.Thread(target=_load, args=(rest,), name="modules", daemon=True)
+        _deferred.start()
+    return loaded
+
+
+def wait_for_modules(timeout: float = 120.0) -> None:
+    """Block until the deferred modules are loaded (a no-op when not PID 1 or none are left).
+    The agent calls this before its AgentService takes calls: a mount of virtio-fs, 9p, overlay
+    or ext4 must find its filesystem."""
+    if _deferred is not None:
+        t0 = time.monotonic()
+        _deferred.join(timeout)
+        log.info("kernel modules loaded", extra={"waited": round(time.monotonic() - t0, 3)})
+
+
+def _load(paths: list[str]) -> int:
     from oci.syscalls import boot
 
     loaded = 0

@@ -62,3 +62,19 @@ def test_nothing_happens_unless_pid_1() -> None:
     early = pid1.Early(initramfs_root=True, exec_uptime=0.0)
     assert pid1.setup(pid1.Pid1Config(), early) == {}
     pid1.power_off("test")  # returns: only PID 1 may power off
+
+
+def test_only_the_channel_modules_load_before_the_agent_starts() -> None:
+    paths = [
+        "/lib/modules/r/kernel/virtio_ring.ko",
+        "/lib/modules/r/kernel/virtio_pci.ko",
+        "/lib/modules/r/kernel/virtio_console.ko",
+        "/lib/modules/r/kernel/vsock.ko",
+        "/lib/modules/r/kernel/vmw_vsock_virtio_transport.ko",
+        "/lib/modules/r/kernel/fuse.ko",
+        "/lib/modules/r/kernel/virtiofs.ko",
+    ]
+    early, rest = pid1.split_load_list(paths)
+    assert early == paths[:5]
+    assert rest == paths[5:]
+    assert pid1.split_load_list(paths[5:]) == ([], paths[5:])
