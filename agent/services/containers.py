@@ -30,7 +30,7 @@ from agent.sandbox.engine import ContainerRuntime, Engine, Launched
 from agent.sandbox.specs import prepare_spec
 from agent.storage import Storage
 from oci.cgroups.stats import CgroupStats
-from oci.spec import LinuxResources, Spec
+from oci.spec import LinuxResources, Spec, SpecError, check, check_resources
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class ContainerService:
         if args.spec is None:
             raise InvalidArgument(f"container {cid}: the request has no OCI spec")
         spec = args.spec
+        check_spec(cid, spec)
         if args.devices:
             if self._devices is None:
                 raise InvalidArgument(f"container {cid}: this agent has no device handlers")
@@ -271,6 +272,10 @@ class ContainerService:
         entry = self._sandbox.get_container(container_id)
         if resources is None:
             raise InvalidArgument(f"container {container_id}: update without resources")
+        try:
+            check_resources(resources)
+        except SpecError as err:
+            raise InvalidArgument(f"container {container_id}: update: {err}") from err
         if entry.status is ContainerStatus.STOPPED:
             raise FailedPrecondition(f"container {container_id}: cannot update: it is stopped")
         await runtime_of(entry).update(resources)
@@ -311,6 +316,16 @@ class ContainerService:
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await task
+
+
+def check_spec(container_id: str, spec: Spec) -> None:
+    """The spec as sent must be valid (errors name the field: ``linux.namespaces[3].type``)."""
+    try:
+        warnings = check(spec)
+    except SpecError as err:
+        raise InvalidArgument(f"container {container_id}: invalid OCI spec: {err}") from err
+    for warning in warnings:
+        log.warning("OCI spec", extra={"container_id": container_id, "problem": str(warning)})
 
 
 def runtime_of(entry: ContainerEntry) -> ContainerRuntime:

@@ -19,7 +19,7 @@ from agent.sandbox import (
 )
 from agent.sandbox.signals import effective_signal, is_kill_all, read_proc_status
 from agent.services.containers import LifecycleSettings, attach_exit, runtime_of
-from oci.spec import Process, Spec
+from oci.spec import Process, Spec, SpecError, check_process
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class ProcessService:
             )
         if entry.has_process(exec_id):
             raise AlreadyExists(f"container {container_id}: exec id {exec_id} already exists")
+        try:
+            check_process(process)
+        except SpecError as err:
+            raise InvalidArgument(f"container {container_id}: exec {exec_id}: {err}") from err
         process = self._complete(entry.spec, container_id, process)
         name = f"container {container_id} exec {exec_id}"
         io = (

@@ -7,8 +7,9 @@ import argparse
 import uuid
 from typing import Any
 
+from agent.ctl.commands.run import attach, command
 from agent.ctl.container_spec import exec_process
-from agent.ctl.run import attach, command
+from agent.ctl.context import Context
 from agent.rpc.pb import agent_pb2
 
 
@@ -20,11 +21,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cwd", default="/", help="working directory")
     p.add_argument("container_id")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
-    p.set_defaults(func=exec_main)
+    p.set_defaults(run=exec_main)
 
 
-async def exec_main(client: Any, args: argparse.Namespace) -> int:
+async def exec_main(ctx: Context, args: argparse.Namespace) -> int:
     cmd = command(args)
+    client = await ctx.client()
     eid = args.exec_id or str(uuid.uuid4())
     await client.agent.ExecProcess(
         agent_pb2.ExecProcessRequest(

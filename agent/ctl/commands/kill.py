@@ -8,6 +8,7 @@ import argparse
 import signal
 from typing import Any
 
+from agent.ctl.context import Context
 from agent.rpc.pb import agent_pb2
 
 
@@ -29,10 +30,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--all", action="store_true", help="SIGKILL every process of the container")
     p.add_argument("container_id")
     p.add_argument("exec_id", nargs="?", default="", help="default: the container's init")
-    p.set_defaults(func=kill_main)
+    p.set_defaults(run=kill_main)
 
 
-async def kill_main(client: Any, args: argparse.Namespace) -> int:
+async def kill_main(ctx: Context, args: argparse.Namespace) -> int:
+    client = await ctx.client()
     signum = int(signal.SIGKILL) if args.all else int(args.signal)
     await client.agent.SignalProcess(
         agent_pb2.SignalProcessRequest(

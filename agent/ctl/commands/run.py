@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.ctl.container_spec import container_spec
+from agent.ctl.context import Context, UsageError
 from agent.rpc.pb import agent_pb2
 from agent.rpc.status import Code, RpcError
 
@@ -49,7 +50,7 @@ def register(subparsers: Any) -> None:
         "--destroy-sandbox", action="store_true", help="DestroySandbox at the end (ends the agent)"
     )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
-    p.set_defaults(func=run_main)
+    p.set_defaults(run=run_main)
 
 
 def command(args: argparse.Namespace) -> list[str]:
@@ -57,12 +58,13 @@ def command(args: argparse.Namespace) -> list[str]:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        raise SystemExit("kata-agent-ctl: a command is required after --")
+        raise UsageError("a command is required after --")
     return cmd
 
 
-async def run_main(client: Any, args: argparse.Namespace) -> int:
+async def run_main(ctx: Context, args: argparse.Namespace) -> int:
     cmd = command(args)
+    client = await ctx.client()
     cid = args.id or f"ctl-{uuid.uuid4().hex[:12]}"
     created_sandbox = False
     try:

@@ -7,117 +7,17 @@ UpdateEphemeralMounts and RemoveStaleVirtiofsShareMounts live with the storage h
 
 from __future__ import annotations
 
-import importlib
-import json
-from typing import Any, cast
-
 from google.protobuf import empty_pb2
 
-from agent.errors import InvalidArgument
+from agent.rpc.convert_oci import process_from_pb, resources_from_pb, spec_from_pb
 from agent.rpc.handlers import HandlerBase
 from agent.rpc.handlers.storage import device_from_pb, storage_from_pb
 from agent.rpc.pb import agent_pb2
 from agent.services.containers import CreateContainer
 from agent.services.sandbox import CreateSandbox, KernelModule
 from oci.cgroups.stats import BlkioStatsEntry, CgroupStats, MemoryData
-from oci.spec import LinuxResources, Process, Spec
 
 _EMPTY = empty_pb2.Empty
-
-
-def _convert_oci() -> Any:
-    """`agent.rpc.convert_oci` (oci-spec area) when it exists; else the interim converter below."""
-    try:
-        return importlib.import_module("agent.rpc.convert_oci")
-    except ModuleNotFoundError:
-        return _InterimConvert
-
-
-def spec_from_pb(pb: Any) -> Spec:
-    return cast(Spec, _convert_oci().spec_from_pb(pb))
-
-
-def process_from_pb(pb: Any) -> Process:
-    return cast(Process, _convert_oci().process_from_pb(pb))
-
-
-def resources_from_pb(pb: Any) -> LinuxResources:
-    return cast(LinuxResources, _convert_oci().resources_from_pb(pb))
-
-
-# TODO(lifecycle): remove once agent/rpc/convert_oci.py lands. A generic grpc.* → OCI JSON key
-# translation (Go field names → JSON keys); unset proto3 fields (empty strings, zeros) are absent.
-_KEY_EXCEPTIONS = {"Version": "ociVersion", "Pagesize": "pageSize"}
-
-
-def _json_key(name: str) -> str:
-    if name in _KEY_EXCEPTIONS:
-        return _KEY_EXCEPTIONS[name]
-    upper = 0
-    while upper < len(name) and name[upper].isupper():
-        upper += 1
-    if upper == 0:
-        return name
-    if upper == 1 or upper == len(name):
-        return name[:upper].lower() + name[upper:]
-    return name[: upper - 1].lower() + name[upper - 1 :]
-
-
-def _to_json(msg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field, value in msg.ListFields():
-        key = _json_key(field.name)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            val_field = field.message_type.fields_by_name["value"]
-            if val_field.message_type is not None:
-                out[key] = {k: _to_json(v) for k, v in value.items()}
-            else:
-                out[key] = dict(value)
-        elif field.is_repeated:
-            if field.message_type is not None:
-                out[key] = [_to_json(v) for v in value]
-            else:
-                out[key] = list(value)
-        elif field.message_type is not None:
-            out[key] = _to_json(value)
-        else:
-            out[key] = value
-    return out
-
-
-class _InterimConvert:
-    @staticmethod
-    def spec_from_pb(pb: Any) -> Spec:
-        from oci.spec import SpecError, loads
-
-        data = _to_json(pb)
-        data.setdefault("ociVersion", "1.1.0")
-        for key in ("solaris", "windows"):
-            data.pop(key, None)
-        try:
-            return loads(json.dumps(data), source="the OCI spec of the request")
-        except SpecError as err:
-            raise InvalidArgument(f"invalid OCI spec: {err}") from err
-
-    @staticmethod
-    def process_from_pb(pb: Any) -> Process:
-        from oci.spec import SpecError, decode
-
-        data = _to_json(pb)
-        data.setdefault("cwd", "/")
-        try:
-            return decode(Process, data)[0]
-        except SpecError as err:
-            raise InvalidArgument(f"invalid process: {err}") from err
-
-    @staticmethod
-    def resources_from_pb(pb: Any) -> LinuxResources:
-        from oci.spec import SpecError, decode
-
-        try:
-            return decode(LinuxResources, _to_json(pb))[0]
-        except SpecError as err:
-            raise InvalidArgument(f"invalid resources: {err}") from err
 
 
 class ContainerHandlers(HandlerBase):
