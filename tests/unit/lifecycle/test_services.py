@@ -242,7 +242,7 @@ async def test_bad_container_inputs(world: World) -> None:
         await w.containers.create(CreateContainer(container_id="../x", spec=w.spec()))
     with pytest.raises(InvalidArgument, match="no OCI spec"):
         await w.containers.create(CreateContainer(container_id="c1", spec=None))
-    with pytest.raises(InvalidArgument, match=r"process\.args is empty"):
+    with pytest.raises(InvalidArgument, match=r"invalid OCI spec: process\.args: must not be empty"):
         await w.containers.create(CreateContainer(container_id="c1", spec=w.spec(args=())))
     with pytest.raises(NotFound, match="container nope not found"):
         await w.containers.start("nope")
