@@ -44,6 +44,7 @@ VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 AGENT_PORT = "agent.channel.0"
 CONSOLE_PORT = "agent.console.0"
 SHARED_TAG = "kataShared"
+GUEST_SHARED = "/run/kata-containers/shared/containers/"
 
 
 class VmError(Exception):
@@ -375,7 +376,7 @@ class Vm:
 
 def health_check(sock_path: Path, *, timeout: float, alive: Any = None) -> bool:
     """Send grpc.Health/Check over `sock_path` until the agent answers SERVING (True) or
-    `timeout` passes (False). One connection, a new odd stream id every few seconds: QEMU holds
+    `timeout` passes (False). One connection, a new odd stream id every 20 s: QEMU holds
     what the host sends until the guest opens its port, so nothing is lost or duplicated."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -396,7 +397,7 @@ def health_check(sock_path: Path, *, timeout: float, alive: Any = None) -> bool:
         s.settimeout(5)
         s.connect(str(sock_path))
         s.sendall(frame(stream))
-        next_send = time.monotonic() + 5
+        next_send = time.monotonic() + 20
         buf = b""
         while True:
             if alive is not None:
@@ -407,7 +408,7 @@ def health_check(sock_path: Path, *, timeout: float, alive: Any = None) -> bool:
             if now > next_send:
                 stream += 2
                 s.sendall(frame(stream))
-                next_send = now + 5
+                next_send = now + 20
             s.settimeout(0.25)
             try:
                 chunk = s.recv(65536)
@@ -429,6 +430,55 @@ def health_check(sock_path: Path, *, timeout: float, alive: Any = None) -> bool:
                 out = health_pb2.HealthCheckResponse.FromString(resp.payload)
                 if out.status == health_pb2.HealthCheckResponse.SERVING:
                     return True
+
+
+def create_sandbox(sock_path: Path, share_mode: str, *, timeout: float = 120.0) -> None:
+    """CreateSandbox with the shared directory as the Kata runtime sends it (kata_agent.go): the
+    share mounted at /run/kata-containers/shared/containers/ (what `make vm` does for the user,
+    playing the runtime's part, so container rootfs placed in the share are visible)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from agent.rpc.pb import agent_pb2, request_pb2
+
+    storages = []
+    if share_mode == "virtio-fs":
+        storages.append(
+            agent_pb2.Storage(
+                driver="virtio-fs", source=SHARED_TAG, fstype="virtiofs", mount_point=GUEST_SHARED
+            )
+        )
+    elif share_mode == "9p":
+        storages.append(
+            agent_pb2.Storage(
+                driver="9p",
+                source=SHARED_TAG,
+                fstype="9p",
+                mount_point=GUEST_SHARED,
+                options=["trans=virtio,version=9p2000.L,cache=mmap", "nodev", "msize=512000"],
+            )
+        )
+    req = request_pb2.Request(
+        service="grpc.AgentService",
+        method="CreateSandbox",
+        payload=agent_pb2.CreateSandboxRequest(
+            hostname="kata", sandbox_id="make-vm", storages=storages
+        ).SerializeToString(),
+        timeout_nano=int(timeout * 1e9),
+    ).SerializeToString()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+        s.sendall(struct.pack(">IIBB", len(req), 1, 1, 0) + req)
+        buf = b""
+        while len(buf) < 10 or len(buf) < 10 + struct.unpack(">I", buf[:4])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise VmError("step vm-sandbox: the agent closed the channel during CreateSandbox")
+            buf += chunk
+    length = struct.unpack(">I", buf[:4])[0]
+    resp = request_pb2.Response.FromString(buf[10 : 10 + length])
+    if resp.status.code != 0:
+        raise VmError(f"step vm-sandbox: CreateSandbox failed: {resp.status.message}")
 
 
 # -- CLI -------------------------------------------------------------------------------------
@@ -469,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot", choices=("initrd", "disk"), default="initrd")
     p.add_argument("--memory", type=int, default=512)
     p.add_argument("--append", action="append", default=[], help="extra kernel command line word")
+    p.add_argument(
+        "--no-sandbox", action="store_true", help="do not CreateSandbox with the share after boot"
+    )
     args = p.parse_args(argv)
     state = args.rundir / "vm.json"
     if args.action == "stop":
@@ -482,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vm.start()
         secs = vm.wait_for_agent()
+        if not args.no_sandbox:
+            create_sandbox(vm.agent_sock, vm.share_mode)
     except VmError as err:
         vm.stop()
         print(f"error: {err}", file=sys.stderr)
@@ -497,6 +552,14 @@ def main(argv: list[str] | None = None) -> int:
         f"({vm.share_mode} share {cfg.shared_dir})"
     )
     print(f"[vm] kata-agent-ctl --addr unix://{rel} check")
+    if not args.no_sandbox and vm.share_mode != "none":
+        host = os.path.relpath(cfg.shared_dir)
+        print(f"[vm] sandbox created; {host}/ is {GUEST_SHARED} in the guest. A container:")
+        print(f"[vm]   mkdir -p {host}/demo && cp -a ROOTFS_DIR {host}/demo/rootfs")
+        print(
+            f"[vm]   kata-agent-ctl --addr unix://{rel} run "
+            f"--rootfs {GUEST_SHARED}demo/rootfs -- echo hi"
+        )
     print(f"[vm] kata-agent-ctl console --addr unix://{os.path.relpath(vm.console_sock)}")
     print(f"[vm] console log: {os.path.relpath(vm.console_log)}")
     if args.action == "start":
