@@ -8,6 +8,7 @@ import importlib
 import os
 import pkgutil
 import sys
+from collections.abc import Awaitable, Callable
 
 from agent.ctl.context import Context, UsageError
 
@@ -31,9 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.ctl import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"agent.ctl.commands.{info.name}")
-        module.register(sub)
+        try:
+            module = importlib.import_module(f"agent.ctl.commands.{info.name}")
+            module.register(sub)
+        except Exception as err:  # one broken subcommand must not take the others down
+            broken = sub.add_parser(
+                info.name.replace("_", "-"), help=f"(unavailable: {type(err).__name__})"
+            )
+            broken.set_defaults(run=_unavailable(info.name, err))
     return parser
+
+
+def _unavailable(name: str, err: Exception) -> Callable[..., Awaitable[int]]:
+    async def run(ctx: Context, args: argparse.Namespace) -> int:
+        raise UsageError(f"subcommand {name} cannot be loaded: {type(err).__name__}: {err}")
+
+    return run
 
 
 async def _run(args: argparse.Namespace) -> int:
