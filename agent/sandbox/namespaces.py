@@ -10,14 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import agent
 from agent.errors import Internal
 from agent.spawn import Completed
 from agent.storage import mountinfo
@@ -46,12 +44,6 @@ class SandboxNamespaces:
     uts: Path
 
 
-def _python_env() -> dict[str, str]:
-    """The helper runs with the agent's interpreter and finds the agent's packages."""
-    root = str(Path(agent.__file__).resolve().parent.parent)
-    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": root}
-
-
 def _prepare(ns_dir: Path) -> SandboxNamespaces:
     ns_dir.mkdir(parents=True, exist_ok=True)
     pinned = SandboxNamespaces(ipc=ns_dir / "ipc", uts=ns_dir / "uts")
@@ -64,17 +56,11 @@ def _prepare(ns_dir: Path) -> SandboxNamespaces:
 
 async def create(ns_dir: Path, hostname: str, runner: Runner) -> SandboxNamespaces:
     pinned = _prepare(ns_dir)
+    helper = str(Path(__file__).with_name("nshelper.py"))
     done = await runner.run(
-        [
-            sys.executable,
-            "-m",
-            "agent.sandbox.nshelper",
-            str(pinned.ipc),
-            str(pinned.uts),
-            hostname,
-        ],
+        [sys.executable, "-I", helper, str(pinned.ipc), str(pinned.uts), hostname],
         timeout=HELPER_TIMEOUT,
-        env=_python_env(),
+        env={},
     )
     if done.returncode != 0:
         err = done.stderr.decode(errors="replace").strip()

@@ -1,7 +1,8 @@
 """Helper child: create the sandbox's persistent IPC and UTS namespaces.
 
-Run as ``python -m agent.sandbox.nshelper IPC_FILE UTS_FILE HOSTNAME`` by
-`agent.sandbox.namespaces` (through agent.spawn): it unshares both namespaces, sets the hostname
+Run as ``python -I <this file> IPC_FILE UTS_FILE HOSTNAME`` by `agent.sandbox.namespaces`
+(through agent.spawn; as a script, so that only `oci.syscalls` is imported, not the agent's
+packages: ~40 ms instead of ~160 ms): it unshares both namespaces, sets the hostname
 in the new UTS namespace and bind-mounts ``/proc/self/ns/{ipc,uts}`` onto the two (existing, empty)
 files, which pins the namespaces after it exits. The agent itself never changes namespaces.
 Exit status 0 on success; otherwise one line on stderr naming the step and the errno.
@@ -10,13 +11,14 @@ Exit status 0 on success; otherwise one line on stderr naming the step and the e
 from __future__ import annotations
 
 import errno
+import os
 import sys
-
-from oci.syscalls import LinuxSyscalls
-from oci.syscalls.consts import CLONE_NEWIPC, CLONE_NEWUTS, MS_BIND
 
 
 def main(argv: list[str]) -> int:
+    from oci.syscalls import LinuxSyscalls
+    from oci.syscalls.consts import CLONE_NEWIPC, CLONE_NEWUTS, MS_BIND
+
     if len(argv) != 3:
         print("usage: nshelper IPC_FILE UTS_FILE HOSTNAME", file=sys.stderr)
         return 2
@@ -40,4 +42,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     raise SystemExit(main(sys.argv[1:]))

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.devices.model import Device
-from agent.errors import AgentError, DeadlineExceeded, FailedPrecondition, InvalidArgument
+from agent.errors import (
+    AgentError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+)
 from agent.sandbox import ContainerEntry, ContainerStatus, ProcessEntry, ProcessIO, Sandbox
 from agent.sandbox.bundle import Bundles
 from agent.sandbox.engine import ContainerRuntime, Engine, Launched
@@ -254,7 +260,7 @@ class ContainerService:
             self._sandbox.remove_container(entry.id)
             log.info("container removed", extra={"container_id": entry.id, "engine_ms": engine_ms})
             if errors:
-                raise FailedPrecondition(f"container {entry.id}: remove: " + "; ".join(errors))
+                raise Internal(f"container {entry.id}: remove: " + "; ".join(errors))
 
     async def remove_all(self) -> list[str]:
         """DestroySandbox: remove every container; returns the errors (nothing is skipped)."""

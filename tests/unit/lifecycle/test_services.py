@@ -134,7 +134,7 @@ async def test_create_sandbox_sets_namespaces_dns_and_storages(world: World) -> 
     )
     assert w.sandbox.id == "sb1"
     assert w.sandbox.ipc_ns == w.settings.sandbox_ns_dir / "ipc"
-    helper = [c for c in w.runner.calls if "agent.sandbox.nshelper" in c]
+    helper = [c for c in w.runner.calls if c[2].endswith("nshelper.py")]
     assert helper
     assert helper[0][-1] == "pod-1"
     assert ["modprobe", "-v", "e1000e", "EEE=1"] in w.runner.calls
@@ -242,7 +242,9 @@ async def test_bad_container_inputs(world: World) -> None:
         await w.containers.create(CreateContainer(container_id="../x", spec=w.spec()))
     with pytest.raises(InvalidArgument, match="no OCI spec"):
         await w.containers.create(CreateContainer(container_id="c1", spec=None))
-    with pytest.raises(InvalidArgument, match=r"invalid OCI spec: process\.args: must not be empty"):
+    with pytest.raises(
+        InvalidArgument, match=r"invalid OCI spec: process\.args: must not be empty"
+    ):
         await w.containers.create(CreateContainer(container_id="c1", spec=w.spec(args=())))
     with pytest.raises(NotFound, match="container nope not found"):
         await w.containers.start("nope")
