@@ -33,6 +33,7 @@ from agent.errors import (
 from agent.sandbox import ContainerEntry, ContainerStatus, ProcessEntry, ProcessIO, Sandbox
 from agent.sandbox.bundle import Bundles
 from agent.sandbox.engine import ContainerRuntime, Engine, Launched
+from agent.sandbox.netdev import InterfaceStats, read_net_dev
 from agent.sandbox.specs import prepare_spec
 from agent.storage import Storage
 from oci.cgroups.stats import CgroupStats
@@ -286,10 +287,12 @@ class ContainerService:
             raise FailedPrecondition(f"container {container_id}: cannot update: it is stopped")
         await runtime_of(entry).update(resources)
 
-    async def stats(self, container_id: str) -> CgroupStats:
-        # No lock: stats must never hold up signal/wait/remove (Kata issue #13452).
+    async def stats(self, container_id: str) -> tuple[CgroupStats, list[InterfaceStats]]:
+        """Cgroup statistics and the (guest-wide) interface counters.
+        No lock: stats must never hold up signal/wait/remove (Kata issue #13452)."""
         entry = self._sandbox.get_container(container_id)
-        return await runtime_of(entry).stats()
+        cgroup = await runtime_of(entry).stats()
+        return cgroup, read_net_dev()
 
     async def pause(self, container_id: str) -> None:
         entry = self._sandbox.get_container(container_id)

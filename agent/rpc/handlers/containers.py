@@ -76,8 +76,24 @@ class ContainerHandlers(HandlerBase):
     async def StatsContainer(
         self, req: agent_pb2.StatsContainerRequest
     ) -> agent_pb2.StatsContainerResponse:
-        stats = await self.services.containers.stats(req.container_id)
-        return agent_pb2.StatsContainerResponse(cgroup_stats=cgroup_stats_to_pb(stats))
+        stats, interfaces = await self.services.containers.stats(req.container_id)
+        return agent_pb2.StatsContainerResponse(
+            cgroup_stats=cgroup_stats_to_pb(stats),
+            network_stats=[
+                agent_pb2.NetworkStats(
+                    name=i.name,
+                    rx_bytes=i.rx_bytes,
+                    rx_packets=i.rx_packets,
+                    rx_errors=i.rx_errors,
+                    rx_dropped=i.rx_dropped,
+                    tx_bytes=i.tx_bytes,
+                    tx_packets=i.tx_packets,
+                    tx_errors=i.tx_errors,
+                    tx_dropped=i.tx_dropped,
+                )
+                for i in interfaces
+            ],
+        )
 
     async def PauseContainer(self, req: agent_pb2.PauseContainerRequest) -> empty_pb2.Empty:
         await self.services.containers.pause(req.container_id)

@@ -187,6 +187,10 @@ async def test_stats_reflect_real_usage(pod: Pod) -> None:
     assert stats.memory_stats.usage.usage >= 48 << 20
     assert stats.pids_stats.current >= 1
     assert stats.cpu_stats.cpu_usage.total_usage > 0
+    # the guest's interfaces (containers share the VM's network namespace), loopback excluded
+    names = [n.name for n in resp.network_stats]
+    assert names
+    assert "lo" not in names
 
 
 async def test_update_memory_limit(pod: Pod) -> None:

@@ -394,7 +394,7 @@ async def test_pause_resume_update_stats(world: World) -> None:
     assert w.engine.runtimes["c1"].updates == [res]
     with pytest.raises(InvalidArgument):
         await w.containers.update("c1", None)
-    stats = await w.containers.stats("c1")
+    stats, _ = await w.containers.stats("c1")
     assert stats.memory_stats.usage.usage == 1234
 
 

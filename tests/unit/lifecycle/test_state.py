@@ -227,3 +227,19 @@ def test_handles_signal_on_real_proc_status() -> None:
     text = Path(f"/proc/{os.getpid()}/status").read_text()
     # pytest's process: SIGINT is caught by Python's default handler.
     assert handles_signal(text, 2)
+
+
+NET_DEV = (
+    "Inter-|   Receive    |  Transmit\n"
+    " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n"
+    "    lo:    3193      29    0    0    0     0          0         0     3193      29"
+    "    0    0    0     0       0          0\n"
+    "  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n"
+    "broken line\n"
+)
+
+
+def test_parse_net_dev() -> None:
+    from agent.sandbox.netdev import InterfaceStats, parse_net_dev
+
+    assert parse_net_dev(NET_DEV) == [InterfaceStats("eth0", 1000, 10, 1, 2, 2000, 20, 3, 4)]
