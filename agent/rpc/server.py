@@ -20,6 +20,7 @@ undecodable request payload            INVALID_ARGUMENT naming the message type
 ``timeout_nano`` passed                DEADLINE_EXCEEDED (the handler is cancelled)
 response longer than 4 MiB             RESOURCE_EXHAUSTED instead of the response
 too many calls in flight (4096)        RESOURCE_EXHAUSTED
+> 64 MiB of requests in flight         the connection is not read until calls finish
 unknown frame type, stray Response     ignored (as the Go and Rust servers do)
 =====================================  ==================================================
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +47,10 @@ from agent.rpc.status import Code, RpcError, to_status
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 4096
+# Request bytes held by the calls in flight on one connection: above the high mark the connection
+# is not read any further until handlers finish (back-pressure instead of unbounded memory).
+IN_FLIGHT_HIGH = 64 << 20
+IN_FLIGHT_LOW = 32 << 20
 _OK_STATUS = (
     b"\x0a\x00"  # Response.status = an explicit empty google.rpc.Status (as the Rust agent)
 )
@@ -85,6 +91,10 @@ class Connection(asyncio.Protocol):
         self._parser = framing.FrameParser()
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._sizes: dict[int, int] = {}
+        self._in_flight_bytes = 0
+        self._reading_paused = False
+        self._hangup_timer: asyncio.TimerHandle | None = None
         self._can_write: asyncio.Event | None = None
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -108,6 +118,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._hangup_timer is not None:
+            self._hangup_timer.cancel()
+            self._hangup_timer = None
         self._stats.connections -= 1
         tasks = list(self._tasks.values())
         for task in tasks:
@@ -155,6 +168,14 @@ class Connection(asyncio.Protocol):
                 return
             task = self._loop.create_task(self._serve(sid, frame.data))
             self._tasks[sid] = task
+            self._sizes[sid] = len(frame.data)
+            self._in_flight_bytes += len(frame.data)
+            over = self._in_flight_bytes > IN_FLIGHT_HIGH
+            if over and not self._reading_paused and self._transport is not None:
+                self._transport.pause_reading()
+                self._reading_paused = True
+                self._hangup_timer = self._loop.call_later(0.2, self._check_hangup)
+                log.debug("connection paused", extra={"in_flight_bytes": self._in_flight_bytes})
             task.add_done_callback(functools.partial(self._forget, sid))
         elif frame.type == framing.TYPE_DATA:
             self._stats.protocol_errors += 1
@@ -168,6 +189,34 @@ class Connection(asyncio.Protocol):
 
     def _forget(self, sid: int, _task: object) -> None:
         self._tasks.pop(sid, None)
+        self._in_flight_bytes -= self._sizes.pop(sid, 0)
+        if self._reading_paused and self._in_flight_bytes <= IN_FLIGHT_LOW:
+            self._reading_paused = False
+            if self._hangup_timer is not None:
+                self._hangup_timer.cancel()
+                self._hangup_timer = None
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def _check_hangup(self) -> None:
+        """While reading is paused the loop does not see the peer go away: poll for it, so the
+        calls of a vanished client are still cancelled."""
+        self._hangup_timer = None
+        transport = self._transport
+        if transport is None or not self._reading_paused:
+            return
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else transport.get_extra_info("fd")
+        if fd is None or fd < 0:
+            return
+        poller = select.poll()
+        poller.register(fd, select.POLLRDHUP)
+        events = poller.poll(0)
+        if events and events[0][1] & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+            log.debug("paused connection hung up", extra={"peer": self._peer})
+            transport.abort()
+            return
+        self._hangup_timer = self._loop.call_later(0.2, self._check_hangup)
 
     def _on_oversized(self, event: framing.Oversized) -> None:
         self._stats.protocol_errors += 1
@@ -179,22 +228,23 @@ class Connection(asyncio.Protocol):
                 f"{framing.MAX_MESSAGE}",
             )
 
-    async def _call(self, request: request_pb2.Request) -> tuple[Message, Method]:
+    async def _call(self, service: str, name: str, payload: bytes) -> tuple[Message, Method]:
         dispatcher = self._dispatcher
-        if dispatcher.is_deferred(request.service):
+        if dispatcher.is_deferred(service):
             await dispatcher.wait_ready()  # the AgentService stack is still loading
-        bound = dispatcher.lookup(request.service, request.method)
+        bound = dispatcher.lookup(service, name)
         method = bound.method
         agent_log.rpc_method.set(method.name)
         if bound.handler is None:
             raise Dispatcher.unimplemented(method)
         try:
-            req = method.request_type.FromString(request.payload)
+            req = method.request_type.FromString(payload)
         except DecodeError as err:
             raise RpcError(
                 Code.INVALID_ARGUMENT,
                 f"{method.path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
             ) from None
+        del payload
         return await bound.handler(req), method
 
     def _write(self, stream_id: int, body: bytes) -> None:
@@ -214,21 +264,26 @@ class Connection(asyncio.Protocol):
         code: int = Code.OK
         try:
             try:
-                request = request_pb2.Request.FromString(data)
+                envelope = request_pb2.Request.FromString(data)
             except DecodeError as err:
                 raise RpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: {err}") from None
-            path = f"/{request.service}/{request.method}"
-            if request.timeout_nano > 0:
-                timeout = request.timeout_nano / 1e9
+            # Keep only what the call needs: a parked call must not hold the frame or metadata.
+            del data
+            service, name, payload = envelope.service, envelope.method, envelope.payload
+            timeout_nano = envelope.timeout_nano
+            del envelope
+            path = f"/{service}/{name}"
+            if timeout_nano > 0:
+                timeout = timeout_nano / 1e9
                 try:
                     async with asyncio.timeout(timeout):
-                        resp, method = await self._call(request)
+                        resp, method = await self._call(service, name, payload)
                 except TimeoutError:
                     raise RpcError(
                         Code.DEADLINE_EXCEEDED, f"{path}: timeout after {timeout:g}s"
                     ) from None
             else:
-                resp, method = await self._call(request)
+                resp, method = await self._call(service, name, payload)
             if not isinstance(resp, method.response_type):
                 raise RpcError(
                     Code.INTERNAL,

@@ -360,3 +360,34 @@ async def test_agent_service_calls_during_start_up_wait_for_it(agent_factory: Fa
         )
     assert details.agent_details.version == "0.1.0"
     assert check.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_memory_bounded_under_a_flood_of_large_parked_calls(test_agent: AgentProcess) -> None:
+    """40 parked calls of 3 MiB each (120 MiB) on one connection: the agent stops reading that
+    connection past 64 MiB in flight instead of buffering it all, and keeps serving others."""
+    async with await test_agent.client() as other:
+        await other.health.Check(health_pb2.CheckRequest(), timeout=10)
+    rss_before = _rss_kib(test_agent.pid)
+    assert test_agent.socket_path is not None
+    _, writer = await asyncio.open_unix_connection(str(test_agent.socket_path))
+    big = request_pb2.Request(
+        service="grpc.AgentService",
+        method="GetOOMEvent",
+        metadata=[request_pb2.KeyValue(key="pad", value="x" * (3 << 20))],
+    ).SerializeToString()
+    for i in range(40):
+        writer.write(framing.encode(2 * i + 1, framing.TYPE_REQUEST, big))
+    flood = asyncio.ensure_future(writer.drain())  # will not complete: the agent stops reading
+    try:
+        async with await test_agent.client() as other:
+            for _ in range(5):
+                await other.health.Check(health_pb2.CheckRequest(), timeout=10)
+        await _wait_for_log(test_agent, "connection paused", 1)
+        growth_mib = (_rss_kib(test_agent.pid) - rss_before) / 1024
+        assert growth_mib < 100, f"agent RSS grew by {growth_mib:.0f} MiB"
+    finally:
+        flood.cancel()
+        writer.transport.abort()
+    await _wait_for_log(test_agent, "parked call cancelled", 20)
+    async with await test_agent.client() as other:
+        await other.health.Check(health_pb2.CheckRequest(), timeout=10)
