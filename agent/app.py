@@ -169,7 +169,8 @@ async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = Non
 
 def _preload() -> None:
     """Import the AgentService stack (servicer, handler mixins, every agent.services module) in a
-    worker thread, so the loop keeps answering Health.Check meanwhile."""
+    worker thread, so the loop keeps answering Health.Check meanwhile; as PID 1 also wait for the
+    kernel modules that agent.pid1 loads in the background."""
     import importlib
     import pkgutil
 
@@ -178,6 +179,9 @@ def _preload() -> None:
     importlib.import_module("agent.rpc.agent_servicer")
     for info in pkgutil.iter_modules(agent.services.__path__):
         importlib.import_module(f"agent.services.{info.name}")
+    from agent import pid1
+
+    pid1.wait_for_modules()  # as PID 1: the kernel modules loading in the background (no-op here)
 
 
 async def _serve_log_port(port: int, sink: agent_log.LogSink) -> Callable[[], Any]:
