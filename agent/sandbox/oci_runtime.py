@@ -185,7 +185,15 @@ class OciContainer:
         loop = asyncio.get_running_loop()
 
         def ready() -> None:
-            count = watcher.read()
+            try:
+                count = watcher.read()
+            except cgerr.CgroupError as err:
+                log.warning(
+                    "OOM notification failed, no longer watching",
+                    extra={"container_id": self.id, "error": str(err)},
+                )
+                self._stop_oom()
+                return
             for _ in range(count):
                 callback()
             if watcher.gone:

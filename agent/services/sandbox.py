@@ -43,6 +43,7 @@ from oci.syscalls.consts import MNT_DETACH, MS_BIND
 log = logging.getLogger(__name__)
 
 MODPROBE_TIMEOUT = 60.0
+SHUTDOWN_REMOVE_TIMEOUT = 10.0
 # The engine's state, <run_dir>/.engine/<cid> (no container id can start with ".").
 ENGINE_STATE_DIR = ".engine"
 
@@ -258,6 +259,15 @@ class Lifecycle:
     engine: OciEngine
 
     async def close(self) -> None:
+        """Agent shutdown: containers still there are removed (bounded), then the engine stops.
+        A guest powers off anyway; an agent run as a plain process must not leave them behind."""
+        if len(self.sandbox.sandbox):
+            log.info("shutdown: removing the remaining containers")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_REMOVE_TIMEOUT):
+                    errors = await self.containers.remove_all()
+                    for error in errors:
+                        log.warning("shutdown: remove failed", extra={"error": error})
         await self.containers.close()
         await self.engine.close()
 

@@ -250,3 +250,30 @@ async def test_nothing_left_after_remove_and_destroy(pod: Pod) -> None:
             break
         await asyncio.sleep(0.05)
     assert not agent.alive()
+
+
+async def test_agent_shutdown_removes_its_containers(pod: Pod) -> None:
+    await pod.create("c1", ["sleep", "1000"])
+    await pod.exec("c1", "e1", ["sleep", "1000"])
+    workload = [p for p in live_descendants(pod.agent.pid) if _comm(p) == "sleep"]
+    assert len(workload) == 2
+    assert pod.agent.stop() == 0  # SIGTERM: orderly shutdown
+    pod.created.clear()
+    assert [p for p in workload if _alive(p)] == []
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
