@@ -158,3 +158,18 @@ def test_fd_transport_large_writes_and_backpressure(loop_name: str) -> None:
         await client.close()
 
     _run(loop_name, main)
+
+
+def test_client_refuses_to_send_more_than_4_mib() -> None:
+    async def main() -> None:
+        server = TtrpcServer(Dispatcher({}))
+        left, right = socket.socketpair()
+        FdTransport(left.detach(), server.protocol_factory("pair")(), is_socket=True)
+        client = TtrpcClient.from_fd(right.detach(), is_socket=True)
+        with pytest.raises(RpcError) as info:
+            await client.agent.CopyFile(agent_pb2.CopyFileRequest(data=b"x" * (4 << 20)))
+        assert info.value.code == Code.RESOURCE_EXHAUSTED
+        assert "exceeds maximum message size of 4194304" in info.value.message
+        await client.close()
+
+    _run("asyncio", main)
