@@ -115,8 +115,8 @@ class Console:
 
 
 def _image() -> tuple[Path, Path]:
-    """The kernel and initrd of `make image` / `make initrd` (build them first: they carry this
-    checkout's agent)."""
+    """The kernel and initrd of `make initrd` (for bench/storage.py; the tests use the tier's
+    `guest_image` fixture, which builds them)."""
     manifest = BUILD / "image.json"
     if not manifest.is_file():
         pytest.skip(f"no guest image ({manifest} missing): run `make initrd` first")
@@ -125,11 +125,14 @@ def _image() -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def hotplug_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def hotplug_vm(guest_image: dict[str, Any]) -> Iterator[Any]:
+    """A VM of its own (QMP and hot-plug slots), from the tier's cached image build."""
+    from tests.vm.conftest import load_image_build
+
     if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
         pytest.skip("qemu-system-x86_64 is not installed")
-    vmmod = _vm_module()
-    kernel, initrd = _image()
+    vmmod = load_image_build("vm")
+    kernel, initrd = Path(guest_image["kernel"]), Path(guest_image["initrd"])
     rundir = Path(f"/tmp/khp-{uuid.uuid4().hex[:6]}")  # unix socket paths must stay short
 
     class HotplugVm(vmmod.Vm):  # type: ignore[name-defined,misc]
@@ -174,10 +177,14 @@ def console(hotplug_vm: Any) -> Iterator[Console]:
     c.close()
 
 
-async def _client(vm: Any) -> Any:
-    from agent.rpc.client import TtrpcClient
+@pytest.fixture(scope="module")
+def hp_agent(hotplug_vm: Any) -> Iterator[Any]:
+    """One connection for the module (a virtio-serial channel carries one connection well)."""
+    from tests.vm.guest import GuestAgent
 
-    return await TtrpcClient.connect(f"unix://{vm.agent_sock}", timeout=30)
+    conn = GuestAgent(hotplug_vm.agent_sock)
+    yield conn
+    conn.close()
 
 
 def _disk(path: Path, size_mib: int, *, swap: bool = False, ext4: bool = False) -> Path:
@@ -198,8 +205,8 @@ def _plug_disk(qmp: Qmp, img: Path, name: str, port: str) -> None:
     qmp.cmd("device_add", driver="virtio-blk-pci", drive=name, id=f"dev-{name}", bus=port)
 
 
-async def test_virtio_blk_by_pci_path_mounted_as_volume(
-    hotplug_vm: Any, qmp: Qmp, console: Console, tmp_path: Path
+def test_virtio_blk_by_pci_path_mounted_as_volume(
+    hotplug_vm: Any, hp_agent: Any, qmp: Qmp, console: Console, tmp_path: Path
 ) -> None:
     """The Kata flow: CreateSandbox mounts the virtio-fs share (kataShared) and the hot-plugged
     disk found by PCI path; a container whose rootfs is on the share writes into the volume."""
@@ -219,49 +226,40 @@ async def test_virtio_blk_by_pci_path_mounted_as_volume(
         mount_point=shared,
     )
     vol = agent_pb2.Storage(driver="blk", source="10/00", fstype="ext4", mount_point=mp)
-    async with await _client(hotplug_vm) as c:
-        _plug_disk(qmp, img, "vol0", "hp0")  # after the agent is up: a real hot-plug
-        await c.agent.CreateSandbox(
-            agent_pb2.CreateSandboxRequest(hostname="hp", sandbox_id="hp", storages=[share, vol])
-        )
-        stats = await c.agent.GetVolumeStats(agent_pb2.VolumeStatsRequest(volume_guest_path=mp))
-        total = next(u.total for u in stats.usage if u.unit == csi_pb2.VolumeUsage.BYTES)
-        assert 50 << 20 < total <= 64 << 20
-        spec = container_spec(
-            f"{shared}{cid}/rootfs", ["sh", "-c", "echo from-container > /data/f"]
-        )
-        spec.Mounts.append(
-            oci_pb2.Mount(destination="/data", source=mp, type="bind", options=["rbind", "rw"])
-        )
-        await c.agent.CreateContainer(
-            agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec)
-        )
-        await c.agent.StartContainer(agent_pb2.StartContainerRequest(container_id=cid))
-        done = await c.agent.WaitProcess(
-            agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid), timeout=120
-        )
-        assert done.status == 0
-        await c.agent.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id=cid))
+    _plug_disk(qmp, img, "vol0", "hp0")  # after the agent is up: a real hot-plug
+    hp_agent.call(
+        "CreateSandbox",
+        agent_pb2.CreateSandboxRequest(hostname="hp", sandbox_id="hp", storages=[share, vol]),
+    )
+    stats = hp_agent.call("GetVolumeStats", agent_pb2.VolumeStatsRequest(volume_guest_path=mp))
+    total = next(u.total for u in stats.usage if u.unit == csi_pb2.VolumeUsage.BYTES)
+    assert 50 << 20 < total <= 64 << 20
+    spec = container_spec(f"{shared}{cid}/rootfs", ["sh", "-c", "echo from-container > /data/f"])
+    spec.Mounts.append(
+        oci_pb2.Mount(destination="/data", source=mp, type="bind", options=["rbind", "rw"])
+    )
+    hp_agent.call(
+        "CreateContainer", agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec)
+    )
+    hp_agent.call("StartContainer", agent_pb2.StartContainerRequest(container_id=cid))
+    done = hp_agent.call("WaitProcess", agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid))
+    assert done.status == 0
+    hp_agent.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id=cid))
     mounts = console.run("cat /proc/mounts")
     assert f" {shared.rstrip('/')} {share_type} " in mounts
     assert any(ln.startswith("/dev/vd") and f" {mp} ext4 " in ln for ln in mounts.splitlines())
     assert console.run(f"cat {mp}/f").strip().endswith("from-container")
 
 
-async def test_swap_on_hotplugged_disk(
-    hotplug_vm: Any, qmp: Qmp, console: Console, tmp_path: Path
-) -> None:
+def test_swap_on_hotplugged_disk(hp_agent: Any, qmp: Qmp, console: Console, tmp_path: Path) -> None:
     img = _disk(tmp_path / "swap.img", 32, swap=True)
     _plug_disk(qmp, img, "swap0", "hp1")
-    async with await _client(hotplug_vm) as c:
-        await c.agent.AddSwap(agent_pb2.AddSwapRequest(PCIPath=[0x11, 0x00]))
+    hp_agent.call("AddSwap", agent_pb2.AddSwapRequest(PCIPath=[0x11, 0x00]))
     swaps = console.run("cat /proc/swaps")
     assert "/dev/vd" in swaps, swaps
 
 
-async def test_hotplugged_nic_found_by_pci_path(
-    hotplug_vm: Any, qmp: Qmp, console: Console
-) -> None:
+def test_hotplugged_nic_found_by_pci_path(hp_agent: Any, qmp: Qmp, console: Console) -> None:
     qmp.cmd("netdev_add", type="user", id="hpnet0", restrict=True)
     qmp.cmd(
         "device_add",
@@ -281,8 +279,7 @@ async def test_hotplugged_nic_found_by_pci_path(
             types_pb2.IPAddress(family=types_pb2.IPFamily.v4, address="10.9.8.7", mask="24")
         ],
     )
-    async with await _client(hotplug_vm) as c:
-        got = await c.agent.UpdateInterface(agent_pb2.UpdateInterfaceRequest(interface=iface))
+    got = hp_agent.call("UpdateInterface", agent_pb2.UpdateInterfaceRequest(interface=iface))
     assert got.name == "hpeth0"
     out = console.run("ip -o addr show hpeth0")
     assert "10.9.8.7/24" in out
