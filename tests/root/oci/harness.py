@@ -78,17 +78,28 @@ class Bundle:
     def kata_oci(
         self, *args: str, timeout: float = 60, input: str | None = None, **kw: Any
     ) -> Result:
-        done = subprocess.run(
-            [*KATA_OCI, "--root", str(self.root), *args],
-            cwd=self.path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-            check=False,
-            **kw,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
+        """Run kata-oci; stdout/stderr go to files (a detached container inherits them, so
+        pipes would never see EOF)."""
+        import tempfile
+
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            done = subprocess.run(
+                [*KATA_OCI, "--root", str(self.root), *args],
+                cwd=self.path,
+                stdout=out,
+                stderr=err,
+                timeout=timeout,
+                input=None if input is None else input.encode(),
+                check=False,
+                **kw,
+            )
+            out.seek(0)
+            err.seek(0)
+            return Result(
+                done.returncode,
+                out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"),
+            )
 
     def run(
         self,
