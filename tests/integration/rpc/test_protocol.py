@@ -391,3 +391,20 @@ async def test_memory_bounded_under_a_flood_of_large_parked_calls(test_agent: Ag
     await _wait_for_log(test_agent, "parked call cancelled", 20)
     async with await test_agent.client() as other:
         await other.health.Check(health_pb2.CheckRequest(), timeout=10)
+
+
+async def test_sigterm_shuts_down_cleanly_with_calls_in_flight(test_agent: AgentProcess) -> None:
+    client = await test_agent.client()
+    parked = [
+        asyncio.ensure_future(client.agent.GetOOMEvent(agent_pb2.GetOOMEventRequest()))
+        for _ in range(10)
+    ]
+    await client.health.Check(health_pb2.CheckRequest(), timeout=10)
+    status = await asyncio.to_thread(test_agent.stop)
+    assert status == 0, test_agent.log_text()
+    results = await asyncio.gather(*parked, return_exceptions=True)
+    assert all(isinstance(r, RpcError) for r in results)
+    await client.close()
+    msgs = [r.get("msg") for r in test_agent.logs()]
+    assert "shutting down" in msgs
+    assert not [r for r in test_agent.logs() if r.get("level") in ("ERRO", "CRIT")]
