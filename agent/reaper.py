@@ -48,6 +48,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
+# <linux/wait.h> __WALL: also children whose exit signal is not SIGCHLD (clone3 with a custom or no
+# exit signal), as Kata's reaper waits for them.
+WALL = 0x40000000
 _ORPHAN_TABLE_SIZE = 1024
 
 _reapers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Reaper] = weakref.WeakKeyDictionary()
@@ -212,7 +215,7 @@ class Reaper:
     def _reap_all(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | WALL)
             except ChildProcessError:
                 return
             except InterruptedError:
@@ -256,7 +259,7 @@ class Reaper:
 
     def _on_pidfd(self, pid: int) -> None:
         try:
-            got, status = os.waitpid(pid, os.WNOHANG)
+            got, status = os.waitpid(pid, os.WNOHANG | WALL)
         except ChildProcessError:
             self._drop_pidfd(pid)
             fut = self._waiters.pop(pid, None)
