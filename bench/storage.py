@@ -174,17 +174,18 @@ async def bench_uevent_cpu(hw: HardwareService, tmp: Path, count: int) -> None:
                 await done.wait()
         t1 = time.perf_counter()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
+        seen_at_end, received = seen, hw.uevents.received - received0
     finally:
         await spawn.run(["losetup", "-d", dev], timeout=60)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     print(
-        f"uevent burst: {seen}/{count} change events of {name} seen "
-        f"({hw.uevents.received - received0} uevents received in all) in {t1 - t0:.2f} s wall"
+        f"uevent burst: {seen_at_end}/{count} change events of {name} seen "
+        f"({received} uevents received in all) in {t1 - t0:.2f} s wall"
     )
     print(
         f"uevent listener CPU over the burst: {cpu * 1000:.1f} ms "
-        f"({cpu / max(seen, 1) * 1e6:.1f} us per event; user {r1.ru_utime - r0.ru_utime:.3f} s, "
-        f"sys {r1.ru_stime - r0.ru_stime:.3f} s)"
+        f"({cpu / max(seen_at_end, 1) * 1e6:.1f} us per event; "
+        f"user {r1.ru_utime - r0.ru_utime:.3f} s, sys {r1.ru_stime - r0.ru_stime:.3f} s)"
     )
 
 
