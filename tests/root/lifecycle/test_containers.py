@@ -72,9 +72,10 @@ async def test_resize_without_tty_is_unavailable(pod: Pod) -> None:
 
 async def test_exec_into_running_container(pod: Pod) -> None:
     await pod.create("c1", ["sh", "-c", "echo marker > /tmp/m; exec sleep 1000"])
-    for _ in range(200):
-        status, out, _ = await pod.run_exec("c1", f"probe{_}", ["cat", "/tmp/m"])
-        if status == 0:
+    out = b""
+    for i in range(200):
+        _, out, _ = await pod.run_exec("c1", f"probe{i}", ["cat", "/tmp/m"])
+        if out == b"marker\n":
             break
         await asyncio.sleep(0.05)
     assert out == b"marker\n"
