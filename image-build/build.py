@@ -37,7 +37,13 @@ from rootfs.steps import BuildError, Logs, cached, mark, say  # noqa: E402
 
 
 def build(
-    out: Path, *, user_kernel: Path | None, user_modules: Path | None, force: bool, disk_image: bool
+    out: Path,
+    *,
+    user_kernel: Path | None,
+    user_modules: Path | None,
+    force: bool,
+    disk_image: bool,
+    uvloop: bool = False,
 ) -> dict[str, object]:
     logs = Logs(out / "logs")
     times: dict[str, float] = {}
@@ -49,7 +55,9 @@ def build(
     times["kernel"] = time.monotonic() - t0
     t = time.monotonic()
     try:
-        root = rootfs_build.build(out / "rootfs", out / "kernel", out / "cache", logs, force=force)
+        root = rootfs_build.build(
+            out / "rootfs", out / "kernel", out / "cache", logs, force=force, uvloop=uvloop
+        )
     except kmods.ModuleError as err:
         raise BuildError(f"step modules: {err}") from err
     times["rootfs"] = time.monotonic() - t
@@ -97,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--force", action="store_true", help="rebuild the rootfs even if cached")
     p.add_argument("--no-disk", action="store_true", help="skip the ext4 disk image")
+    p.add_argument(
+        "--with-uvloop",
+        action="store_true",
+        default=os.environ.get("GUEST_UVLOOP", "") == "1",
+        help="ship uvloop and ssl in the guest (default: off, or GUEST_UVLOOP=1)",
+    )
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -109,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 user_modules=args.modules,
                 force=args.force,
                 disk_image=not args.no_disk,
+                uvloop=args.with_uvloop,
             )
     except BuildError as err:
         print(f"error: {err}", file=sys.stderr)
