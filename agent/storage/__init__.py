@@ -6,7 +6,9 @@ Public entry points: `StorageManager` (ref-counting keyed by mount point, one ha
 
 from __future__ import annotations
 
+from agent.storage.env import StorageEnv
 from agent.storage.manager import StorageManager
 from agent.storage.model import FsGroup, FsGroupPolicy, Storage
+from agent.storage.paths import StorageRoots
 
-__all__ = ["FsGroup", "FsGroupPolicy", "Storage", "StorageManager"]
+__all__ = ["FsGroup", "FsGroupPolicy", "Storage", "StorageEnv", "StorageManager", "StorageRoots"]

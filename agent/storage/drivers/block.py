@@ -44,8 +44,8 @@ async def make_filesystem(env: StorageEnv, storage: Storage, device: Path, *, wh
         raise InvalidArgument(f"{what}: {CREATE_FILESYSTEM} supports ext4 only, not {fstype!r}")
     try:
         res = await env.run([*MKFS_EXT4, str(device)], timeout=env.command_timeout)
-    except AgentError as err:  # not installed, or did not finish in time
-        raise type(err)(f"{what}: {CREATE_FILESYSTEM}: {err}") from err
+    except AgentError as spawn_err:  # not installed, or did not finish in time
+        raise type(spawn_err)(f"{what}: {CREATE_FILESYSTEM}: {spawn_err}") from spawn_err
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip().splitlines()
         raise Internal(
@@ -63,7 +63,8 @@ async def mount_block(env: StorageEnv, storage: Storage, device: Path) -> Mounte
     opts = mountopts.parse(storage.options)
     target = ensure_dir(env.roots, storage.mount_point, what=what)
     try:
-        await common.mount(env, str(device), target, fstype, opts, what=what)
+        # a journal replay or a slow disk can take a while: off the loop
+        await common.mount(env, str(device), target, fstype, opts, what=what, slow=True)
     except BaseException:
         common.remove_empty_dir(target)
         raise
