@@ -10,6 +10,7 @@ bus 00, so a device plugged into them has the PCI path `10/00` / `11/00`.
 * swap on a virtio-blk disk by PCI path (`AddSwap`), checked in /proc/swaps.
 * a virtio-net NIC found by PCI path (`UpdateInterface` with `devicePath`).
 * memory hot-plug (pc-dimm): the agent's uevent listener onlines the new memory blocks.
+* a 9p share (a VM of its own with `share_mode="9p"`) as a container's rootfs.
 """
 
 from __future__ import annotations
@@ -302,3 +303,59 @@ def test_memory_hotplug_onlined(hotplug_vm: Any, qmp: Qmp, console: Console) -> 
         on, off = _online_blocks(console)
     assert on >= before_on + 2, (before_on, on, off)
     assert off == 0
+
+
+def test_9p_share_as_container_rootfs(guest_image: dict[str, Any]) -> None:
+    """The `9p` driver (dropped by the Rust agent, still offered by the Go runtime's
+    shared_fs = virtio-9p): the share is mounted with trans=virtio and serves a container rootfs."""
+    from agent.ctl.container_spec import container_spec
+    from tests.support.rootfs import make_busybox_rootfs
+    from tests.vm.conftest import load_image_build
+    from tests.vm.guest import GuestAgent
+
+    vmmod = load_image_build("vm")
+    rundir = Path(f"/tmp/k9p-{uuid.uuid4().hex[:6]}")
+    cfg = vmmod.VmConfig(
+        kernel=Path(guest_image["kernel"]),
+        initrd=Path(guest_image["initrd"]),
+        rundir=rundir,
+        share_mode="9p",
+    )
+    vm = vmmod.Vm(cfg)
+    try:
+        vm.start()
+        vm.wait_for_agent(timeout=180)
+        make_busybox_rootfs(cfg.shared_dir / "c9p" / "rootfs")
+        (cfg.shared_dir / "c9p" / "rootfs" / "hello").write_text("over 9p\n")
+        shared = "/run/kata-containers/shared/containers/"
+        share = agent_pb2.Storage(driver="9p", source="kataShared", fstype="9p", mount_point=shared)
+        conn = GuestAgent(vm.agent_sock)
+        try:
+            conn.call(
+                "CreateSandbox",
+                agent_pb2.CreateSandboxRequest(hostname="p9", sandbox_id="p9", storages=[share]),
+            )
+            spec = container_spec(f"{shared}c9p/rootfs", ["sh", "-c", "cat /hello > /out"])
+            conn.call(
+                "CreateContainer",
+                agent_pb2.CreateContainerRequest(container_id="c9p", exec_id="c9p", OCI=spec),
+            )
+            conn.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c9p"))
+            done = conn.call(
+                "WaitProcess", agent_pb2.WaitProcessRequest(container_id="c9p", exec_id="c9p")
+            )
+            assert done.status == 0
+        finally:
+            conn.close()
+        console = Console(vm.console_sock)
+        try:
+            mounts = console.run("cat /proc/mounts")
+        finally:
+            console.close()
+        line = next(ln for ln in mounts.splitlines() if f" {shared.rstrip('/')} 9p " in ln)
+        assert "trans=virtio" in line
+        # the container wrote through the share: the host sees it
+        assert (cfg.shared_dir / "c9p" / "rootfs" / "out").read_text() == "over 9p\n"
+    finally:
+        vm.stop()
+        subprocess.run(["rm", "-rf", str(rundir)], check=False)
