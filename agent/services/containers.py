@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent.devices.model import Device
 from agent.errors import (
@@ -40,6 +40,7 @@ from oci.cgroups.stats import CgroupStats
 from oci.spec import LinuxResources, Spec, SpecError, check, check_resources
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StorageRefs(Protocol):
@@ -99,12 +100,15 @@ class ContainerService:
         self._devices = devices
         self._bundles = bundles
         self._settings = settings
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self._timings: dict[str, float] = {}  # engine create time, for the "created" log
 
     # -- create / start --------------------------------------------------------------------------
 
     async def create(self, args: CreateContainer) -> None:
+        await asyncio.shield(self._background.run(self._create_registered(args)))
+
+    async def _create_registered(self, args: CreateContainer) -> None:
         cid = args.container_id
         sandbox = self._sandbox
         sandbox.reserve(cid)
@@ -211,9 +215,7 @@ class ContainerService:
         """Kill what still runs, destroy the container, release its storages. ``timeout`` > 0
         bounds the wait (then DEADLINE_EXCEEDED; the clean-up goes on in the background)."""
         entry = self._sandbox.get_container(container_id)
-        task = asyncio.get_running_loop().create_task(self._remove(entry))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task = self._background.run(self._remove(entry))
         if timeout <= 0:
             await asyncio.shield(task)
             return
@@ -322,9 +324,39 @@ class ContainerService:
         return self._devices.rewrite_env(env, container_id)
 
     async def close(self) -> None:
-        for task in list(self._background):
+        await self._background.close()
+
+
+class Background:
+    """Multi-step changes that run to completion even if their caller goes away (a deadline, a
+    client disconnect): as in Kata, whose handlers are never cancelled, a create, exec or remove
+    either fails cleanly or is recorded; it is never left half-done and untracked. The caller
+    awaits the task through ``asyncio.shield``."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_abandoned)
+        return task
+
+    async def close(self) -> None:
+        """Wait for what is still running (agent shutdown)."""
+        for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await task
+
+
+def _log_abandoned(task: asyncio.Task[Any]) -> None:
+    """Retrieve a background step's failure (its caller may be gone) so it is logged once."""
+    if task.cancelled():
+        return
+    err = task.exception()
+    if err is not None and not isinstance(err, AgentError):
+        log.error("background lifecycle step failed", exc_info=err)
 
 
 def check_spec(container_id: str, spec: Spec) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -18,7 +19,7 @@ from agent.sandbox import (
     validate_exec_id,
 )
 from agent.sandbox.signals import effective_signal, is_kill_all, read_proc_status
-from agent.services.containers import LifecycleSettings, attach_exit, runtime_of
+from agent.services.containers import Background, LifecycleSettings, attach_exit, runtime_of
 from oci.spec import Process, Spec, SpecError, check_process
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,15 @@ class ProcessService:
         self._sandbox = sandbox
         self._settings = settings
         self._rewrite_env = rewrite_env
+        self._background = Background()
+
+    async def close(self) -> None:
+        await self._background.close()
 
     async def exec(self, container_id: str, exec_id: str, process: Process | None) -> None:
+        await asyncio.shield(self._background.run(self._exec(container_id, exec_id, process)))
+
+    async def _exec(self, container_id: str, exec_id: str, process: Process | None) -> None:
         entry = self._sandbox.get_container(container_id)
         validate_exec_id(exec_id)
         if process is None:

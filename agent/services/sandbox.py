@@ -268,6 +268,7 @@ class Lifecycle:
                     errors = await self.containers.remove_all()
                     for error in errors:
                         log.warning("shutdown: remove failed", extra={"error": error})
+        await self.processes.close()
         await self.containers.close()
         await self.engine.close()
 

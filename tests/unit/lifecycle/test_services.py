@@ -419,3 +419,29 @@ async def test_oom_events_and_destroy(world: World) -> None:
     await w.sandbox_svc.destroy()  # idempotent
     with pytest.raises(FailedPrecondition, match="destroyed"):
         await w.containers.create(CreateContainer(container_id="c2", spec=w.spec()))
+
+
+async def test_create_and_exec_finish_even_if_the_caller_goes_away(world: World) -> None:
+    w = world
+    await ready(w)
+    gate = asyncio.Event()
+    create = w.engine.create
+
+    async def slow_create(**kw: object) -> object:
+        await gate.wait()
+        return await create(**kw)  # type: ignore[arg-type]
+
+    w.engine.create = slow_create  # type: ignore[assignment,method-assign]
+    caller = asyncio.create_task(
+        w.containers.create(CreateContainer(container_id="c1", spec=w.spec()))
+    )
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    gate.set()
+    await w.containers.close()
+    # Not half-done and untracked: the container is recorded (and removable).
+    assert w.sandbox.get_container("c1").status is ContainerStatus.CREATED
+    await w.containers.remove("c1")
+    assert w.engine.runtimes["c1"].destroyed
