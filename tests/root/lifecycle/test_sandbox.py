@@ -127,3 +127,25 @@ async def test_grandchild_holding_the_pipe_does_not_block_eof(pod: Pod) -> None:
     out = await asyncio.wait_for(pod.read("c1", "e1"), 60)
     assert out == b"started\n"
     assert await pod.wait("c1", "e1") == 0
+
+
+async def test_container_pipe_size(
+    agent_factory: Callable[..., AgentProcess], tmp_path: Path, cgroup_parent: str
+) -> None:
+    """agent.container_pipe_size: with a 1 MiB pipe a process can write ~1 MB nobody reads yet
+    and carry on (it reports on stderr); with the 64 KiB default it would block."""
+    agent = agent_factory(
+        prefix=["unshare", "--mount", "--propagation", "private"],
+        args=["--container-pipe-size", str(1 << 20)],
+    )
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    async with await agent.client() as client:
+        await client.agent.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="p"))
+        pod = Pod(agent, client, rootfs, cgroup_parent)
+        await pod.create(
+            "c1", ["sh", "-c", "dd if=/dev/zero bs=1000 count=1000 2>/dev/null; echo written >&2"]
+        )
+        assert await asyncio.wait_for(pod.read("c1", "c1", stderr=True), 60) == b"written\n"
+        assert len(await pod.read("c1", "c1")) == 1_000_000
+        assert await pod.wait("c1", "c1") == 0
+        await pod.remove("c1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import time
 
@@ -166,6 +167,9 @@ async def test_write_to_exited_reader_is_epipe() -> None:
 async def test_pipes_process_io_and_child_ends() -> None:
     io = ProcessIO.pipes(name="c1", pipe_size=1 << 20)
     child = io.child
+    f_getpipe_sz = 1032
+    assert fcntl.fcntl(child.stdout, f_getpipe_sz) == 1 << 20
+    assert fcntl.fcntl(child.stderr, f_getpipe_sz) == 1 << 20
     assert not io.terminal
     assert not child.terminal
     os.write(child.stdout, b"out")
