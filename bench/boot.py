@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -89,7 +90,9 @@ def guest_startup(console_log: Path) -> dict[str, Any]:
     }
 
 
-def one_round(vm_mod: Any, manifest: dict[str, Any], with_container: bool) -> dict[str, Any]:
+def one_round(
+    vm_mod: Any, manifest: dict[str, Any], with_container: bool, cpus: int = 1
+) -> dict[str, Any]:
     import tempfile
 
     from agent.ctl.container_spec import container_spec
@@ -102,6 +105,7 @@ def one_round(vm_mod: Any, manifest: dict[str, Any], with_container: bool) -> di
         initrd=Path(manifest["initrd"]),
         rundir=rundir,
         boot_timeout=240.0,
+        cpus=cpus,
     )
     with vm_mod.Vm(cfg) as vm:
         vm.start()
@@ -148,6 +152,7 @@ def one_round(vm_mod: Any, manifest: dict[str, Any], with_container: bool) -> di
                         result[key] = int(line.split()[1]) / 1024
             finally:
                 agent.close()
+    shutil.rmtree(rundir, ignore_errors=True)
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,11 @@ def guest_image() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def boot_guest(guest_image: dict[str, Any]) -> Iterator[Callable[..., Any]]:
-    """Factory: boot a VM (extra kernel args optional); every VM it made is killed at the end."""
+def boot_guest(
+    guest_image: dict[str, Any], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Any]]:
+    """Factory: boot a VM (extra kernel args optional); every VM it made is killed at the end.
+    Its run directory (console log, QEMU log) is removed when no test failed, else kept."""
     vm_mod = load_image_build("vm")
     started: list[Any] = []
 
@@ -80,9 +84,13 @@ def boot_guest(guest_image: dict[str, Any]) -> Iterator[Callable[..., Any]]:
     try:
         yield boot
     finally:
+        failed = request.session.testsfailed
         for vm in started:
             vm.stop()
-            print(f"\nVM logs kept in {vm.config.rundir}")
+            if failed:
+                print(f"\nVM logs kept in {vm.config.rundir}")
+            else:
+                shutil.rmtree(vm.config.rundir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

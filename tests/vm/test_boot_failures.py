@@ -3,6 +3,7 @@ QEMU or virtiofsd process is left behind."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,3 +36,4 @@ def test_a_guest_that_never_answers_is_reported_and_killed(guest_image: dict[str
     assert vm.qemu.poll() is not None
     assert vm.virtiofsd is None or vm.virtiofsd.poll() is not None
     assert "virtio-serial port missing" in vm.console_log.read_text(errors="replace")
+    shutil.rmtree(cfg.rundir, ignore_errors=True)
