@@ -35,7 +35,7 @@ import termios
 import time
 from dataclasses import dataclass
 
-from agent.errors import FailedPrecondition, InvalidArgument, Unavailable
+from agent.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ class OutputStream:
         except OSError as err:
             if err.errno == errno.EIO:  # pty master: every slave fd is closed
                 return b""
-            raise
+            code = errno.errorcode.get(err.errno or 0, "?")
+            raise Internal(f"read {self.name}: {code}: {err.strerror}") from err
 
     async def read(self, n: int) -> bytes:
         """Long-poll read of at most ``n`` bytes; ``b""`` means EOF (see the module docstring)."""
