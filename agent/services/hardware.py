@@ -47,6 +47,13 @@ class VolumeStats:
 CpusetUpdater = Callable[[], Awaitable[None]]
 
 
+def _inodes(files: int, free: int) -> VolumeUsage:
+    """Inode counts; filesystems without an inode limit (hugetlbfs) report -1: zeros then."""
+    if files < 0 or free < 0:
+        return VolumeUsage(total=0, used=0, available=0)
+    return VolumeUsage(total=files, used=max(files - free, 0), available=free)
+
+
 class HardwareService:
     def __init__(
         self,
@@ -210,9 +217,7 @@ class HardwareService:
                 used=(st.f_blocks - st.f_bfree) * frsize,
                 available=st.f_bavail * frsize,
             ),
-            inodes=VolumeUsage(
-                total=st.f_files, used=st.f_files - st.f_ffree, available=st.f_ffree
-            ),
+            inodes=_inodes(st.f_files, st.f_ffree),
         )
 
     async def resize_volume(self, path: str, size: int) -> None:

@@ -252,6 +252,61 @@ def test_virtio_blk_by_pci_path_mounted_as_volume(
     assert console.run(f"cat {mp}/f").strip().endswith("from-container")
 
 
+def _nr(console: Console, path: str) -> int:
+    out = console.run(f"echo NR=$(cat {path})")
+    return int(out.rsplit("NR=", 1)[1].split()[0])
+
+
+def test_hugetlbfs_ephemeral_volume(hp_agent: Any, console: Console) -> None:
+    """hugetlbfs emptyDir: the pages are reserved (all or nothing) and the mount has the size.
+    Runs after the sandbox test above (same VM, whose rootfs share it reuses)."""
+    from agent.ctl.container_spec import container_spec
+    from agent.rpc.status import Code, RpcError
+
+    shared = "/run/kata-containers/shared/containers/"
+    nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+    before = _nr(console, nr)
+    mp = "/run/kata-containers/sandbox/ephemeral/huge"
+    hp = agent_pb2.Storage(
+        driver="ephemeral",
+        source="nodev",
+        fstype="hugetlbfs",
+        mount_point=mp,
+        options=["pagesize=2097152,size=8388608"],
+    )
+    spec = container_spec(f"{shared}hpc1/rootfs", ["true"])
+    hp_agent.call(
+        "CreateContainer",
+        agent_pb2.CreateContainerRequest(
+            container_id="hpc2", exec_id="hpc2", OCI=spec, storages=[hp]
+        ),
+    )
+    assert _nr(console, nr) == before + 4
+    stats = hp_agent.call("GetVolumeStats", agent_pb2.VolumeStatsRequest(volume_guest_path=mp))
+    assert next(u.total for u in stats.usage if u.unit == csi_pb2.VolumeUsage.BYTES) == 8 << 20
+    hp_agent.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="hpc2"))
+    assert _nr(console, nr) == before
+    # far more than the guest has: refused, and the pool is left as it was
+    greedy = agent_pb2.Storage(
+        driver="ephemeral",
+        source="nodev",
+        fstype="hugetlbfs",
+        mount_point=mp + "2",
+        options=["pagesize=2097152", "size=4294967296"],
+    )
+    with pytest.raises(RpcError) as info:
+        hp_agent.call(
+            "CreateContainer",
+            agent_pb2.CreateContainerRequest(
+                container_id="hpc3", exec_id="hpc3", OCI=spec, storages=[greedy]
+            ),
+        )
+    assert info.value.code == Code.RESOURCE_EXHAUSTED
+    assert "of 2048 huge pages" in info.value.message
+    assert _nr(console, nr) == before
+    assert mp + "2" not in console.run("cat /proc/mounts")
+
+
 def test_swap_on_hotplugged_disk(hp_agent: Any, qmp: Qmp, console: Console, tmp_path: Path) -> None:
     img = _disk(tmp_path / "swap.img", 32, swap=True)
     _plug_disk(qmp, img, "swap0", "hp1")

@@ -140,3 +140,8 @@ async def test_volume_stats(tmp_path: Path) -> None:
 async def test_set_policy_unimplemented(tmp_path: Path) -> None:
     with pytest.raises(Unimplemented):
         await make(tmp_path).set_policy("package agent_policy")
+
+
+def test_unlimited_inodes_are_reported_as_zero() -> None:
+    assert hardware._inodes(-1, -1) == hardware.VolumeUsage(0, 0, 0)
+    assert hardware._inodes(100, 30) == hardware.VolumeUsage(total=100, used=70, available=30)
