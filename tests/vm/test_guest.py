@@ -7,6 +7,8 @@ virtio-fs share, a container and an exec, DestroySandbox, and the guest powering
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,22 @@ def test_debug_console_runs_a_command(guest: Any) -> None:
     out = console_run(guest, "echo hello-from-$((6*7)); id -u")
     assert "hello-from-42" in out
     assert "\n0\n" in out
+
+
+def test_debug_console_on_the_serial_console(guest: Any) -> None:
+    """agent.debug_console with no vport: a root shell on /dev/console (ttyS0)."""
+    out = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(guest.serial_sock))
+        s.settimeout(1.0)
+        s.sendall(b"\necho serial-$((20+3))\n")
+        deadline = time.monotonic() + 60
+        while b"serial-23" not in out and time.monotonic() < deadline:
+            try:
+                out += s.recv(65536)
+            except TimeoutError:
+                s.sendall(b"\n")
+    assert b"serial-23" in out, out[-2000:]
 
 
 def test_pid1_prepared_the_guest(guest: Any) -> None:
