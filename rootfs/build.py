@@ -325,7 +325,11 @@ def build_prctl(cache: Path, site: Path, logs: Logs) -> None:
             f"step prctl: {include}/Python.h missing (apt-get install libpython{PYVER}-dev)"
         )
     with tempfile.TemporaryDirectory(prefix="prctl.") as tmp, tarfile.open(tarball) as tf:
-        tf.extractall(tmp, filter="data")
+        # extraction filters exist from Python 3.11.4 on; Debian 12's python3.11 (CI) is 3.11.2
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(tmp, filter="data")
+        else:
+            tf.extractall(tmp)  # a hash-checked sdist from PyPI
         src = next(Path(tmp).glob("python-prctl-*"))
         so = site / f"_prctl.cpython-{PYVER.replace('.', '')}-x86_64-linux-gnu.so"
         run(
