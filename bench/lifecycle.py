@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.ctl.container_spec import container_spec, exec_process  # noqa: E402
-from agent.rpc.pb import agent_pb2  # noqa: E402
+from agent.rpc.pb import agent_pb2, oci_pb2  # noqa: E402
 from tests.support.agent import remove_workdir, start_agent  # noqa: E402
 from tests.support.rootfs import make_busybox_rootfs  # noqa: E402
 
@@ -69,7 +69,7 @@ async def bench(args: argparse.Namespace) -> None:
             a = c.agent
             await a.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="bench", sandbox_id="b"))
 
-            def spec(cid: str, argv: list[str]) -> object:
+            def spec(cid: str, argv: list[str]) -> oci_pb2.Spec:
                 return container_spec(str(rootfs), argv, cgroups_path=f"/{cg}/{cid}")
 
             # 1. container cycle
