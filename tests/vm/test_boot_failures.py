@@ -37,3 +37,25 @@ def test_a_guest_that_never_answers_is_reported_and_killed(guest_image: dict[str
     assert vm.virtiofsd is None or vm.virtiofsd.poll() is not None
     assert "virtio-serial port missing" in vm.console_log.read_text(errors="replace")
     shutil.rmtree(cfg.rundir, ignore_errors=True)
+
+
+def test_a_kernel_qemu_cannot_load_stops_the_boot(tmp_path: Path) -> None:
+    vm_mod = load_image_build("vm")
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(b"not a kernel")
+    cfg = vm_mod.VmConfig(
+        kernel=kernel, initrd=None, rundir=tmp_path / "run", share_mode="none", boot_timeout=30
+    )
+    vm = vm_mod.Vm(cfg)
+    try:
+        with pytest.raises(vm_mod.VmError, match=r"step vm-(start|boot): QEMU exited"):
+            _boot(vm)
+    finally:
+        vm.stop()
+    assert vm.qemu is not None
+    assert vm.qemu.poll() is not None
+
+
+def _boot(vm: Any) -> None:
+    vm.start()
+    vm.wait_for_agent()
