@@ -15,53 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
-from typing import Protocol
+from pathlib import Path
 
 from agent import errors
 from agent.reaper import ExitStatus, Reaper
 from agent.sandbox.engine import Launched
 from agent.sandbox.stdio import ChildStdio
 from agent.spawn import Child, Spawner
+from oci.cgroups import DEFAULT_ROOT, CgroupManager, manager_for
 from oci.cgroups import errors as cgerr
 from oci.cgroups.oom import OomWatcher
-from oci.cgroups.paths import DEFAULT_ROOT, CgroupMode, detect_mode, resolve_cgroups_path
 from oci.cgroups.stats import CgroupStats
 from oci.engine import errors as engerr
 from oci.engine.spawner import SpawnerClient, spawner_argv
 from oci.spec import LinuxResources, Process, Spec
 
 log = logging.getLogger(__name__)
-
-
-class CgroupManager(Protocol):
-    def apply(self, r: LinuxResources) -> None: ...
-
-    def freeze(self, *, timeout: float = 10.0) -> None: ...
-
-    def thaw(self) -> None: ...
-
-    def pids(self) -> list[int]: ...
-
-    def kill_all(self, sig: int = signal.SIGKILL, *, timeout: float = 10.0) -> None: ...
-
-    def stats(self) -> CgroupStats: ...
-
-    def oom_watcher(self) -> OomWatcher: ...
-
-
-def cgroup_manager(path: PurePosixPath, root: Path = DEFAULT_ROOT) -> CgroupManager:
-    if detect_mode(root) is CgroupMode.V2:
-        from oci.cgroups import v2
-
-        manager: CgroupManager = v2.V2Manager(path, root=root)
-        return manager
-    from oci.cgroups.v1 import V1Manager
-
-    return V1Manager(path, root=root)
 
 
 @contextlib.contextmanager
@@ -237,8 +208,10 @@ class OciEngine:
         self, *, container_id: str, bundle: Path, spec: Spec, stdio: ChildStdio
     ) -> tuple[OciContainer, Launched]:
         with domain_errors(f"create container {container_id}"):
-            cg_path = resolve_cgroups_path(
-                spec.linux.cgroups_path if spec.linux else None, container_id
+            cgroup = manager_for(
+                spec.linux.cgroups_path if spec.linux else None,
+                container_id=container_id,
+                root=self._cgroup_root,
             )
             pid = await self._client.create(
                 container_id, str(bundle), stdio=(stdio.stdin, stdio.stdout, stdio.stderr)
@@ -249,7 +222,7 @@ class OciEngine:
             container_id=container_id,
             client=self._client,
             reaper=self._reaper,
-            cgroup=cgroup_manager(cg_path, self._cgroup_root),
+            cgroup=cgroup,
         )
         return container, Launched(pid, _shell_status(loop, self._reaper.adopt(pid)))
 
