@@ -5,8 +5,9 @@
 * A pid namespace entry is always present: the sandbox's shared one (``/proc/<first init>/ns/pid``)
   when the container asks for it and one is known, else a new one.
 * Guest hooks found by CreateSandbox are added after the spec's own hooks.
-* An empty ``cgroupsPath`` becomes ``/<container id>``; ``a:b:c`` (systemd style) becomes ``a/b/c``
-  (the agent never uses the systemd driver, as the Rust agent when it is PID 1).
+
+``cgroupsPath`` is left as sent: `oci.cgroups.manager_for` resolves it (empty → ``/<id>``, Kata's
+``slice:prefix:name`` → ``slice/prefix/name``) for the engine and for the agent alike.
 """
 
 from __future__ import annotations
@@ -50,26 +51,13 @@ def prepare_spec(
             ns = LinuxNamespace(type="uts", path=str(uts_ns))
         namespaces.append(ns)
     namespaces.append(LinuxNamespace(type="pid", path=pid_ns))
-    linux = dataclasses.replace(
-        linux,
-        namespaces=tuple(namespaces),
-        cgroups_path=cgroups_path(linux.cgroups_path, container_id),
-    )
+    linux = dataclasses.replace(linux, namespaces=tuple(namespaces))
     return dataclasses.replace(
         spec,
         root=dataclasses.replace(spec.root, path=str(rootfs)),
         linux=linux,
         hooks=merge_hooks(spec.hooks, hooks),
     )
-
-
-def cgroups_path(path: str | None, container_id: str) -> str:
-    if not path:
-        return f"/{container_id}"
-    parts = path.split(":")
-    if len(parts) == 3 and "/" not in path:
-        return "/" + "/".join(p for p in parts if p)
-    return path
 
 
 def merge_hooks(hooks: Hooks | None, guest: GuestHooks) -> Hooks | None:

@@ -185,7 +185,7 @@ async def test_container_output_and_exit(world: World) -> None:
     }
     assert rt.spec.root is not None
     assert rt.spec.root.path == str(w.settings.run_dir / "c1" / "rootfs")
-    assert rt.spec.linux.cgroups_path == "/c1"
+    assert rt.spec.linux.cgroups_path is None  # resolved by oci.cgroups
     assert w.sys.mounts[str(w.settings.run_dir / "c1" / "rootfs")][0] == str(w.root)
     assert w.sandbox.get_container("c1").status is ContainerStatus.CREATED
     await w.containers.start("c1")
