@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -162,6 +163,7 @@ class UeventListener:
         self._ids = itertools.count()
         self._listeners: list[Callable[[Uevent], None]] = []
         self.received = 0
+        self._resync: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -189,6 +191,9 @@ class UeventListener:
         log.info("uevent listener started", extra={"devices": len(self._devices)})
 
     def stop(self) -> None:
+        if self._resync is not None:
+            self._resync.cancel()
+            self._resync = None
         if self._sock is None:
             return
         with contextlib.suppress(Exception):
@@ -210,12 +215,27 @@ class UeventListener:
                 data = sock.recv(16384)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as err:  # ENOBUFS: events were lost; keep going
+            except OSError as err:
+                if err.errno == errno.ENOBUFS:  # the kernel dropped events: re-read sysfs
+                    log.warning("uevents were lost (ENOBUFS); re-reading sysfs")
+                    self._schedule_resync()
+                    continue
                 log.warning("uevent socket error", extra={"error": str(err)})
                 return
             self.received += 1
             ev = parse(data)
             if ev is not None:
+                self.handle(ev)
+
+    def _schedule_resync(self) -> None:
+        if self._resync is not None and not self._resync.done():
+            return
+        self._resync = asyncio.get_running_loop().create_task(self.resync(), name="uevent resync")
+
+    async def resync(self) -> None:
+        """Offer what sysfs shows now as `add` events (devices whose uevent was lost)."""
+        for ev in await asyncio.to_thread(scan_sysfs, self._sysfs):
+            if ev.devpath not in self._devices:
                 self.handle(ev)
 
     def handle(self, ev: Uevent) -> None:

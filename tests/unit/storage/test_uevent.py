@@ -153,3 +153,18 @@ async def test_pmem_and_mmio_by_name(tmp_path: Path) -> None:
     ul.handle(ev("add", "/devices/platform/virtio-mmio.0/virtio0/block/vdb", devname="vdb"))
     assert await look.pmem("pmem0") == Path("/dev/pmem0")
     assert await look.block_by_name("vdb") == Path("/dev/vdb")
+
+
+async def test_resync_offers_devices_whose_uevent_was_lost(tmp_path: Path) -> None:
+    ul = UeventListener(hotplug_timeout=5, sysfs=tmp_path)
+    look = DeviceLookup(ul, sysfs=tmp_path, dev=Path("/dev"))
+    task = asyncio.create_task(look.block_by_name("vdq"))
+    await asyncio.sleep(0)
+    d = tmp_path / "devices/pci0000:00/0000:00:07.0/virtio4/block/vdq"
+    d.mkdir(parents=True)
+    (d / "uevent").write_text("MAJOR=254\nMINOR=16\nDEVNAME=vdq\nDEVTYPE=disk\n")
+    (tmp_path / "class/block").mkdir(parents=True)
+    (tmp_path / "class/block/vdq").symlink_to(d)
+    (d / "subsystem").symlink_to(tmp_path / "class/block")
+    await ul.resync()
+    assert await task == Path("/dev/vdq")
