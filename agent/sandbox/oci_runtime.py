@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -60,6 +61,9 @@ def domain_errors(what: str) -> Iterator[None]:
         raise errors.FailedPrecondition(f"{what}: {err}") from err
     except cgerr.CgroupError as err:
         raise errors.Internal(f"{what}: {err}") from err
+    except OSError as err:  # the spawner's socket (the spawner died?)
+        code = errno.errorcode.get(err.errno or 0, "?")
+        raise errors.Internal(f"{what}: engine spawner: {code}: {err.strerror}") from err
 
 
 def _checked_pid(pid: int, what: str) -> int:
