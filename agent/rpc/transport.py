@@ -370,4 +370,6 @@ def _hung_up(fd: int) -> bool:
     if not events:
         return False
     revents = events[0][1]
-    return bool(revents & select.POLLHUP) and not revents & select.POLLIN
+    # virtio-serial reports POLLIN with POLLHUP while no host is connected (read() returns EOF),
+    # so POLLIN must not count as "connected": that made the listener reopen the port in a loop.
+    return bool(revents & select.POLLHUP)
