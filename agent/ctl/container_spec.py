@@ -80,6 +80,7 @@ def container_spec(
     memory_limit: int = 0,
     annotations: Mapping[str, str] | None = None,
     readonly_root: bool = False,
+    console_size: tuple[int, int] | None = None,
 ) -> oci_pb2.Spec:
     caps = list(DEFAULT_CAPS)
     environment = [DEFAULT_PATH, *(["TERM=xterm"] if terminal else []), *env]
@@ -98,6 +99,7 @@ def container_spec(
             Cwd=cwd,
             Capabilities=oci_pb2.LinuxCapabilities(Bounding=caps, Effective=caps, Permitted=caps),
             NoNewPrivileges=True,
+            ConsoleSize=_box(console_size) if terminal else None,
         ),
         Root=oci_pb2.Root(Path=rootfs, Readonly=readonly_root),
         Mounts=default_mounts(),
@@ -116,12 +118,23 @@ def container_spec(
     )
 
 
+def _box(size: tuple[int, int] | None) -> oci_pb2.Box | None:
+    return None if size is None else oci_pb2.Box(Height=size[0], Width=size[1])
+
+
 def exec_process(
-    args: Sequence[str], *, terminal: bool = False, env: Sequence[str] = (), cwd: str = "/"
+    args: Sequence[str],
+    *,
+    terminal: bool = False,
+    env: Sequence[str] = (),
+    cwd: str = "/",
+    console_size: tuple[int, int] | None = None,
 ) -> oci_pb2.Process:
-    """What the Go shim sends for an exec: Terminal, User, Args, Env, Cwd only."""
+    """What the Go shim sends for an exec: Terminal, User, Args, Env, Cwd (plus, here, the
+    console size, so the terminal has its size from the start)."""
     return oci_pb2.Process(
         Terminal=terminal,
+        ConsoleSize=_box(console_size) if terminal else None,
         User=oci_pb2.User(UID=0, GID=0),
         Args=list(args),
         Env=[DEFAULT_PATH, *(["TERM=xterm"] if terminal else []), *env],

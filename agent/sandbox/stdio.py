@@ -296,10 +296,14 @@ class ProcessIO:
             raise
 
     @classmethod
-    def pty(cls, *, name: str) -> ProcessIO:
-        """A pty pair: the master stays here, the slave becomes the process's fds 0-2."""
+    def pty(cls, *, name: str, size: tuple[int, int] | None = None) -> ProcessIO:
+        """A pty pair: the master stays here, the slave becomes the process's fds 0-2. ``size``
+        (rows, columns; the spec's ``process.consoleSize``) is set before the process starts, so
+        it never sees a 0x0 terminal while the first TtyWinResize is still on its way."""
         master, slave = os.openpty()
         try:
+            if size is not None and size[0] > 0 and size[1] > 0:
+                _set_winsize(master, *size)
             out = OutputStream(master, name=f"{name} tty", owns_fd=False)
             return cls(
                 stdin=InputStream(master, name=f"{name} tty", owns_fd=False),
@@ -344,9 +348,8 @@ class ProcessIO:
     def resize(self, rows: int, columns: int) -> None:
         if self._tty_fd is None:
             raise Unavailable("no tty")
-        winsize = struct.pack("HHHH", rows, columns, 0, 0)
         try:
-            fcntl.ioctl(self._tty_fd, termios.TIOCSWINSZ, winsize)
+            _set_winsize(self._tty_fd, rows, columns)
         except OSError as err:
             raise Unavailable(f"resize tty: {os.strerror(err.errno or 0)}") from err
 
@@ -360,6 +363,10 @@ class ProcessIO:
         fd, self._tty_fd = self._tty_fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _set_winsize(fd: int, rows: int, columns: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
 def _set_pipe_size(fd: int, size: int) -> None:

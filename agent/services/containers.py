@@ -37,7 +37,7 @@ from agent.sandbox.netdev import InterfaceStats, read_net_dev
 from agent.sandbox.specs import prepare_spec
 from agent.storage import Storage
 from oci.cgroups.stats import CgroupStats
-from oci.spec import LinuxResources, Spec, SpecError, check, check_resources
+from oci.spec import LinuxResources, Process, Spec, SpecError, check, check_resources
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,7 +167,7 @@ class ContainerService:
 
         assert prepared.process is not None
         io = (
-            ProcessIO.pty(name=f"container {cid}")
+            ProcessIO.pty(name=f"container {cid}", size=console_size(prepared.process))
             if prepared.process.terminal
             else ProcessIO.pipes(name=f"container {cid}", pipe_size=self._settings.pipe_size)
         )
@@ -367,6 +367,12 @@ def check_spec(container_id: str, spec: Spec) -> None:
         raise InvalidArgument(f"container {container_id}: invalid OCI spec: {err}") from err
     for warning in warnings:
         log.warning("OCI spec", extra={"container_id": container_id, "problem": str(warning)})
+
+
+def console_size(process: Process) -> tuple[int, int] | None:
+    """``process.consoleSize`` as (rows, columns)."""
+    box = process.console_size
+    return None if box is None else (box.height, box.width)
 
 
 def runtime_of(entry: ContainerEntry) -> ContainerRuntime:

@@ -19,7 +19,13 @@ from agent.sandbox import (
     validate_exec_id,
 )
 from agent.sandbox.signals import effective_signal, is_kill_all, read_proc_status
-from agent.services.containers import Background, LifecycleSettings, attach_exit, runtime_of
+from agent.services.containers import (
+    Background,
+    LifecycleSettings,
+    attach_exit,
+    console_size,
+    runtime_of,
+)
 from oci.spec import Process, Spec, SpecError, check_process
 
 log = logging.getLogger(__name__)
@@ -70,7 +76,7 @@ class ProcessService:
         process = self._complete(entry.spec, container_id, process)
         name = f"container {container_id} exec {exec_id}"
         io = (
-            ProcessIO.pty(name=name)
+            ProcessIO.pty(name=name, size=console_size(process))
             if process.terminal
             else ProcessIO.pipes(name=name, pipe_size=self._settings.pipe_size)
         )

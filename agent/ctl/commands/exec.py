@@ -7,7 +7,7 @@ import argparse
 import uuid
 from typing import Any
 
-from agent.ctl.commands.run import attach, command
+from agent.ctl.commands.run import attach, command, terminal_size
 from agent.ctl.container_spec import exec_process
 from agent.ctl.context import Context
 from agent.rpc.pb import agent_pb2
@@ -32,7 +32,13 @@ async def exec_main(ctx: Context, args: argparse.Namespace) -> int:
         agent_pb2.ExecProcessRequest(
             container_id=args.container_id,
             exec_id=eid,
-            process=exec_process(cmd, terminal=args.tty, env=args.env, cwd=args.cwd),
+            process=exec_process(
+                cmd,
+                terminal=args.tty,
+                env=args.env,
+                cwd=args.cwd,
+                console_size=terminal_size() if args.tty else None,
+            ),
         )
     )
     return await attach(client, args.container_id, eid, terminal=args.tty)

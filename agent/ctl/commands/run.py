@@ -82,6 +82,7 @@ async def run_main(ctx: Context, args: argparse.Namespace) -> int:
         env=args.env,
         cwd=args.cwd,
         memory_limit=args.memory,
+        console_size=terminal_size() if args.tty else None,
     )
     await client.agent.CreateContainer(
         agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec)
@@ -177,7 +178,7 @@ async def _read_when_ready(fd: int) -> bytes:
         return b""
 
 
-def _terminal_size() -> tuple[int, int] | None:
+def terminal_size() -> tuple[int, int] | None:
     try:
         packed = fcntl.ioctl(sys.stdout.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
     except (OSError, ValueError):
@@ -209,7 +210,7 @@ def _winch(client: Any, cid: str, eid: str, terminal: bool) -> Iterator[None]:
     tasks: set[asyncio.Task[None]] = set()
 
     async def resize() -> None:
-        size = _terminal_size()
+        size = terminal_size()
         if size is None:
             return
         with contextlib.suppress(RpcError):

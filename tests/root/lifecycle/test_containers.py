@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from agent.ctl.container_spec import exec_process
 from agent.rpc.pb import agent_pb2
 from agent.rpc.status import Code, RpcError
 from tests.root.lifecycle.conftest import (
@@ -58,6 +59,21 @@ async def test_tty_session_with_resize(pod: Pod) -> None:
     assert b"\r\nis-a-tty\r\n" in out
     assert await pod.wait("c1", "c1") == 3
     await pod.remove("c1")
+
+
+async def test_tty_has_the_console_size_from_the_start(pod: Pod) -> None:
+    await pod.create("c1", ["stty", "size"], terminal=True, console_size=(30, 91))
+    assert await pod.read("c1", "c1") == b"30 91\r\n"
+    assert await pod.wait("c1", "c1") == 0
+    await pod.create("c2", ["sleep", "1000"])
+    await pod.a.ExecProcess(
+        agent_pb2.ExecProcessRequest(
+            container_id="c2",
+            exec_id="t",
+            process=exec_process(["stty", "size"], terminal=True, console_size=(12, 34)),
+        )
+    )
+    assert await pod.read("c2", "t") == b"12 34\r\n"
 
 
 async def test_resize_without_tty_is_unavailable(pod: Pod) -> None:

@@ -225,3 +225,14 @@ async def test_process_io_close_releases_every_fd() -> None:
         io2 = ProcessIO.pty(name="c")
         io2.close()
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_pty_initial_size() -> None:
+    import fcntl
+    import struct
+    import termios
+
+    io = ProcessIO.pty(name="c1", size=(24, 81))
+    packed = fcntl.ioctl(io.child.stdout, termios.TIOCGWINSZ, b"\0" * 8)
+    assert struct.unpack("HHHH", packed)[:2] == (24, 81)
+    io.close()
