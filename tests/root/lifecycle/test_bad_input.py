@@ -155,6 +155,9 @@ async def test_remove_of_running_container_kills_and_cleans(pod: Pod) -> None:
     waiter = asyncio.create_task(pod.wait("c1", "e1"))
     await pod.remove("c1")
     assert await waiter == 128 + signal.SIGKILL
+    # a created, never started container too
+    await pod.create("c2", ["sleep", "1000"], start=False)
+    await pod.remove("c2")
     assert agent_mounts(pod.agent, pod.agent.run_dir) == []
     assert len(live_descendants(pod.agent.pid)) == 1
     assert agent_fds(pod.agent) == fds

@@ -267,8 +267,8 @@ async def test_nothing_left_after_remove_and_destroy(pod: Pod) -> None:
         await pod.signal(cid, "", signal.SIGKILL)
         await pod.remove(cid)
     assert agent_mounts(agent, agent.run_dir) == []
-    for i in range(3):
-        assert cgroup_dirs(f"{pod.cgroup_parent}/c{i}") == []
+    for cid in ("c0", "c1", "c2", "tty"):
+        assert cgroup_dirs(f"{pod.cgroup_parent}/{cid}") == []
     assert agent_fds(agent) == fds_before
     # only the engine's spawner is left below the agent
     assert len(live_descendants(agent.pid)) == 1
