@@ -11,6 +11,7 @@ bus 00, so a device plugged into them has the PCI path `10/00` / `11/00`.
 * a virtio-net NIC found by PCI path (`UpdateInterface` with `devicePath`).
 * memory hot-plug (pc-dimm): the agent's uevent listener onlines the new memory blocks.
 * a 9p share (a VM of its own with `share_mode="9p"`) as a container's rootfs.
+* a vCPU added through QMP, onlined by `OnlineCPUMem`.
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def hotplug_vm(guest_image: dict[str, Any]) -> Iterator[Any]:
             argv: list[str] = list(super().qemu_argv())
             i = argv.index("-m")
             argv[i + 1] = f"{self.config.memory_mb}M,slots=4,maxmem=2G"
+            i = argv.index("-smp")
+            argv[i + 1] = f"{self.config.cpus},maxcpus={self.config.cpus + 1}"
             argv += [
                 "-qmp",
                 f"unix:{self.config.rundir / 'qmp.sock'},server=on,wait=off",
@@ -414,3 +417,18 @@ def test_9p_share_as_container_rootfs(guest_image: dict[str, Any]) -> None:
     finally:
         vm.stop()
         subprocess.run(["rm", "-rf", str(rundir)], check=False)
+
+
+def test_cpu_hotplug_onlined_by_online_cpu_mem(hp_agent: Any, qmp: Qmp, console: Console) -> None:
+    """A vCPU added through QMP arrives offline (no udev in the guest); OnlineCPUMem onlines it."""
+    slots = [c for c in qmp.cmd("query-hotpluggable-cpus") if "qom-path" not in c]
+    assert slots, "no free vCPU slot (maxcpus)"
+    props = dict(slots[0]["props"])
+    qmp.cmd("device_add", driver=slots[0]["type"], id="hpcpu1", **props)
+    deadline = time.monotonic() + 60
+    while "cpu1" not in console.run("ls /sys/devices/system/cpu/"):
+        assert time.monotonic() < deadline, "the guest never saw the new vCPU"
+        time.sleep(0.5)
+    hp_agent.call("OnlineCPUMem", agent_pb2.OnlineCPUMemRequest(nb_cpus=1, cpu_only=True))
+    assert _nr(console, "/sys/devices/system/cpu/cpu1/online") == 1
+    assert "0-1" in console.run("cat /sys/devices/system/cpu/online")
