@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import AgentError, InvalidArgument, NotFound
-from agent.storage import mountinfo
+from agent.errors import AgentError, Internal, InvalidArgument, NotFound
+from agent.storage import mountinfo, mountopts
 from agent.storage.drivers import common
 from agent.storage.drivers.base import Driver
 from agent.storage.drivers.ephemeral import Ephemeral
@@ -228,12 +228,8 @@ class StorageManager:
 
 
 def _readonly(storage: Storage) -> bool:
-    from agent.storage import mountopts
-
     return mountopts.parse(storage.options).readonly
 
 
 def errors_to_error(errors: list[str]) -> AgentError:
-    from agent.errors import Internal
-
     return Internal("; ".join(errors))
