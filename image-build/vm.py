@@ -198,7 +198,7 @@ class Vm:
             "systemd.unified_cgroup_hierarchy=1",
         ]
         if self.config.initrd is None and self.config.disk is not None:
-            parts += ["root=/dev/vda", "rootfstype=ext4", "rw", "init=/init"]
+            parts += ["root=/dev/vda1", "rootfstype=ext4", "rw", "init=/init"]
         if self.config.debug_console:
             parts.append("agent.debug_console")
         parts += list(self.config.extra_append)
