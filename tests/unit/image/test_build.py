@@ -143,3 +143,23 @@ def test_rootfs_device_nodes_are_character_devices() -> None:
 
     assert ("dev/urandom", "c", 1, 9, 0o666) in DEVICE_NODES
     assert all(kind == "c" and stat.S_IMODE(mode) == mode for _, kind, _, _, mode in DEVICE_NODES)
+
+
+def test_disk_image_has_kata_layout_and_a_clean_ext4_partition(tmp_path: Path) -> None:
+    disk = load_image_build("disk")
+    root = tmp_path / "root"
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "init").write_text("#!/bin/sh\n")
+    os.symlink("../../init", root / "usr/sbin/init")
+    out = disk.pack(root, tmp_path / "disk.img", Logs(tmp_path / "logs"))
+    data = out.read_bytes()[:512]
+    assert data[510:] == b"\x55\xaa"
+    assert data[446 + 4] == 0x83
+    start, sectors = struct.unpack("<II", data[454:462])
+    assert start * 512 == 1 << 20
+    assert out.stat().st_size % (128 << 20) == 0
+    assert (start + sectors) * 512 == out.stat().st_size
+    fsck = subprocess.run(
+        ["e2fsck", "-fn", f"{out}?offset={1 << 20}"], capture_output=True, text=True, check=False
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
