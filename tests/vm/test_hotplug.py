@@ -153,6 +153,8 @@ def hotplug_vm(guest_image: dict[str, Any]) -> Iterator[Any]:
                 "pcie-root-port,id=hp1,bus=pcie.0,chassis=11,addr=0x11",
                 "-device",
                 "pcie-root-port,id=hp2,bus=pcie.0,chassis=12,addr=0x12",
+                "-device",
+                "pcie-root-port,id=hp3,bus=pcie.0,chassis=13,addr=0x13",
             ]
             return argv
 
@@ -308,6 +310,47 @@ def test_hugetlbfs_ephemeral_volume(hp_agent: Any, console: Console) -> None:
     assert "of 2048 huge pages" in info.value.message
     assert _nr(console, nr) == before
     assert mp + "2" not in console.run("cat /proc/mounts")
+
+
+def test_create_filesystem_on_raw_hotplugged_disk(
+    hp_agent: Any, qmp: Qmp, console: Console, tmp_path: Path
+) -> None:
+    """`create_filesystem` on a blank disk (mkfs.ext4, or busybox mke2fs where the guest has no
+    e2fsprogs), mounted as a container volume the container writes to."""
+    from agent.ctl.container_spec import container_spec
+
+    img = _disk(tmp_path / "raw.img", 64)
+    _plug_disk(qmp, img, "raw0", "hp3")
+    mp = "/run/kata-containers/sandbox/storage/raw0"
+    vol = agent_pb2.Storage(
+        driver="blk",
+        source="13/00",
+        fstype="ext4",
+        mount_point=mp,
+        driver_options=["create_filesystem"],
+    )
+    spec = container_spec(
+        "/run/kata-containers/shared/containers/hpc1/rootfs",
+        ["sh", "-c", "echo fresh > /data/f"],
+    )
+    spec.Mounts.append(
+        oci_pb2.Mount(destination="/data", source=mp, type="bind", options=["rbind", "rw"])
+    )
+    hp_agent.call(
+        "CreateContainer",
+        agent_pb2.CreateContainerRequest(
+            container_id="hpc4", exec_id="hpc4", OCI=spec, storages=[vol]
+        ),
+    )
+    hp_agent.call("StartContainer", agent_pb2.StartContainerRequest(container_id="hpc4"))
+    done = hp_agent.call(
+        "WaitProcess", agent_pb2.WaitProcessRequest(container_id="hpc4", exec_id="hpc4")
+    )
+    assert done.status == 0
+    assert any(f" {mp} ext4 " in ln for ln in console.run("cat /proc/mounts").splitlines())
+    assert console.run(f"cat {mp}/f").strip().endswith("fresh")
+    hp_agent.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="hpc4"))
+    assert f" {mp} " not in console.run("cat /proc/mounts")
 
 
 def test_swap_on_hotplugged_disk(hp_agent: Any, qmp: Qmp, console: Console, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -20,6 +21,7 @@ from agent.storage.paths import ensure_dir
 
 CREATE_FILESYSTEM = "create_filesystem"
 MKFS_EXT4 = ("mkfs.ext4", "-F", "-O", "^has_journal", "-m", "0", "-i", "163840", "-I", "128")
+MKE2FS_FALLBACK = ("mke2fs", "-F", "-m", "0", "-i", "163840", "-I", "128")
 
 
 def _exists(path: Path) -> bool:
@@ -39,19 +41,26 @@ def check_block_device(path: Path, *, what: str) -> Path:
 
 
 async def make_filesystem(env: StorageEnv, storage: Storage, device: Path, *, what: str) -> None:
+    """mkfs.ext4 as Kata runs it; where e2fsprogs is missing (a minimal guest image), busybox's
+    mke2fs with the same ratios: an ext2 filesystem, i.e. ext4 without a journal, which the ext4
+    driver mounts."""
     fstype = storage.fstype or "ext4"
     if fstype != "ext4":
         raise InvalidArgument(f"{what}: {CREATE_FILESYSTEM} supports ext4 only, not {fstype!r}")
-    try:
-        res = await env.run([*MKFS_EXT4, str(device)], timeout=env.command_timeout)
-    except AgentError as spawn_err:  # not installed, or did not finish in time
-        raise type(spawn_err)(f"{what}: {CREATE_FILESYSTEM}: {spawn_err}") from spawn_err
-    if res.returncode != 0:
-        err = res.stderr.decode(errors="replace").strip().splitlines()
-        raise Internal(
-            f"{what}: mkfs.ext4 {device} exited with {res.returncode}: "
-            f"{err[-1] if err else 'no error output'}"
-        )
+    for argv in ([*MKFS_EXT4, str(device)], [*MKE2FS_FALLBACK, str(device)]):
+        try:
+            res = await env.run(argv, timeout=env.command_timeout)
+        except AgentError as spawn_err:  # not installed, or did not finish in time
+            if getattr(spawn_err, "errno", None) == errno.ENOENT and argv[0] == MKFS_EXT4[0]:
+                continue
+            raise type(spawn_err)(f"{what}: {CREATE_FILESYSTEM}: {spawn_err}") from spawn_err
+        if res.returncode != 0:
+            err = res.stderr.decode(errors="replace").strip().splitlines()
+            raise Internal(
+                f"{what}: {argv[0]} {device} exited with {res.returncode}: "
+                f"{err[-1] if err else 'no error output'}"
+            )
+        return
 
 
 async def mount_block(env: StorageEnv, storage: Storage, device: Path) -> Mounted:

@@ -293,3 +293,42 @@ async def test_update_ephemeral_remounts(env: StorageEnv, sys_: RecordingSyscall
     assert last.args[4] == "size=1048576"
     with pytest.raises(InvalidArgument, match="only ephemeral"):
         await sm.update_ephemeral_mounts([Storage(driver="local", mount_point=mp)])
+
+
+class NoMkfsExt4Runner(FakeRunner):
+    async def __call__(self, argv: Sequence[str], *, timeout: float) -> _Res:  # noqa: ASYNC109
+        self.calls.append(list(argv))
+        if argv[0] == "mkfs.ext4":
+            from agent.spawn import SpawnError
+
+            raise SpawnError("start mkfs.ext4: executable not found in PATH /bin", errno.ENOENT)
+        return _Res()
+
+
+async def test_create_filesystem_falls_back_to_mke2fs(env: StorageEnv) -> None:
+    from agent.storage.drivers.block import make_filesystem
+
+    runner = NoMkfsExt4Runner()
+    env2 = StorageEnv(roots=env.roots, sys=env.sys, run=runner, devices=env.devices)
+    vol = Storage(driver="blk", source="/dev/vdb", fstype="ext4", mount_point="/x")
+    await make_filesystem(env2, vol, Path("/dev/vdb"), what="v")
+    assert runner.calls == [
+        [
+            "mkfs.ext4",
+            "-F",
+            "-O",
+            "^has_journal",
+            "-m",
+            "0",
+            "-i",
+            "163840",
+            "-I",
+            "128",
+            "/dev/vdb",
+        ],
+        ["mke2fs", "-F", "-m", "0", "-i", "163840", "-I", "128", "/dev/vdb"],
+    ]
+    with pytest.raises(InvalidArgument, match="supports ext4 only"):
+        await make_filesystem(
+            env2, Storage(driver="blk", fstype="xfs", mount_point="/x"), Path("/dev/vdb"), what="v"
+        )
