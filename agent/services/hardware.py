@@ -54,6 +54,24 @@ def _inodes(files: int, free: int) -> VolumeUsage:
     return VolumeUsage(total=files, used=max(files - free, 0), available=free)
 
 
+def widen_v1_cpusets(cpuset_root: Path, old: str, new: str) -> int:
+    """cgroup v1 does not give new CPUs to existing cpusets: every cpuset that had all the CPUs
+    online before (`old`) gets all of them now (`new`), parents first. cgroup v2 needs nothing
+    (an empty cpuset.cpus follows its parent). Returns how many cpusets were widened."""
+    if not old or not new or old == new or not (cpuset_root / "cpuset.cpus").is_file():
+        return 0
+    count = 0
+    for dirpath, _dirnames, _files in os.walk(cpuset_root):  # top-down: parents first
+        f = Path(dirpath) / "cpuset.cpus"
+        try:
+            if f.read_text().strip() == old:
+                f.write_text(new)
+                count += 1
+        except OSError as err:
+            log.warning("widen cpuset", extra={"file": str(f), "error": errname(err)})
+    return count
+
+
 class HardwareService:
     def __init__(
         self,
@@ -66,6 +84,7 @@ class HardwareService:
         sysfs: Path = Path("/sys"),
         proc: Path = Path("/proc"),
         command_timeout: float = 120.0,
+        cgroup_root: Path = Path("/sys/fs/cgroup"),
     ) -> None:
         self.uevents = uevents
         self.lookup = lookup
@@ -76,6 +95,7 @@ class HardwareService:
         self._proc = proc
         self._timeout = command_timeout
         self._cpuset_updater: CpusetUpdater | None = None
+        self._cgroup_root = cgroup_root
 
     @classmethod
     def build(
@@ -148,6 +168,7 @@ class HardwareService:
 
     async def online_cpu_mem(self, nb_cpus: int, cpu_only: bool) -> None:
         cpu_dir = self._sysfs / "devices" / "system" / "cpu"
+        before = self._online_cpus()
         if nb_cpus > 0:
             done = 0
             for _ in range(ONLINE_RETRIES):
@@ -166,8 +187,19 @@ class HardwareService:
             mem_dir = self._sysfs / "devices" / "system" / "memory"
             n = await asyncio.to_thread(self._online_some, mem_dir, r"memory[0-9]+", None)
             log.info("memory blocks onlined", extra={"count": n})
-        if nb_cpus > 0 and self._cpuset_updater is not None:
-            await self._cpuset_updater()
+        if nb_cpus > 0:
+            if self._cpuset_updater is not None:
+                await self._cpuset_updater()
+            else:
+                await asyncio.to_thread(
+                    widen_v1_cpusets, self._cgroup_root / "cpuset", before, self._online_cpus()
+                )
+
+    def _online_cpus(self) -> str:
+        try:
+            return (self._sysfs / "devices" / "system" / "cpu" / "online").read_text().strip()
+        except OSError:
+            return ""
 
     async def mem_hotplug_by_probe(self, addresses: Sequence[int]) -> None:
         probe = self._sysfs / "devices" / "system" / "memory" / "probe"

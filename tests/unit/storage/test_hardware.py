@@ -57,6 +57,7 @@ def make(tmp_path: Path, runner: Runner | None = None) -> HardwareService:
         devices=DeviceManager(look),
         run=run,
         sysfs=sysfs,
+        cgroup_root=tmp_path / "cgroup",
     )
 
 
@@ -145,3 +146,38 @@ async def test_set_policy_unimplemented(tmp_path: Path) -> None:
 def test_unlimited_inodes_are_reported_as_zero() -> None:
     assert hardware._inodes(-1, -1) == hardware.VolumeUsage(0, 0, 0)
     assert hardware._inodes(100, 30) == hardware.VolumeUsage(total=100, used=70, available=30)
+
+
+def test_widen_v1_cpusets(tmp_path: Path) -> None:
+    root = tmp_path / "cpuset"
+    for d, cpus in (("", "0"), ("kata", "0"), ("kata/c1", "0"), ("pinned", "0"), ("other", "0")):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        (root / d / "cpuset.cpus").write_text(cpus + "\n")
+    (root / "pinned" / "cpuset.cpus").write_text("1\n")
+    assert hardware.widen_v1_cpusets(root, "0", "0-1") == 4
+    assert (root / "kata/c1/cpuset.cpus").read_text() == "0-1"
+    assert (root / "pinned/cpuset.cpus").read_text() == "1\n"
+    assert hardware.widen_v1_cpusets(root, "0-1", "0-1") == 0
+    assert hardware.widen_v1_cpusets(tmp_path / "none", "0", "0-1") == 0
+
+
+async def test_online_cpus_widens_cpusets_without_updater(tmp_path: Path) -> None:
+    base = cpus(tmp_path, [None, "0"])
+    (base / "online").write_text("0\n")
+    cg = tmp_path / "cgroup" / "cpuset"
+    (cg / "c1").mkdir(parents=True)
+    (cg / "cpuset.cpus").write_text("0\n")
+    (cg / "c1" / "cpuset.cpus").write_text("0\n")
+    hw = make(tmp_path)
+
+    real = hw._online_some
+
+    def online_and_update(b: Path, pattern: str, limit: int | None) -> int:
+        n = real(b, pattern, limit)
+        if n:
+            (base / "online").write_text("0-1\n")  # what the kernel reports afterwards
+        return n
+
+    hw._online_some = online_and_update  # type: ignore[method-assign,assignment]
+    await hw.online_cpu_mem(1, cpu_only=True)
+    assert (cg / "c1" / "cpuset.cpus").read_text() == "0-1"
