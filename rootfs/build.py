@@ -27,6 +27,7 @@ skips the build.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -234,6 +235,24 @@ def fetch_wheels(
 ) -> None:
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
+    req = REPO / "rootfs" / "requirements-wheels.txt"
+    wanted = {name: h for name, h in pins(req).items() if name not in skip}
+    files = cached_files(wheels, wanted)
+    if files is None:
+        _pip_download_wheels(wheels, logs)
+        files = cached_files(wheels, wanted)
+    if files is None:
+        raise BuildError(
+            f"step wheels: pinned wheels missing after pip download; log: {logs.path('wheels')}"
+        )
+    for whl in files.values():
+        _extract_wheel(whl, site)
+    # Extension modules from wheels carry symbols they never need at run time.
+    for so in site.rglob("*.so"):
+        run("wheels", ["strip", "--strip-unneeded", so], logs)
+
+
+def _pip_download_wheels(wheels: Path, logs: Logs) -> None:
     run(
         "wheels",
         [
@@ -261,64 +280,85 @@ def fetch_wheels(
         ],
         logs,
     )
-    names = _pinned_names(REPO / "rootfs" / "requirements-wheels.txt")
-    for whl in sorted(wheels.glob("*.whl")):
-        name = whl.name.split("-")[0].lower().replace("_", "-")
-        if name not in names or name in skip:
-            continue
-        with zipfile.ZipFile(whl) as zf:
-            for info in zf.infolist():
-                top = info.filename.split("/")[0]
-                if top.endswith((".dist-info", ".data")) and not info.filename.endswith("METADATA"):
-                    continue
-                if (
-                    info.filename.endswith((".pyx", ".pxd", ".pyi", ".c", ".h"))
-                    or "/tests/" in info.filename
-                ):
-                    continue
-                zf.extract(info, site)
-    # The uvloop wheel's extension carries symbols it never needs at run time.
-    for so in site.rglob("*.so"):
-        run("wheels", ["strip", "--strip-unneeded", so], logs)
 
 
-def _pinned_names(req: Path) -> set[str]:
-    names = set()
+def _extract_wheel(whl: Path, site: Path) -> None:
+    with zipfile.ZipFile(whl) as zf:
+        for info in zf.infolist():
+            top = info.filename.split("/")[0]
+            if top.endswith((".dist-info", ".data")) and not info.filename.endswith("METADATA"):
+                continue
+            if (
+                info.filename.endswith((".pyx", ".pxd", ".pyi", ".c", ".h"))
+                or "/tests/" in info.filename
+            ):
+                continue
+            zf.extract(info, site)
+
+
+def pins(req: Path) -> dict[str, set[str]]:
+    """Package name -> the sha256 hashes a requirements file allows for it."""
+    found: dict[str, set[str]] = {}
+    name = ""
     for line in req.read_text().splitlines():
         m = re.match(r"^([A-Za-z0-9_.-]+)==", line)
         if m:
-            names.add(m.group(1).lower().replace("_", "-"))
-    return names
+            name = m.group(1).lower().replace("_", "-")
+            found[name] = set()
+        for h in re.findall(r"--hash=sha256:([0-9a-f]{64})", line):
+            if name:
+                found[name].add(h)
+    return found
+
+
+def cached_files(directory: Path, wanted: dict[str, set[str]]) -> dict[str, Path] | None:
+    """For each pinned package, the file in `directory` whose sha256 is pinned; None if any is
+    missing (then pip downloads; a cache hit needs no network)."""
+    by_hash: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if path.is_file():
+            by_hash[hashlib.sha256(path.read_bytes()).hexdigest()] = path
+    result: dict[str, Path] = {}
+    for name, hashes in wanted.items():
+        hit = next((by_hash[h] for h in sorted(hashes) if h in by_hash), None)
+        if hit is None:
+            return None
+        result[name] = hit
+    return result
 
 
 def build_prctl(cache: Path, site: Path, logs: Logs) -> None:
     sdists = cache / "sdist"
     sdists.mkdir(parents=True, exist_ok=True)
-    run(
-        "prctl",
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--disable-pip-version-check",
-            "-q",
-            "--no-binary=:all:",
-            "--no-deps",
-            "--no-build-isolation",
-            "--require-hashes",
-            "-r",
-            REPO / "rootfs" / "requirements-sdist.txt",
-            "-d",
-            sdists,
-        ],
-        logs,
-    )
-    tarball = next(iter(sorted(sdists.glob("python-prctl-*.tar.gz"))), None)
-    if tarball is None:
-        raise BuildError(
-            f"step prctl: no python-prctl sdist in {sdists}; log: {logs.path('prctl')}"
+    req = REPO / "rootfs" / "requirements-sdist.txt"
+    files = cached_files(sdists, pins(req))
+    if files is None:
+        run(
+            "prctl",
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-binary=:all:",
+                "--no-deps",
+                "--no-build-isolation",
+                "--require-hashes",
+                "-r",
+                req,
+                "-d",
+                sdists,
+            ],
+            logs,
         )
+        files = cached_files(sdists, pins(req))
+    if files is None or "python-prctl" not in files:
+        raise BuildError(
+            f"step prctl: no pinned python-prctl sdist in {sdists}; log: {logs.path('prctl')}"
+        )
+    tarball = files["python-prctl"]
     include = Path(f"/usr/include/python{PYVER}")
     if not (include / "Python.h").is_file():
         raise BuildError(
