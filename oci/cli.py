@@ -22,7 +22,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = "0.1.0"
@@ -133,10 +132,12 @@ _NARGS: dict[str, tuple[int, int | None]] = {
 }
 
 
-@dataclass
 class Args:
-    opts: dict[str, Any] = field(default_factory=dict)
-    pos: list[str] = field(default_factory=list)
+    __slots__ = ("opts", "pos")
+
+    def __init__(self) -> None:
+        self.opts: dict[str, Any] = {}
+        self.pos: list[str] = []
 
 
 def _parse(argv: list[str], spec: _Spec, *, stop_at_positional: bool) -> tuple[Args, list[str]]:
@@ -703,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(a.pos) < lo or (hi is not None and len(a.pos) > hi):
             n = "exactly" if lo == hi else "at least" if hi is None else "at most"
             raise UsageError(f'kata-oci: "{cmd}" requires {n} {lo} argument(s)')
-        _setup_logging(log)
+        if cmd in ("create", "run", "exec", "update", "events", "delete"):
+            _setup_logging(log)
         return HANDLERS[cmd](g, a)
     except UsageError as err:
         log.error(str(err))

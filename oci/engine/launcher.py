@@ -36,23 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from oci import spec as ocispec
-from oci.syscalls import LinuxSyscalls, Syscalls
 from oci.syscalls import consts as c
 
-from . import hooks as hooks_mod
-from . import rootfs as rfs
 from . import state as st
-from . import sync
 from .errors import (
     ContainerExists,
     EngineError,
@@ -61,22 +53,55 @@ from .errors import (
     InvalidArgument,
     InvalidState,
 )
-from .init import DevicePlan, InitConfig, stage1
-from .process import ProcessPlan, plan_process
 
-log = logging.getLogger(__name__)
-
+# Import-light on purpose: kata-oci start/kill/state/delete must not pay for the spec model,
+# the init code or logging. Those modules are imported on first use.
 if TYPE_CHECKING:
+    from oci import spec as ocispec
     from oci.cgroups import CgroupManager
+    from oci.syscalls import Syscalls
+
+    from .init import InitConfig
+    from .process import ProcessPlan
+else:
+
+    class _Lazy:
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def __getattr__(self, attr: str) -> Any:
+            import importlib
+
+            return getattr(importlib.import_module(self._name), attr)
+
+    ocispec = _Lazy("oci.spec")
+
+
+def _log() -> Any:
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 PERSONALITY = {"LINUX": 0x0000, "LINUX32": 0x0008}
 
 
-@dataclass(frozen=True, slots=True)
 class Launched:
     """Result of create/exec: the container process's pid (in the caller's PID namespace)."""
 
-    pid: int
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __repr__(self) -> str:
+        return f"Launched(pid={self.pid})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Launched) and other.pid == self.pid
+
+    def __hash__(self) -> int:
+        return hash(self.pid)
 
 
 class Engine:
@@ -89,8 +114,16 @@ class Engine:
         self, root: str, *, syscalls: Syscalls | None = None, cgroups: object | None = None
     ) -> None:
         self.root = os.path.abspath(root)
-        self.sys: Syscalls = syscalls if syscalls is not None else LinuxSyscalls()
+        self._sys = syscalls
         self._cgroups = cgroups
+
+    @property
+    def sys(self) -> Syscalls:
+        if self._sys is None:
+            from oci.syscalls import LinuxSyscalls
+
+            self._sys = LinuxSyscalls()
+        return self._sys
 
     # -- create ----------------------------------------------------------------------------
 
@@ -112,6 +145,8 @@ class Engine:
         connected unix socket fd that receives the pty master (SCM_RIGHTS) when
         ``process.terminal`` is set. Errors: InvalidArgument, ContainerExists, InitError,
         HookError; nothing is left behind on error."""
+        from .process import plan_process
+
         st.check_id(container_id)
         bundle = os.path.abspath(bundle)
         if spec is None:
@@ -160,7 +195,14 @@ class Engine:
                 annotations=spec.annotations,
             )
             pid = self._launch(cfg, linux, spec, state_for_hooks, container_id)
+            mgr = self._cgroup(container_id, linux)
+            freezer = (
+                f"/sys/fs/cgroup/freezer{mgr.path}/freezer.state"
+                if mgr.version == 1
+                else f"/sys/fs/cgroup{mgr.path}/cgroup.events"
+            )
             rec = st.Record(
+                cgroup={"path": str(mgr.path), "version": mgr.version, "freezer": freezer},
                 id=container_id,
                 pid=pid,
                 pid_start=st.proc_start_time(pid) or 0,
@@ -195,6 +237,9 @@ class Engine:
         console_socket: int | None,
         preserve_fds: int,
     ) -> InitConfig:
+        from . import rootfs as rfs
+        from .init import DevicePlan, InitConfig
+
         ns_new = 0
         joins: list[tuple[int, int, str]] = []
         user_ns: str | None = None
@@ -284,6 +329,10 @@ class Engine:
         cgroup_join: object | None = None,
     ) -> int:
         """Fork stage-1, walk the sync protocol, return the container process's pid."""
+        from . import hooks as hooks_mod
+        from . import sync
+        from .init import stage1
+
         psock, csock = sync.pair()
         pid1 = os.fork()
         if pid1 == 0:  # stage-1: never returns
@@ -326,7 +375,7 @@ class Engine:
                             hooks_mod.run_hooks("createRuntime", hooks.create_runtime, state_json)
                     sync.send(psock, "hooks_ok", state=state_json)
                 elif t == "warn":
-                    log.warning("container %s: %s", container_id, msg.get("msg"))
+                    _log().warning("container %s: %s", container_id, msg.get("msg"))
                 elif t == "ready":
                     if not init_pid:
                         ready = True
@@ -373,8 +422,11 @@ class Engine:
         finally:
             os.close(fd)
         os.unlink(fifo)
-        spec = _spec_of(rec)
-        if spec.hooks and spec.hooks.poststart:
+        if (rec.config.get("hooks") or {}).get("poststart"):
+            from . import hooks as hooks_mod
+
+            spec = _spec_of(rec)
+            assert spec.hooks is not None
             state_json = ocispec.State(
                 id=rec.id,
                 status=ocispec.Status.RUNNING,
@@ -396,6 +448,9 @@ class Engine:
     ) -> Launched:
         """Start ``process`` inside a created/running container (setns into its namespaces and
         its cgroup). Blocks until the process is about to exec; returns its pid."""
+        from .init import InitConfig
+        from .process import plan_process
+
         rec = st.load(self.root, container_id)
         status = self.status(rec)
         if status not in ("created", "running"):
@@ -469,17 +524,20 @@ class Engine:
             raise InvalidState(
                 f"cannot delete container {container_id} that is not stopped: {status}"
             )
-        spec = _spec_of(rec)
-        linux = spec.linux or ocispec.Linux()
+        rec.config.get("linux") or {}
         if status != "stopped":
             if status == "paused":
-                self._cgroup_thaw(container_id, linux)
+                self._cgroup_thaw(container_id, _linux_of(rec))
             for pid in [rec.pid, *self.pids(container_id)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             _kill_and_wait(rec.pid)
-        self._cgroup_destroy(container_id, linux)
-        if spec.hooks and spec.hooks.poststop:
+        self._cgroup_destroy(container_id, _linux_of(rec))
+        if (rec.config.get("hooks") or {}).get("poststop"):
+            from . import hooks as hooks_mod
+
+            spec = _spec_of(rec)
+            assert spec.hooks is not None
             state_json = ocispec.State(
                 id=rec.id,
                 status=ocispec.Status.STOPPED,
@@ -497,7 +555,7 @@ class Engine:
             return "stopped"
         if os.path.exists(os.path.join(st.state_dir(self.root, rec.id), st.FIFO)):
             return "created"
-        if self._cgroup_frozen(rec.id, _spec_of(rec).linux):
+        if _frozen(rec):
             return "paused"
         return "running"
 
@@ -532,7 +590,7 @@ class Engine:
     def pids(self, container_id: str) -> list[int]:
         """Pids of every process of the container (its cgroup, or the init alone)."""
         rec = st.load(self.root, container_id)
-        pids = self._cgroup_pids(container_id, _spec_of(rec).linux)
+        pids = self._cgroup_pids(container_id, _linux_of(rec))
         if pids is None:
             return [rec.pid] if st.alive(rec) else []
         return pids
@@ -545,7 +603,7 @@ class Engine:
         if status not in ("running", "created"):
             raise InvalidState(f"container not running (status: {status})")
         with _cgroup_errors("pause"):
-            self._cgroup(rec.id, _spec_of(rec).linux).freeze()
+            self._cgroup(rec.id, _linux_of(rec)).freeze()
 
     def resume(self, container_id: str) -> None:
         rec = st.load(self.root, container_id)
@@ -553,7 +611,7 @@ class Engine:
         if status != "paused":
             raise InvalidState(f"container not paused (status: {status})")
         with _cgroup_errors("resume"):
-            self._cgroup(rec.id, _spec_of(rec).linux).thaw()
+            self._cgroup(rec.id, _linux_of(rec)).thaw()
 
     def update(self, container_id: str, resources: ocispec.LinuxResources) -> None:
         """Apply ``resources`` to the container's cgroup and remember them."""
@@ -561,7 +619,7 @@ class Engine:
         if self.status(rec) == "stopped":
             raise InvalidState("container not running")
         with _cgroup_errors("update"):
-            self._cgroup(rec.id, _spec_of(rec).linux).update(resources)
+            self._cgroup(rec.id, _linux_of(rec)).update(resources)
         linux = rec.config.setdefault("linux", {})
         merged = dict(linux.get("resources") or {})
         merged.update(resources.to_dict())
@@ -574,14 +632,14 @@ class Engine:
 
         rec = st.load(self.root, container_id)
         with _cgroup_errors("stats"):
-            stats = self._cgroup(rec.id, _spec_of(rec).linux).stats()
+            stats = self._cgroup(rec.id, _linux_of(rec)).stats()
         return dataclasses.asdict(stats)
 
     def oom_watcher(self, container_id: str) -> object:
         """An ``oci.cgroups.OomWatcher`` (fileno/read/close) for the container's memory cgroup."""
         rec = st.load(self.root, container_id)
         with _cgroup_errors("oom watch"):
-            return self._cgroup(rec.id, _spec_of(rec).linux).oom_watcher()
+            return self._cgroup(rec.id, _linux_of(rec)).oom_watcher()
 
     # -- cgroups (oci.cgroups) ------------------------------------------------------------------
 
@@ -611,7 +669,7 @@ class Engine:
                     mgr.kill_all()
                 mgr.destroy()
         except Exception as err:  # a leftover cgroup is reported, never fatal for delete
-            log.warning("container %s: remove cgroup %s: %s", container_id, mgr.path, err)
+            _log().warning("container %s: remove cgroup %s: %s", container_id, mgr.path, err)
 
     def _cgroup_thaw(self, container_id: str, linux: ocispec.Linux | None) -> None:
         with contextlib.suppress(Exception):
@@ -680,6 +738,24 @@ def _cgroup_errors(step: str) -> Iterator[None]:
         raise InitError(step, str(err), err.errno or 0) from None
 
 
+def _frozen(rec: st.Record) -> bool:
+    """Read the freezer state file recorded at create (no cgroup manager needed)."""
+    path = rec.cgroup.get("freezer")
+    if not path:
+        return False
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return False
+    return text.strip() == "FROZEN" if path.endswith("freezer.state") else "frozen 1" in text
+
+
+def _linux_of(rec: st.Record) -> ocispec.Linux | None:
+    raw = rec.config.get("linux")
+    return ocispec.decode(ocispec.Linux, raw)[0] if raw else None
+
+
 def _load_spec(path: str) -> ocispec.Spec:
     try:
         return ocispec.load(path)
@@ -734,4 +810,4 @@ def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
         delay = min(delay * 2, 0.02)
 
 
-__all__ = ["Engine", "Launched", "socket"]
+__all__ = ["Engine", "Launched"]

@@ -7,42 +7,68 @@ present → created; cgroup frozen → paused; else running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ContainerNotFound, InvalidArgument
 
-_ID = re.compile(r"^[\w+\-.]+$")
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 FIFO = "exec.fifo"
 STATE = "state.json"
 
 
 def check_id(container_id: str) -> None:
-    if not container_id or not _ID.match(container_id) or container_id in (".", ".."):
+    if not container_id or not _ID_CHARS.issuperset(container_id) or container_id in (".", ".."):
         raise InvalidArgument(f"invalid container id format: {container_id!r}")
 
 
-@dataclass(slots=True)
 class Record:
-    id: str
-    pid: int
-    pid_start: int
-    bundle: str
-    rootfs: str
-    created: str
-    config: dict[str, Any]
-    owner: str = ""
-    cgroup: dict[str, Any] = field(default_factory=dict)
-    namespaces: list[str] = field(default_factory=list)
+    """The persisted facts about one container (plain class: no dataclasses import here)."""
+
+    FIELDS = (
+        "id",
+        "pid",
+        "pid_start",
+        "bundle",
+        "rootfs",
+        "created",
+        "config",
+        "owner",
+        "cgroup",
+        "namespaces",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        pid: int,
+        pid_start: int,
+        bundle: str,
+        rootfs: str,
+        created: str,
+        config: dict[str, Any],
+        owner: str = "",
+        cgroup: dict[str, Any] | None = None,
+        namespaces: list[str] | None = None,
+    ) -> None:
+        self.id = id
+        self.pid = pid
+        self.pid_start = pid_start
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.created = created
+        self.config = config
+        self.owner = owner
+        self.cgroup: dict[str, Any] = cgroup or {}
+        self.namespaces: list[str] = namespaces or []
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps({k: getattr(self, k) for k in self.FIELDS}, separators=(",", ":"))
 
 
 def rfc3339_now() -> str:
@@ -81,7 +107,18 @@ def list_ids(root: str) -> list[str]:
 
 
 def remove(root: str, container_id: str) -> None:
-    shutil.rmtree(state_dir(root, container_id), ignore_errors=True)
+    d = state_dir(root, container_id)
+    for name in (FIFO, STATE, STATE + ".tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(d, name))
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def proc_start_time(pid: int) -> int | None:

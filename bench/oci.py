@@ -1,0 +1,179 @@
+"""Benchmark kata-oci against runc and crun on the same bundle.
+
+    .venv/bin/python bench/oci.py [--iterations N] [--runtimes kata-oci,runc,crun]
+
+Measures, interleaved (one round = every runtime once, in rotating order), the wall time of:
+
+* run    — ``X run`` of a container whose process is ``true`` (create+start+wait+delete)
+* create — ``X create`` (process ``sleep``), the init left waiting for start
+* start  — ``X start``
+* exec   — ``X exec <id> true`` into the running container (returns when ``true`` exits)
+* delete — ``X delete`` of the stopped container (after ``kill KILL``, untimed wait)
+
+and prints the median of each, plus kata-oci's ratio to runc and to crun against the targets
+(every ratio vs runc <= 1.0; run and exec within 1.5x of crun).
+
+Debian's crun 1.8 refuses this machine's hybrid cgroup layout, so the whole benchmark re-runs
+itself in a private mount namespace where the cgroup2 mount at /sys/fs/cgroup/unified is
+unmounted: the three runtimes see the same (v1) layout. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KATA_OCI = [sys.executable, "-I", "-c",
+            f"import sys; sys.path.insert(0, {str(REPO)!r}); from oci.cli import main; "
+            "sys.exit(main())"]
+RUNTIMES = {"kata-oci": KATA_OCI, "runc": ["runc"], "crun": ["crun"]}
+OPS = ("run", "create", "start", "exec", "delete")
+
+
+def _make_bundles(tmp: Path) -> tuple[Path, Path]:
+    from oci.spec import default_spec
+    from tests.support.rootfs import make_busybox_rootfs
+
+    rootfs = make_busybox_rootfs(tmp / "rootfs")
+    bundles = []
+    for name, args in (("true", ["true"]), ("sleep", ["sleep", "100000"])):
+        cfg = default_spec().to_dict()
+        cfg["process"]["terminal"] = False
+        cfg["process"]["args"] = args
+        cfg["root"] = {"path": str(rootfs), "readonly": True}
+        cfg["ociVersion"] = "1.0.2"
+        # The same spec for all three: drop what runc 1.1 / crun 1.8 do not know.
+        cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
+                                      if n["type"] != "cgroup"]
+        d = tmp / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(cfg))
+        bundles.append(d)
+    return bundles[0], bundles[1]
+
+
+def _timed(argv: list[str]) -> float:
+    # stderr goes to a file: a created container inherits it, so a pipe would never see EOF.
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=err, check=False)
+        dt = time.perf_counter() - t
+        if done.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(argv[-3:])}: exit {done.returncode}: "
+                               f"{err.read().decode(errors='replace').strip()}")
+    return dt
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except OSError:
+            return
+        time.sleep(0.001)
+
+
+def one_round(name: str, base: list[str], root: Path, b_true: Path, b_sleep: Path, i: int,
+              tmp: Path) -> dict[str, float]:
+    rt = [*base, "--root", str(root)]
+    cid = f"bench-{name}-{os.getpid()}-{i}"
+    out: dict[str, float] = {}
+    out["run"] = _timed([*rt, "run", "--bundle", str(b_true), cid + "-r"])
+    pid_file = tmp / f"{cid}.pid"
+    out["create"] = _timed([*rt, "create", "--bundle", str(b_sleep), "--pid-file",
+                            str(pid_file), cid])
+    pid = int(pid_file.read_text())
+    out["start"] = _timed([*rt, "start", cid])
+    out["exec"] = _timed([*rt, "exec", cid, "true"])
+    subprocess.run([*rt, "kill", cid, "KILL"], check=True)
+    _wait_gone(pid)
+    out["delete"] = _timed([*rt, "delete", cid])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--runtimes", default="kata-oci,runc,crun")
+    ap.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/oci.py needs root", file=sys.stderr)
+        return 2
+    if not args.in_namespace:
+        # Re-run in a private mount namespace without the cgroup2 mount (for crun 1.8).
+        cmd = ["unshare", "--mount", "--propagation", "private", sys.executable,
+               str(Path(__file__).resolve()), "--in-namespace", *sys.argv[1:]]
+        return subprocess.run(cmd, check=False).returncode
+    if os.path.ismount("/sys/fs/cgroup/unified"):
+        subprocess.run(["umount", "/sys/fs/cgroup/unified"], check=True)
+    names = [n for n in args.runtimes.split(",") if n]
+    for n in names:
+        if n != "kata-oci" and shutil.which(RUNTIMES[n][0]) is None:
+            print(f"{n} not installed", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-up below
+    tmp = Path(tempfile.mkdtemp(prefix="bench-oci-"))
+    os.chmod(tmp, 0o755)
+    results: dict[str, dict[str, list[float]]] = {n: {op: [] for op in OPS} for n in names}
+    try:
+        b_true, b_sleep = _make_bundles(tmp)
+        for n in names:  # warm-up (page cache, first cgroup creation)
+            one_round(n, RUNTIMES[n], tmp / f"root-{n}", b_true, b_sleep, -1, tmp)
+        for i in range(args.iterations):
+            order = names[i % len(names):] + names[:i % len(names)]
+            for n in order:
+                r = one_round(n, RUNTIMES[n], tmp / f"root-{n}", b_true, b_sleep, i, tmp)
+                for op, v in r.items():
+                    results[n][op].append(v)
+    finally:
+        for n in names:
+            root = tmp / f"root-{n}"
+            if root.exists():
+                for cid in os.listdir(root):
+                    subprocess.run([*RUNTIMES[n], "--root", str(root), "delete", "--force",
+                                    cid], capture_output=True, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {n: {op: statistics.median(v) * 1000 for op, v in ops.items()}
+           for n, ops in results.items()}
+    print(f"median wall time in ms over {args.iterations} interleaved rounds "
+          f"({os.cpu_count()} cpus)")
+    print(f"{'op':8}" + "".join(f"{n:>10}" for n in names)
+          + ("  kata/runc" if "runc" in names else "")
+          + ("  kata/crun" if "crun" in names else ""))
+    ok = True
+    for op in OPS:
+        line = f"{op:8}" + "".join(f"{med[n][op]:10.1f}" for n in names)
+        if "kata-oci" in names and "runc" in names:
+            r = med["kata-oci"][op] / med["runc"][op]
+            ok &= r <= 1.0
+            line += f"  {r:9.2f}"
+        if "kata-oci" in names and "crun" in names:
+            r = med["kata-oci"][op] / med["crun"][op]
+            if op in ("run", "exec"):
+                ok &= r <= 1.5
+            line += f"  {r:9.2f}"
+        print(line)
+    print("targets (all vs runc <= 1.0; run, exec vs crun <= 1.5):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
