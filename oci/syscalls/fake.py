@@ -60,6 +60,8 @@ class RecordingSyscalls:
         data: str | None = None,
     ) -> None:
         self._rec("mount", source, target, fstype, flags, data, path=target)
+        if source is None and fstype is None and target in self.mounts:
+            return  # a remount or a propagation change of an existing mount
         self.mounts[target] = (source, fstype, flags, data)
 
     def umount2(self, target: str, flags: int = 0) -> None:
