@@ -14,7 +14,14 @@ from oci import spec as ocispec
 from oci.engine import rootfs as rfs
 from oci.engine import sync
 from oci.engine.errors import InitError, InvalidArgument
-from oci.engine.init import CREATE_STEPS, CREATE_STEPS_NO_MNTNS, EXEC_STEPS, InitConfig, _Ctx
+from oci.engine.init import (
+    CREATE_STEPS,
+    CREATE_STEPS_NO_MNTNS,
+    EXEC_STEPS,
+    InitConfig,
+    _Ctx,
+    _Named,
+)
 from oci.engine.process import find_executable, plan_process, plan_seccomp
 from oci.syscalls import consts as c
 from oci.syscalls.fake import Call, RecordingSyscalls
@@ -218,9 +225,9 @@ def test_failing_mount_names_the_destination(tmp_path: Path) -> None:
     )
     fake = RecordingSyscalls()
     fake.fail("mount", errno.EACCES, target=str(rootfs / "proc"))
-    with pytest.raises(Exception) as info:  # noqa: PT011 - _Named carries the step
+    with pytest.raises(_Named) as info:
         dict(CREATE_STEPS)["mounts"](_ctx(cfg, fake))
-    assert getattr(info.value, "step", "") == "mount /proc"
+    assert info.value.step == "mount /proc"
     assert info.value.err.errno == errno.EACCES
 
 
