@@ -313,6 +313,7 @@ def cmd_create(g: Args, a: Args, *, run: bool = False) -> int:
             pid_file=a.opts.get("pid-file"),
             no_pivot=bool(a.opts.get("no-pivot")),
             preserve_fds=int(a.opts.get("preserve-fds") or 0),
+            new_keyring=not a.opts.get("no-new-keyring"),
         )
     finally:
         if console is not None:

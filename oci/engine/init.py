@@ -81,6 +81,7 @@ class InitConfig:
     preserve_fds: int = 0
     keep_fds: frozenset[int] = field(default_factory=frozenset)
     personality: int | None = None
+    new_keyring: bool = True
 
     @property
     def has_mntns(self) -> bool:
@@ -164,6 +165,17 @@ def _become_root(sys_: Syscalls) -> None:
 
 def _setsid(x: _Ctx) -> None:
     os.setsid()
+
+
+def _session_keyring(x: _Ctx) -> None:
+    """A fresh session keyring per container (runc's default; --no-new-keyring skips it)."""
+    if not x.cfg.new_keyring:
+        return
+    try:
+        x.sys.join_session_keyring(f"_ses.{x.cfg.container_id}")
+    except OSError as err:
+        if err.errno not in (38, 1):  # ENOSYS (no keyrings), EPERM (restricted keyctl)
+            raise
 
 
 def _oom_score_adj(x: _Ctx) -> None:
@@ -403,6 +415,7 @@ class _Named(Exception):
 
 CREATE_STEPS: tuple[Step, ...] = (
     ("setsid", _setsid),
+    ("session keyring", _session_keyring),
     ("oom_score_adj", _oom_score_adj),
     ("umask", _umask_zero),
     ("rootfs propagation", _propagation),

@@ -138,6 +138,7 @@ class Engine:
         pid_file: str | None = None,
         no_pivot: bool = False,
         preserve_fds: int = 0,
+        new_keyring: bool = True,
     ) -> Launched:
         """Create the container; its init waits for ``start``. Blocks until set-up is done.
 
@@ -183,6 +184,7 @@ class Engine:
                 console_socket,
                 preserve_fds,
             )
+            cfg.new_keyring = new_keyring
             fifo = os.path.join(sdir, st.FIFO)
             os.mkfifo(fifo, 0o622)
             fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
