@@ -14,19 +14,23 @@ config file (``load_config``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import config as agent_config
 from agent import log as agent_log
 from agent.config import AgentConfig
 from agent.services import Services
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from agent.rpc.early import Handover
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +106,17 @@ def build_servicers(services: Services) -> dict[str, object]:
     return {"grpc.AgentService": AgentServicer(services), "grpc.Health": HealthServicer()}
 
 
-async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = None) -> int:
+async def serve(
+    config: AgentConfig,
+    *,
+    log_sink: agent_log.LogSink | None = None,
+    handover: Handover | None = None,
+) -> int:
     """Run until SIGTERM/SIGINT (or DestroySandbox). Start-up is two-phase: the listener and
     grpc.Health come up first (Check answers within milliseconds), then the AgentService stack is
     imported off the loop and built; AgentService calls arriving meanwhile wait for it."""
+    import asyncio
+
     from agent import spawn
     from agent.reaper import Reaper, install
     from agent.rpc.dispatch import AGENT_SERVICE, HEALTH_SERVICE, Dispatcher
@@ -128,7 +139,11 @@ async def serve(config: AgentConfig, *, log_sink: agent_log.LogSink | None = Non
     try:
         if config.log.vport and log_sink is not None:
             closers.append(await _serve_log_port(config.log.vport, log_sink))
-        await server.listen(config.server.server_addr)
+        if handover is not None:
+            await server.listen(config.server.server_addr, sock=handover.listener)
+            await server.adopt(handover.connections)
+        else:
+            await server.listen(config.server.server_addr)
         await asyncio.to_thread(_preload)  # the import-heavy part, while Check already answers
 
         services = build_services(config)
@@ -186,6 +201,7 @@ def _preload() -> None:
 
 async def _serve_log_port(port: int, sink: agent_log.LogSink) -> Callable[[], Any]:
     """agent.log_vport: logs go to the connection accepted on this vsock port (the latest one)."""
+    import asyncio
     import socket
 
     loop = asyncio.get_running_loop()
@@ -220,14 +236,60 @@ def _loop_factory(config: AgentConfig) -> Callable[[], asyncio.AbstractEventLoop
 
 
 def run(config: AgentConfig) -> int:
-    """Run the agent until SIGTERM/SIGINT; returns the exit status."""
+    """Run the agent until SIGTERM/SIGINT; returns the exit status.
+
+    Phase 0 (``agent.rpc.early``): bind the listener and answer Health.Check on it while a worker
+    thread imports asyncio and the RPC server; phase 1: the asyncio server takes the listener and
+    the connections over; phase 2 (``serve``): the AgentService stack."""
     sink = agent_log.setup(config.log.level, stream=None if config.log.vport else sys.stdout)
+    try:
+        handover = _phase0(config)
+    except OSError as err:
+        log.critical(
+            "cannot listen", extra={"address": config.server.server_addr, "error": str(err)}
+        )
+        print(f"kata-agent: listen on {config.server.server_addr}: {err}", file=sys.stderr)
+        return 1
+    import asyncio
+
     with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
         try:
-            return runner.run(serve(config, log_sink=sink))
+            return runner.run(serve(config, log_sink=sink, handover=handover))
         except KeyboardInterrupt:
             return 130
         except Exception as err:
             log.critical("agent failed", exc_info=True, extra={"error": str(err)})
             print(f"kata-agent: {err}", file=sys.stderr)
             return 1
+
+
+def _phase0(config: AgentConfig) -> Handover | None:
+    import threading
+
+    from agent.rpc import early
+
+    listener = early.bind(config.server.server_addr)
+    if listener is None:
+        return None
+    imported = threading.Event()
+
+    def import_phase1() -> None:
+        try:
+            import asyncio  # noqa: F401
+
+            import agent.reaper
+            import agent.rpc.health_servicer
+            import agent.rpc.server
+            import agent.rpc.transport
+            import agent.spawn  # noqa: F401
+
+            _loop_factory(config)  # imports uvloop
+        except Exception:  # the main thread imports them again and reports properly
+            pass
+        finally:
+            imported.set()
+
+    threading.Thread(target=import_phase1, name="phase1-imports", daemon=True).start()
+    handover = early.EarlyServer(listener).serve(imported)
+    log.debug("phase 0 done", extra={"early_checks": handover.answered})
+    return handover

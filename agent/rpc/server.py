@@ -31,8 +31,9 @@ import asyncio
 import functools
 import logging
 import select
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -40,6 +41,7 @@ from google.protobuf.message import DecodeError, Message
 from agent import log as agent_log
 from agent.rpc import framing
 from agent.rpc.dispatch import Dispatcher, Method
+from agent.rpc.early import EarlyConnection
 from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
 from agent.rpc.status import Code, RpcError, to_status
@@ -346,12 +348,30 @@ class TtrpcServer:
 
         return make
 
-    async def listen(self, address: str) -> None:
+    async def listen(self, address: str, *, sock: socket.socket | None = None) -> None:
         from agent.rpc.transport import listen
 
-        listener = await listen(address, self.protocol_factory)
+        listener = await listen(address, self.protocol_factory, sock=sock)
         self._listeners.append(listener)
         log.info("ttrpc server listening", extra={"address": address})
+
+    async def adopt(self, connections: Iterable[EarlyConnection]) -> None:
+        """Take over connections accepted in start-up phase 0 (``agent.rpc.early``): the replies
+        not written yet go out first, then the input not parsed there is fed to the protocol."""
+        from agent.rpc.transport import FdTransport
+
+        loop = asyncio.get_running_loop()
+        for conn in connections:
+            factory = self.protocol_factory("early")
+            if conn.sock.family == socket.AF_UNIX:
+                transport, protocol = await loop.connect_accepted_socket(factory, conn.sock)
+            else:
+                protocol = factory()
+                transport = FdTransport(conn.sock.detach(), protocol, is_socket=True)
+            if conn.outbuf:
+                transport.write(bytes(conn.outbuf))
+            if conn.inbuf:
+                protocol.data_received(bytes(conn.inbuf))
 
     async def close(self) -> None:
         for listener in self._listeners:

@@ -64,32 +64,39 @@ def parse_address(address: str) -> tuple[str, Any]:
     raise ValueError(f"invalid address {address!r}: unknown scheme {scheme!r}")
 
 
-async def listen(address: str, factory_maker: ProtocolFactoryMaker) -> Listener:
+async def listen(
+    address: str, factory_maker: ProtocolFactoryMaker, *, sock: socket.socket | None = None
+) -> Listener:
+    """Serve ``address``; ``sock`` is a listening socket bound already (start-up phase 0)."""
     scheme, target = parse_address(address)
     loop = asyncio.get_running_loop()
     if scheme == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            if not target.startswith("\0"):
-                _remove_stale_socket(target)
-            sock.bind(target)
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                if not target.startswith("\0"):
+                    _remove_stale_socket(target)
+                sock.bind(target)
+                sock.listen(128)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
         server = await loop.create_unix_server(factory_maker(address), sock=sock)
         return _AsyncioServer(server, target if not target.startswith("\0") else None)
     if scheme == "vsock":
-        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-        try:
-            sock.bind(target)
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        if sock is None:
+            sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+            try:
+                sock.bind(target)
+                sock.listen(128)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
         return _AcceptLoop(sock, factory_maker, address)
+    if sock is not None:
+        raise ValueError(f"{address}: a serial port cannot take a pre-bound socket")
     serial = _SerialPort(target, factory_maker(address))
     serial.start()
     return serial

@@ -1,0 +1,212 @@
+"""Phase 0 of start-up: answer Health.Check before asyncio and protobuf are even imported.
+
+The host's first call is a Health.Check, repeated until it succeeds; importing asyncio, uvloop and
+the protobuf runtime costs a Python process most of its start-up. So ``agent.app.run`` binds the
+listening socket first and, while a worker thread imports the phase-1 modules, serves it with this
+small ``selectors`` loop on the main thread, which only knows how to answer a plain
+``grpc.Health/Check`` request (its reply is a constant). Anything else ends early service of that
+connection: the bytes stay buffered, and once the imports are done every accepted connection is
+handed to the asyncio server (``Handover``) with its unparsed input and any reply not yet written,
+so no request is lost or answered twice.
+
+Only stream listeners (``unix://``, ``vsock://``) take part; a serial port is opened by the asyncio
+server as before. This module imports only the standard library's light parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import stat
+import struct
+import threading
+from dataclasses import dataclass, field
+
+HEADER = struct.Struct(">IIBB")
+MAX_MESSAGE = 4 << 20
+TYPE_REQUEST = 1
+TYPE_RESPONSE = 2
+# ttrpc.Response{status: {}, payload: HealthCheckResponse{status: SERVING}}
+_CHECK_REPLY_BODY = b"\x0a\x00\x12\x02\x08\x01"
+VMADDR_CID_ANY = 0xFFFFFFFF
+
+
+@dataclass
+class EarlyConnection:
+    sock: socket.socket
+    inbuf: bytearray = field(default_factory=bytearray)
+    outbuf: bytearray = field(default_factory=bytearray)
+    early: bool = True  # still parsed here; False once a request needs the real server
+    answered: int = 0
+
+
+@dataclass
+class Handover:
+    """What phase 0 hands to the asyncio server."""
+
+    listener: socket.socket
+    connections: list[EarlyConnection]
+    answered: int
+
+
+def bind(address: str) -> socket.socket | None:
+    """A listening socket for ``address``, or None when phase 0 does not apply (serial)."""
+    scheme, _, rest = address.partition("://")
+    if scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = "\0" + rest[1:] if rest.startswith("@") else rest
+        try:
+            if not target.startswith("\0"):
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISSOCK(os.stat(target).st_mode):
+                        os.unlink(target)  # a stale socket of an earlier run
+            sock.bind(target)
+        except OSError:
+            sock.close()
+            raise
+    elif scheme == "vsock":
+        cid_s, _, port_s = rest.partition(":")
+        cid = int(cid_s)
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        try:
+            sock.bind((VMADDR_CID_ANY if cid == -1 else cid, int(port_s)))
+        except OSError:
+            sock.close()
+            raise
+    else:
+        return None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < end:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            break
+    raise ValueError("bad varint")
+
+
+def is_plain_check(body: bytes | bytearray) -> bool:
+    """True for a ttrpc.Request whose service is grpc.Health and method Check (any payload,
+    deadline or metadata: Check ignores them)."""
+    service = method = None
+    pos, end = 0, len(body)
+    try:
+        while pos < end:
+            key, pos = _varint(body, pos, end)
+            field_no, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _varint(body, pos, end)
+            elif wire == 2:
+                length, pos = _varint(body, pos, end)
+                if pos + length > end:
+                    return False
+                if field_no == 1:
+                    service = bytes(body[pos : pos + length])
+                elif field_no == 2:
+                    method = bytes(body[pos : pos + length])
+                pos += length
+            else:
+                return False
+    except ValueError:
+        return False
+    return service == b"grpc.Health" and method == b"Check"
+
+
+class EarlyServer:
+    """Serves Health.Check on ``listener`` until ``until`` is set (see the module docstring)."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.connections: list[EarlyConnection] = []
+        self.answered = 0
+
+    def serve(self, until: threading.Event, *, poll: float = 0.002) -> Handover:
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, None)
+        try:
+            while not until.is_set():
+                for key, _ in sel.select(timeout=poll):
+                    if key.data is None:
+                        self._accept(sel)
+                    else:
+                        self._read(sel, key.data)
+        finally:
+            sel.close()
+        return Handover(
+            self.listener, [c for c in self.connections if c.sock.fileno() >= 0], self.answered
+        )
+
+    def _accept(self, sel: selectors.BaseSelector) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # EMFILE and friends: the asyncio server will accept it later
+            conn.setblocking(False)
+            entry = EarlyConnection(conn)
+            self.connections.append(entry)
+            sel.register(conn, selectors.EVENT_READ, entry)
+
+    def _read(self, sel: selectors.BaseSelector, conn: EarlyConnection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(conn.sock)
+            conn.sock.close()
+            return
+        conn.inbuf += data
+        if not conn.early:
+            return
+        self._answer(conn)
+        if not conn.early:
+            sel.unregister(conn.sock)  # keep buffering nothing more: the kernel buffers for us
+
+    def _answer(self, conn: EarlyConnection) -> None:
+        buf = conn.inbuf
+        while len(buf) >= HEADER.size:
+            length, sid, typ, flags = HEADER.unpack_from(buf)
+            if length > MAX_MESSAGE or len(buf) < HEADER.size + length:
+                if length > MAX_MESSAGE:
+                    conn.early = False
+                return
+            body = buf[HEADER.size : HEADER.size + length]
+            if typ != TYPE_REQUEST or flags or sid % 2 == 0 or not is_plain_check(body):
+                conn.early = False
+                return
+            del buf[: HEADER.size + length]
+            conn.answered += 1
+            self.answered += 1
+            self._send(
+                conn, HEADER.pack(len(_CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0) + _CHECK_REPLY_BODY
+            )
+
+    @staticmethod
+    def _send(conn: EarlyConnection, frame: bytes) -> None:
+        if conn.outbuf:
+            conn.outbuf += frame
+            return
+        try:
+            sent = conn.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return  # the peer is gone; the asyncio side will see it too
+        if sent < len(frame):
+            conn.outbuf += frame[sent:]
