@@ -121,3 +121,39 @@ def test_spec_and_features(bundle: Bundle, tmp_path: Path) -> None:
     assert "ociVersionMax" in feats
     assert "mount" in feats["linux"]["namespaces"]
     assert feats["linux"]["seccomp"]["enabled"] is True
+
+
+def test_events_reports_oom(bundle: Bundle, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.root.oci.harness import KATA_OCI
+
+    cid = bundle.new_id()
+    bundle.config["process"]["args"] = [
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 1000",
+    ]
+    bundle.config["linux"]["resources"]["memory"] = {"limit": 16 << 20, "swap": 16 << 20}
+    bundle.write(cid)
+    assert bundle.kata_oci("create", "--bundle", str(bundle.path), cid).returncode == 0
+    out = tmp_path / "events.out"
+    with open(out, "w") as f:
+        ev = subprocess.Popen(
+            [*KATA_OCI, "--root", str(bundle.root), "events", "--interval", "60s", cid],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(0.5)  # let events open its OOM watcher (it has no readiness signal)
+        assert bundle.kata_oci("start", cid).returncode == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and '"oom"' not in out.read_text():
+            time.sleep(0.1)
+        text = out.read_text()
+        assert '"type": "oom"' in text, text
+    finally:
+        ev.kill()
+        ev.wait()
+        bundle.kata_oci("delete", "--force", cid)
+    bundle.assert_clean(cid)
