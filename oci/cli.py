@@ -389,7 +389,8 @@ def cmd_exec(g: Args, a: Args) -> int:
     cid = a.pos[0]
     eng = _engine(g)
     rec = eng.record(cid)
-    base = ocispec.decode(ocispec.Spec, rec.config)[0].process
+    raw_proc = rec.config.get("process")
+    base = ocispec.decode(ocispec.Process, raw_proc)[0] if raw_proc else None
     if a.opts.get("process"):
         try:
             with open(a.opts["process"]) as f:

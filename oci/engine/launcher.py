@@ -324,7 +324,7 @@ class Engine:
     def _launch(
         self,
         cfg: InitConfig,
-        linux: ocispec.Linux,
+        linux: ocispec.Linux | str | None,
         spec: ocispec.Spec | None,
         hook_state: ocispec.State | None,
         container_id: str,
@@ -355,6 +355,8 @@ class Engine:
                     raise sync.error_from(msg)
                 if t == "idmap":
                     step = "write uid/gid maps"
+                    if linux is None or isinstance(linux, str):
+                        raise InitError(step, "protocol error: id maps requested by an exec")
                     _write_id_maps(pid1, linux)
                     sync.send(psock, "idmap_ok")
                 elif t == "pid":
@@ -419,12 +421,19 @@ class Engine:
             if err.errno == errno.ENXIO:
                 raise InvalidState("cannot start a container that has stopped") from None
             raise
+        has_poststart = bool((rec.config.get("hooks") or {}).get("poststart"))
+        before = _exe_of(rec.pid) if has_poststart else None
         try:
             os.write(fd, b"0")
         finally:
             os.close(fd)
         os.unlink(fifo)
-        if (rec.config.get("hooks") or {}).get("poststart"):
+        if has_poststart:
+            # poststart runs after the user process has started: wait for the init's execve
+            # (it runs startContainer hooks first).
+            deadline = time.monotonic() + 30
+            while _exe_of(rec.pid) == before and time.monotonic() < deadline:
+                time.sleep(0.001)
             from . import hooks as hooks_mod
 
             spec = _spec_of(rec)
@@ -457,13 +466,21 @@ class Engine:
         status = self.status(rec)
         if status not in ("created", "running"):
             raise InvalidState(f"cannot exec in a {status} container")
-        spec = _spec_of(rec)
-        linux = spec.linux or ocispec.Linux()
-        if process.capabilities is None and spec.process is not None:
+        # Decode only what exec needs from the stored config (the seccomp profile, the init's
+        # capabilities): the full spec costs milliseconds.
+        raw_linux = rec.config.get("linux") or {}
+        raw_caps = (rec.config.get("process") or {}).get("capabilities")
+        seccomp = (
+            ocispec.decode(ocispec.LinuxSeccomp, raw_linux["seccomp"])[0]
+            if raw_linux.get("seccomp")
+            else None
+        )
+        if process.capabilities is None and raw_caps:
             import dataclasses
 
-            process = dataclasses.replace(process, capabilities=spec.process.capabilities)
-        plan = plan_process(process, linux.seccomp)
+            caps = ocispec.decode(ocispec.LinuxCapabilities, raw_caps)[0]
+            process = dataclasses.replace(process, capabilities=caps)
+        plan = plan_process(process, seccomp)
         opened: list[int] = []
         try:
             joins: list[tuple[int, int, str]] = []
@@ -493,7 +510,7 @@ class Engine:
                 preserve_fds=preserve_fds,
                 keep_fds=frozenset(fd for fd in (console_socket,) if fd is not None),
             )
-            pid = self._launch(cfg, linux, None, None, container_id)
+            pid = self._launch(cfg, _cgroups_path(rec), None, None, container_id)
             if pid_file:
                 _write_pid_file(pid_file, pid)
             return Launched(pid)
@@ -529,12 +546,12 @@ class Engine:
         rec.config.get("linux") or {}
         if status != "stopped":
             if status == "paused":
-                self._cgroup_thaw(container_id, _linux_of(rec))
+                self._cgroup_thaw(container_id, _cgroups_path(rec))
             for pid in [rec.pid, *self.pids(container_id)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             _kill_and_wait(rec.pid)
-        self._cgroup_destroy(container_id, _linux_of(rec))
+        self._cgroup_destroy(container_id, _cgroups_path(rec))
         if (rec.config.get("hooks") or {}).get("poststop"):
             from . import hooks as hooks_mod
 
@@ -592,7 +609,7 @@ class Engine:
     def pids(self, container_id: str) -> list[int]:
         """Pids of every process of the container (its cgroup, or the init alone)."""
         rec = st.load(self.root, container_id)
-        pids = self._cgroup_pids(container_id, _linux_of(rec))
+        pids = self._cgroup_pids(container_id, _cgroups_path(rec))
         if pids is None:
             return [rec.pid] if st.alive(rec) else []
         return pids
@@ -605,7 +622,7 @@ class Engine:
         if status not in ("running", "created"):
             raise InvalidState(f"container not running (status: {status})")
         with _cgroup_errors("pause"):
-            self._cgroup(rec.id, _linux_of(rec)).freeze()
+            self._cgroup(rec.id, _cgroups_path(rec)).freeze()
 
     def resume(self, container_id: str) -> None:
         rec = st.load(self.root, container_id)
@@ -613,7 +630,7 @@ class Engine:
         if status != "paused":
             raise InvalidState(f"container not paused (status: {status})")
         with _cgroup_errors("resume"):
-            self._cgroup(rec.id, _linux_of(rec)).thaw()
+            self._cgroup(rec.id, _cgroups_path(rec)).thaw()
 
     def update(self, container_id: str, resources: ocispec.LinuxResources) -> None:
         """Apply ``resources`` to the container's cgroup and remember them."""
@@ -621,7 +638,7 @@ class Engine:
         if self.status(rec) == "stopped":
             raise InvalidState("container not running")
         with _cgroup_errors("update"):
-            self._cgroup(rec.id, _linux_of(rec)).update(resources)
+            self._cgroup(rec.id, _cgroups_path(rec)).update(resources)
         linux = rec.config.setdefault("linux", {})
         merged = dict(linux.get("resources") or {})
         merged.update(resources.to_dict())
@@ -634,36 +651,39 @@ class Engine:
 
         rec = st.load(self.root, container_id)
         with _cgroup_errors("stats"):
-            stats = self._cgroup(rec.id, _linux_of(rec)).stats()
+            stats = self._cgroup(rec.id, _cgroups_path(rec)).stats()
         return dataclasses.asdict(stats)
 
     def oom_watcher(self, container_id: str) -> object:
         """An ``oci.cgroups.OomWatcher`` (fileno/read/close) for the container's memory cgroup."""
         rec = st.load(self.root, container_id)
         with _cgroup_errors("oom watch"):
-            return self._cgroup(rec.id, _linux_of(rec)).oom_watcher()
+            return self._cgroup(rec.id, _cgroups_path(rec)).oom_watcher()
 
     # -- cgroups (oci.cgroups) ------------------------------------------------------------------
 
-    def _cgroup(self, container_id: str, linux: ocispec.Linux | None) -> CgroupManager:
+    def _cgroup(self, container_id: str, linux: ocispec.Linux | str | None) -> CgroupManager:
+        """``linux``: the spec's Linux section, or just its cgroupsPath (a str)."""
         from oci.cgroups import manager_for
 
-        return manager_for(linux.cgroups_path if linux else None, container_id=container_id)
+        path = linux if isinstance(linux, str) else (linux.cgroups_path if linux else None)
+        return manager_for(path, container_id=container_id)
 
     def _cgroup_add(
-        self, container_id: str, pid: int, linux: ocispec.Linux, *, create: bool
+        self, container_id: str, pid: int, linux: ocispec.Linux | str | None, *, create: bool
     ) -> None:
         step = "create cgroup" if create else "join cgroup"
         with _cgroup_errors(step):
             mgr = self._cgroup(container_id, linux)
             if create:
+                assert linux is not None and not isinstance(linux, str)
                 mgr.create()
                 mgr.add_pid(pid)
                 mgr.apply(_with_default_device_rules(linux))
             else:
                 mgr.add_pid(pid)
 
-    def _cgroup_destroy(self, container_id: str, linux: ocispec.Linux | None) -> None:
+    def _cgroup_destroy(self, container_id: str, linux: ocispec.Linux | str | None) -> None:
         mgr = self._cgroup(container_id, linux)
         try:
             if mgr.exists():
@@ -673,18 +693,20 @@ class Engine:
         except Exception as err:  # a leftover cgroup is reported, never fatal for delete
             _log().warning("container %s: remove cgroup %s: %s", container_id, mgr.path, err)
 
-    def _cgroup_thaw(self, container_id: str, linux: ocispec.Linux | None) -> None:
+    def _cgroup_thaw(self, container_id: str, linux: ocispec.Linux | str | None) -> None:
         with contextlib.suppress(Exception):
             self._cgroup(container_id, linux).thaw()
 
-    def _cgroup_frozen(self, container_id: str, linux: ocispec.Linux | None) -> bool:
+    def _cgroup_frozen(self, container_id: str, linux: ocispec.Linux | str | None) -> bool:
         try:
             mgr = self._cgroup(container_id, linux)
             return mgr.can_freeze() and mgr.freezer_state() == "FROZEN"
         except Exception:
             return False
 
-    def _cgroup_pids(self, container_id: str, linux: ocispec.Linux | None) -> list[int] | None:
+    def _cgroup_pids(
+        self, container_id: str, linux: ocispec.Linux | str | None
+    ) -> list[int] | None:
         try:
             return self._cgroup(container_id, linux).pids()
         except Exception:
@@ -753,9 +775,16 @@ def _frozen(rec: st.Record) -> bool:
     return text.strip() == "FROZEN" if path.endswith("freezer.state") else "frozen 1" in text
 
 
-def _linux_of(rec: st.Record) -> ocispec.Linux | None:
-    raw = rec.config.get("linux")
-    return ocispec.decode(ocispec.Linux, raw)[0] if raw else None
+def _exe_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def _cgroups_path(rec: st.Record) -> str | None:
+    path = (rec.config.get("linux") or {}).get("cgroupsPath")
+    return str(path) if path is not None else None
 
 
 def _load_spec(path: str) -> ocispec.Spec:
