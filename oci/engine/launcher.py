@@ -676,7 +676,8 @@ class Engine:
         with _cgroup_errors(step):
             mgr = self._cgroup(container_id, linux)
             if create:
-                assert linux is not None and not isinstance(linux, str)
+                assert linux is not None
+                assert not isinstance(linux, str)
                 mgr.create()
                 mgr.add_pid(pid)
                 mgr.apply(_with_default_device_rules(linux))
