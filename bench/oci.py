@@ -35,9 +35,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-KATA_OCI = [sys.executable, "-I", "-c",
-            f"import sys; sys.path.insert(0, {str(REPO)!r}); from oci.cli import main; "
-            "sys.exit(main())"]
+KATA_OCI = [
+    sys.executable,
+    "-I",
+    "-c",
+    f"import sys; sys.path.insert(0, {str(REPO)!r}); from oci.cli import main; sys.exit(main())",
+]
 RUNTIMES = {"kata-oci": KATA_OCI, "runc": ["runc"], "crun": ["crun"]}
 OPS = ("run", "create", "start", "exec", "delete")
 
@@ -55,8 +58,9 @@ def _make_bundles(tmp: Path) -> tuple[Path, Path]:
         cfg["root"] = {"path": str(rootfs), "readonly": True}
         cfg["ociVersion"] = "1.0.2"
         # The same spec for all three: drop what runc 1.1 / crun 1.8 do not know.
-        cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
-                                      if n["type"] != "cgroup"]
+        cfg["linux"]["namespaces"] = [
+            n for n in cfg["linux"]["namespaces"] if n["type"] != "cgroup"
+        ]
         d = tmp / name
         d.mkdir()
         (d / "config.json").write_text(json.dumps(cfg))
@@ -68,13 +72,16 @@ def _timed(argv: list[str]) -> float:
     # stderr goes to a file: a created container inherits it, so a pipe would never see EOF.
     with tempfile.TemporaryFile() as err:
         t = time.perf_counter()
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=err, check=False)
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, check=False
+        )
         dt = time.perf_counter() - t
         if done.returncode != 0:
             err.seek(0)
-            raise RuntimeError(f"{' '.join(argv[-3:])}: exit {done.returncode}: "
-                               f"{err.read().decode(errors='replace').strip()}")
+            raise RuntimeError(
+                f"{' '.join(argv[-3:])}: exit {done.returncode}: "
+                f"{err.read().decode(errors='replace').strip()}"
+            )
     return dt
 
 
@@ -90,15 +97,17 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
         time.sleep(0.001)
 
 
-def one_round(name: str, base: list[str], root: Path, b_true: Path, b_sleep: Path, i: int,
-              tmp: Path) -> dict[str, float]:
+def one_round(
+    name: str, base: list[str], root: Path, b_true: Path, b_sleep: Path, i: int, tmp: Path
+) -> dict[str, float]:
     rt = [*base, "--root", str(root)]
     cid = f"bench-{name}-{os.getpid()}-{i}"
     out: dict[str, float] = {}
     out["run"] = _timed([*rt, "run", "--bundle", str(b_true), cid + "-r"])
     pid_file = tmp / f"{cid}.pid"
-    out["create"] = _timed([*rt, "create", "--bundle", str(b_sleep), "--pid-file",
-                            str(pid_file), cid])
+    out["create"] = _timed(
+        [*rt, "create", "--bundle", str(b_sleep), "--pid-file", str(pid_file), cid]
+    )
     pid = int(pid_file.read_text())
     out["start"] = _timed([*rt, "start", cid])
     out["exec"] = _timed([*rt, "exec", cid, "true"])
@@ -108,10 +117,81 @@ def one_round(name: str, base: list[str], root: Path, b_true: Path, b_sleep: Pat
     return out
 
 
+def spawner_rounds(b_true: Path, b_sleep: Path, root: Path, n: int) -> dict[str, list[float]]:
+    """The agent's path: requests to a warm spawner (no interpreter start-up per operation).
+    This process plays the agent: it is the subreaper that reaps every container process."""
+    import asyncio
+    import socket
+
+    from oci.engine.spawner import SpawnerClient, spawner_argv
+    from oci.syscalls import consts, libc
+
+    libc.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen(spawner_argv(child.fileno()), pass_fds=[child.fileno()])
+    child.close()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    out: dict[str, list[float]] = {op: [] for op in OPS}
+
+    def reap(pid: int) -> None:
+        while True:
+            w, _ = os.waitpid(-1, 0)
+            if w == pid:
+                return
+
+    async def rounds() -> None:
+        c = SpawnerClient(parent, str(root))
+        stdio = (devnull, devnull, devnull)
+        for i in range(-1, n):
+            cid = f"bench-spawner-{i}"
+            t0 = time.perf_counter()
+            pid = await c.create(cid + "-r", str(b_true), stdio=stdio)
+            await c.start(cid + "-r")
+            reap(pid)
+            await c.delete(cid + "-r")
+            t1 = time.perf_counter()
+            pid = await c.create(cid, str(b_sleep), stdio=stdio)
+            t2 = time.perf_counter()
+            await c.start(cid)
+            t3 = time.perf_counter()
+            from oci.spec import Process
+
+            epid = await c.exec(cid, Process(args=("true",), cwd="/"), stdio=stdio)
+            reap(epid)
+            t4 = time.perf_counter()
+            await c.kill(cid, 9)
+            reap(pid)
+            t5 = time.perf_counter()
+            await c.delete(cid)
+            t6 = time.perf_counter()
+            if i >= 0:
+                for op, v in (
+                    ("run", t1 - t0),
+                    ("create", t2 - t1),
+                    ("start", t3 - t2),
+                    ("exec", t4 - t3),
+                    ("delete", t6 - t5),
+                ):
+                    out[op].append(v)
+
+    try:
+        asyncio.run(rounds())
+    finally:
+        parent.close()
+        proc.wait()
+        os.close(devnull)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--runtimes", default="kata-oci,runc,crun")
+    ap.add_argument(
+        "--no-spawner",
+        action="store_true",
+        help="skip the in-agent path (oci.engine.spawner) measurement",
+    )
     ap.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -119,8 +199,16 @@ def main() -> int:
         return 2
     if not args.in_namespace:
         # Re-run in a private mount namespace without the cgroup2 mount (for crun 1.8).
-        cmd = ["unshare", "--mount", "--propagation", "private", sys.executable,
-               str(Path(__file__).resolve()), "--in-namespace", *sys.argv[1:]]
+        cmd = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--in-namespace",
+            *sys.argv[1:],
+        ]
         return subprocess.run(cmd, check=False).returncode
     if os.path.ismount("/sys/fs/cgroup/unified"):
         subprocess.run(["umount", "/sys/fs/cgroup/unified"], check=True)
@@ -138,40 +226,67 @@ def main() -> int:
         for n in names:  # warm-up (page cache, first cgroup creation)
             one_round(n, RUNTIMES[n], tmp / f"root-{n}", b_true, b_sleep, -1, tmp)
         for i in range(args.iterations):
-            order = names[i % len(names):] + names[:i % len(names)]
+            order = names[i % len(names) :] + names[: i % len(names)]
             for n in order:
                 r = one_round(n, RUNTIMES[n], tmp / f"root-{n}", b_true, b_sleep, i, tmp)
                 for op, v in r.items():
                     results[n][op].append(v)
+        spawner = (
+            None
+            if args.no_spawner
+            else spawner_rounds(b_true, b_sleep, tmp / "root-spawner", args.iterations)
+        )
     finally:
         for n in names:
             root = tmp / f"root-{n}"
             if root.exists():
                 for cid in os.listdir(root):
-                    subprocess.run([*RUNTIMES[n], "--root", str(root), "delete", "--force",
-                                    cid], capture_output=True, check=False)
+                    subprocess.run(
+                        [*RUNTIMES[n], "--root", str(root), "delete", "--force", cid],
+                        capture_output=True,
+                        check=False,
+                    )
         shutil.rmtree(tmp, ignore_errors=True)
-    med = {n: {op: statistics.median(v) * 1000 for op, v in ops.items()}
-           for n, ops in results.items()}
-    print(f"median wall time in ms over {args.iterations} interleaved rounds "
-          f"({os.cpu_count()} cpus)")
-    print(f"{'op':8}" + "".join(f"{n:>10}" for n in names)
-          + ("  kata/runc" if "runc" in names else "")
-          + ("  kata/crun" if "crun" in names else ""))
+    med = {
+        n: {op: statistics.median(v) * 1000 for op, v in ops.items()} for n, ops in results.items()
+    }
+    print(
+        f"median wall time in ms over {args.iterations} interleaved rounds ({os.cpu_count()} cpus)"
+    )
+    print(
+        f"{'op':8}"
+        + "".join(f"{n:>10}" for n in names)
+        + ("  kata/runc" if "runc" in names else "")
+        + ("  kata/crun" if "crun" in names else "")
+    )
     ok = True
     for op in OPS:
         line = f"{op:8}" + "".join(f"{med[n][op]:10.1f}" for n in names)
         if "kata-oci" in names and "runc" in names:
-            r = med["kata-oci"][op] / med["runc"][op]
-            ok &= r <= 1.0
-            line += f"  {r:9.2f}"
+            ratio = med["kata-oci"][op] / med["runc"][op]
+            ok &= ratio <= 1.0
+            line += f"  {ratio:9.2f}"
         if "kata-oci" in names and "crun" in names:
-            r = med["kata-oci"][op] / med["crun"][op]
+            ratio = med["kata-oci"][op] / med["crun"][op]
             if op in ("run", "exec"):
-                ok &= r <= 1.5
-            line += f"  {r:9.2f}"
+                ok &= ratio <= 1.5
+            line += f"  {ratio:9.2f}"
         print(line)
     print("targets (all vs runc <= 1.0; run, exec vs crun <= 1.5):", "met" if ok else "NOT met")
+    if spawner is not None:
+        print(
+            "\nin-agent path: the same operations through oci.engine.spawner (warm, no "
+            "interpreter start-up), median ms"
+        )
+        line = ""
+        for op in OPS:
+            m = statistics.median(spawner[op]) * 1000
+            line += f"{op} {m:.1f}"
+            if "runc" in names:
+                line += f" ({m / med['runc'][op]:.2f}x runc"
+                line += f", {m / med['crun'][op]:.2f}x crun)" if "crun" in names else ")"
+            line += "; "
+        print(line.rstrip("; "))
     return 0
 
 

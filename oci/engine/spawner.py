@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -79,7 +80,7 @@ def main(fd: int) -> None:
 
 def serve(sock: socket.socket) -> None:
     """Serve requests on ``sock`` until it is closed by the other side."""
-    from .launcher import Engine  # noqa: F401 - warm the imports before the first fork
+    _warm_up()
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     while True:
@@ -101,6 +102,27 @@ def serve(sock: socket.socket) -> None:
             os._exit(code)
         for f in fds:
             os.close(f)
+
+
+def _warm_up() -> None:
+    """Import (and exercise once) everything a worker needs, so each fork starts warm: the
+    engine imports lazily to keep kata-oci's short commands cheap, which is the opposite of
+    what a long-lived spawner wants."""
+    import logging  # noqa: F401
+    import subprocess  # noqa: F401
+
+    import oci.cgroups  # noqa: F401
+    from oci import spec as ocispec
+    from oci.syscalls import libseccomp, linux  # noqa: F401
+
+    from . import hooks, init, launcher, process, rootfs, state, sync  # noqa: F401
+
+    with contextlib.suppress(OSError):
+        libseccomp.resolve_syscall("read")  # loads libseccomp.so.2 once
+    # Decoding builds per-class caches on first use: do it once here.
+    raw = ocispec.default_spec().to_dict()
+    ocispec.decode(ocispec.Spec, raw)
+    ocispec.check(ocispec.decode(ocispec.Spec, raw)[0])
 
 
 def _reap_workers() -> None:
