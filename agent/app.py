@@ -246,21 +246,21 @@ def _loop_factory(config: AgentConfig) -> Callable[[], asyncio.AbstractEventLoop
     return uvloop.new_event_loop
 
 
-def run(config: AgentConfig) -> int:
+def run(config: AgentConfig, *, handover: Handover | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the exit status.
 
-    Phase 0 (``agent.rpc.early``): bind the listener and answer Health.Check on it while a worker
-    thread imports asyncio and the RPC server; phase 1: the asyncio server takes the listener and
-    the connections over; phase 2 (``serve``): the AgentService stack."""
+    ``handover``: phase 0 already done by ``agent.cli``; otherwise it is done here (bind the
+    listener, answer Check while ``import_phase1`` runs in a thread)."""
     sink = agent_log.setup(config.log.level, stream=None if config.log.vport else sys.stdout)
-    try:
-        handover = _phase0(config)
-    except OSError as err:
-        log.critical(
-            "cannot listen", extra={"address": config.server.server_addr, "error": str(err)}
-        )
-        print(f"kata-agent: listen on {config.server.server_addr}: {err}", file=sys.stderr)
-        return 1
+    if handover is None:
+        try:
+            handover = _phase0(config)
+        except OSError as err:
+            log.critical(
+                "cannot listen", extra={"address": config.server.server_addr, "error": str(err)}
+            )
+            print(f"kata-agent: listen on {config.server.server_addr}: {err}", file=sys.stderr)
+            return 1
     import asyncio
 
     with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
@@ -274,6 +274,23 @@ def run(config: AgentConfig) -> int:
             return 1
 
 
+def import_phase1() -> None:
+    """Import what phase 1 needs (asyncio, uvloop, the RPC server); run in a thread in phase 0.
+    Errors are left for the main thread, which imports the same modules and reports them."""
+    try:
+        import asyncio  # noqa: F401
+
+        import uvloop  # noqa: F401
+
+        import agent.reaper
+        import agent.rpc.health_servicer
+        import agent.rpc.server
+        import agent.rpc.transport
+        import agent.spawn  # noqa: F401
+    except Exception:
+        pass
+
+
 def _phase0(config: AgentConfig) -> Handover | None:
     import threading
 
@@ -284,23 +301,13 @@ def _phase0(config: AgentConfig) -> Handover | None:
         return None
     imported = threading.Event()
 
-    def import_phase1() -> None:
+    def work() -> None:
         try:
-            import asyncio  # noqa: F401
-
-            import agent.reaper
-            import agent.rpc.health_servicer
-            import agent.rpc.server
-            import agent.rpc.transport
-            import agent.spawn  # noqa: F401
-
-            _loop_factory(config)  # imports uvloop
-        except Exception:  # the main thread imports them again and reports properly
-            pass
+            import_phase1()
         finally:
             imported.set()
 
-    threading.Thread(target=import_phase1, name="phase1-imports", daemon=True).start()
+    threading.Thread(target=work, name="phase1-imports", daemon=True).start()
     handover = early.EarlyServer(listener).serve(imported)
     log.debug("phase 0 done", extra={"early_checks": handover.answered})
     return handover

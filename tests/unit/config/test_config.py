@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -312,3 +313,66 @@ def test_cli_cmdline_file(tmp_path: Path) -> None:
     assert done.returncode == 2
     expected = 'kata-agent: agent.log: invalid value "bogus": expected one of trace, debug, '
     assert done.stderr.strip() == expected + "info, warn, error, critical"
+
+
+# -- start-up phase 0: the listen address read before the full parse ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "cmdline", "expected"),
+    [
+        ([], {}, "", "vsock://-1:1024"),
+        ([], {}, "quiet agent.server_addr=vsock://-1:2000", "vsock://-1:2000"),
+        (
+            [],
+            {"KATA_AGENT_SERVER_ADDR": "unix:///run/e.sock"},
+            "agent.server_addr=vsock://3:1",
+            "unix:///run/e.sock",
+        ),
+        (["--server-addr", "unix://@a"], {"KATA_AGENT_SERVER_ADDR": "unix:///e"}, "", "unix://@a"),
+        (["--server-addr=unix:///f.sock"], {}, "", "unix:///f.sock"),
+        (["--server-addr", "serial:///dev/virtio-ports/x"], {}, "", None),
+        (["--config", "/etc/a.toml"], {}, "", None),
+        (["-c", "/etc/a.toml"], {}, "", None),
+        (["--help"], {}, "", None),
+        (["--version"], {}, "", None),
+        ([], {}, "agent.config_file=/etc/a.toml", None),
+        (["--server-addr", "tcp://x:1"], {}, "", None),
+    ],
+)
+def test_early_address_matches_the_full_precedence(
+    tmp_path: Path, argv: list[str], env: dict[str, str], cmdline: str, expected: str | None
+) -> None:
+    from agent.cli import early_address
+
+    cmdline_file = tmp_path / "cmdline"
+    cmdline_file.write_text(cmdline + "\n")
+    full_argv = [*argv, "--cmdline-file", str(cmdline_file)]
+    assert early_address(full_argv, env) == expected
+    if expected is not None:  # the full parser must agree, or the early listener is dropped
+        conf, _ = cfg.load(
+            cmdline=cmdline,
+            env=env,
+            read_file=lambda p: "",
+            overrides=(
+                {("server", "server_addr"): argv[-1].partition("=")[2] or argv[-1]}
+                if argv
+                else None
+            ),
+        )
+        assert conf.server.server_addr == expected
+
+
+def test_early_address_without_a_cmdline() -> None:
+    from agent.cli import early_address
+
+    assert early_address(["--cmdline-file", "none"], {}) == "vsock://-1:1024"
+    assert early_address(["--cmdline-file", "/nonexistent"], {}) == "vsock://-1:1024"
+
+
+def test_cli_bad_value_after_early_bind_leaves_no_socket(tmp_path: Path) -> None:
+    sock = Path(f"/tmp/kagcli-{os.getpid()}.sock")
+    done = _cli("--server-addr", f"unix://{sock}", "--log-level", "bogus")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith('kata-agent: --log-level: invalid value "bogus"')
+    assert not sock.exists()
