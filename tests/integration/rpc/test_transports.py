@@ -248,3 +248,24 @@ def test_grpc_serves_the_same_servicers(agent_factory: Factory) -> None:
     with contextlib.suppress(FileNotFoundError):
         gpath.unlink()
     workdir.rmdir()
+
+
+def _without_uvloop(tmp_path: Path) -> str:
+    """A PYTHONPATH under which `import uvloop` fails, as on a machine without it."""
+    blocker = tmp_path / "no-uvloop" / "uvloop"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("uvloop is not installed here")\n')
+    return f"{blocker.parent}:{Path(__file__).resolve().parents[3]}"
+
+
+async def test_runs_on_uvloop_and_falls_back_without_it(
+    agent_factory: Factory, tmp_path: Path
+) -> None:
+    agent = agent_factory()
+    announce = next(r for r in agent.logs() if r.get("msg") == "announce")
+    assert announce["loop"].startswith("uvloop")
+    agent = agent_factory(env={"PYTHONPATH": _without_uvloop(tmp_path)})
+    async with await agent.client() as client:
+        await client.health.Check(health_pb2.CheckRequest(), timeout=10)
+    announce = next(r for r in agent.logs() if r.get("msg") == "announce")
+    assert announce["loop"] == "asyncio.unix_events"
