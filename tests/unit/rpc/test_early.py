@@ -60,7 +60,8 @@ def test_is_plain_check(body: bytes, expected: bool) -> None:
     assert early.is_plain_check(body) is expected
 
 
-def test_phase0_answers_check_then_hands_everything_over() -> None:
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_phase0_answers_check_then_hands_everything_over(loop_name: str) -> None:
     with tempfile.TemporaryDirectory(prefix="kage-", dir="/tmp") as d:
         path = f"{d}/a.sock"
         listener = early.bind(f"unix://{path}")
@@ -122,7 +123,11 @@ def test_phase0_answers_check_then_hands_everything_over() -> None:
             client.close()
             await server.close()
 
-        asyncio.run(phase1())
+        factory = None
+        if loop_name == "uvloop":
+            factory = pytest.importorskip("uvloop").new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(phase1())
         assert not Path(path).exists()  # removed by the asyncio listener's close
 
 
