@@ -31,7 +31,8 @@ class Bundles:
         self._sys = syscalls
 
     def path(self, container_id: str) -> Path:
-        return self.run_dir / container_id
+        """The bundle directory, as mountinfo spells it (symlinks in run_dir resolved)."""
+        return Path(os.path.realpath(self.run_dir)) / container_id
 
     def create(self, container_id: str, root_path: str, spec: Spec) -> Path:
         """Make the bundle: bind-mount ``root_path`` at ``rootfs``, write ``config.json``."""
@@ -65,30 +66,31 @@ class Bundles:
         return bundle
 
     def remove(self, container_id: str) -> None:
-        """Unmount ``rootfs`` (lazily) and delete the bundle; a missing bundle is fine."""
+        """Unmount ``rootfs`` (lazily, with whatever is below it) and delete the bundle; a
+        missing bundle is fine. Anything else mounted in the bundle stops the removal: nothing
+        is ever deleted through a mount. One mountinfo read."""
         bundle = self.path(container_id)
-        rootfs = bundle / "rootfs"
-        for _ in range(8):  # stacked mounts: unmount until it is a plain directory again
-            if not _is_mount_point(rootfs):
-                break
+        rootfs = str(bundle / "rootfs")
+        below = [e.mount_point for e in mountinfo.mounts_below(bundle)]
+        for _ in range(below.count(rootfs)):  # stacked mounts: one detach each
             try:
-                self._sys.umount2(str(rootfs), MNT_DETACH)
+                self._sys.umount2(rootfs, MNT_DETACH)
             except OSError as err:
                 if err.errno in (errno.EINVAL, errno.ENOENT):
                     break
                 raise Internal(
                     f"container {container_id}: unmount {rootfs}: {os.strerror(err.errno or 0)}"
                 ) from err
-        remove_tree(bundle)
+        others = [m for m in below if m != rootfs and not m.startswith(rootfs + "/")]
+        if others:
+            raise Internal(f"container {container_id}: remove {bundle}: {others[0]} is mounted")
+        remove_tree(bundle, check_mounts=False)
 
 
-def _is_mount_point(path: Path) -> bool:
-    return mountinfo.is_mounted(path)
-
-
-def remove_tree(top: Path) -> None:
-    """``rm -rf top`` that never descends into another filesystem (a leftover mount): such a
-    directory is left in place and reported, never emptied."""
+def remove_tree(top: Path, *, check_mounts: bool = True) -> None:
+    """``rm -rf top`` that never deletes through a mount: with ``check_mounts`` a mount below
+    ``top`` stops it first (from mountinfo, which also sees same-filesystem bind mounts), and a
+    directory on another filesystem is never descended into."""
     try:
         top_st = top.lstat()
     except FileNotFoundError:
@@ -96,21 +98,38 @@ def remove_tree(top: Path) -> None:
     if not stat.S_ISDIR(top_st.st_mode):
         top.unlink()
         return
-    left = mountinfo.mounts_below(top)
-    if left:
-        raise Internal(f"remove {top}: {left[0].mount_point} is still mounted")
+    if check_mounts:
+        left = mountinfo.mounts_below(top)
+        if left:
+            raise Internal(f"remove {top}: {left[0].mount_point} is still mounted")
     _remove_dir(str(top), top_st.st_dev)
 
 
-def _remove_dir(path: str, dev: int) -> None:
+def _mount_id(path: str) -> int:
+    """The id of the mount ``path`` is on (``mnt_id`` in /proc/self/fdinfo): unlike ``st_dev``
+    it also tells a bind mount of the same filesystem apart, whatever path spelling is used."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    raise Internal(f"no mnt_id for {path} in /proc/self/fdinfo")
+
+
+def _remove_dir(path: str, dev: int, mnt: int | None = None) -> None:
+    if mnt is None:
+        mnt = _mount_id(path)
     with os.scandir(path) as entries:
         children = list(entries)
     for entry in children:
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            if st.st_dev != dev:
-                raise Internal(f"remove {path}: {entry.path} is still a mount point")
-            _remove_dir(entry.path, dev)
+            if st.st_dev != dev or _mount_id(entry.path) != mnt:
+                raise Internal(f"remove {path}: {entry.path} is a mount point")
+            _remove_dir(entry.path, dev, mnt)
         else:
             os.unlink(entry.path)
     try:
