@@ -12,8 +12,8 @@ BUILD ?= build
 # (or a bzImage) and, if it has modules, KERNEL_MODULES=path/to/lib/modules/<release>.
 KERNEL ?=
 KERNEL_MODULES ?=
-# GUEST_UVLOOP=1 ships uvloop (and the ssl module it imports) in the guest; the default leaves both
-# out and the agent runs on asyncio's own loop (~5 MiB less RSS; see image-build/README.md).
+# GUEST_UVLOOP=1 ships uvloop in the guest; by default it is left out
+# and the agent runs on asyncio's own loop (~2 MiB less RSS; see image-build/README.md).
 export GUEST_UVLOOP
 VM_ARGS ?=
 

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "--with-uvloop",
         action="store_true",
         default=os.environ.get("GUEST_UVLOOP", "") == "1",
-        help="ship uvloop and ssl in the guest (default: off, or GUEST_UVLOOP=1)",
+        help="ship uvloop in the guest (default: off, or GUEST_UVLOOP=1)",
     )
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from (``image-build/``). Its parts, each a named step with its own log under ``b
 
 1. ``python``   Debian's python3.11 (approach A of vm-boot-facts: a trimmed copy of the host's
                 package files: ``/usr/bin/python3.11`` and ``/usr/lib/python3.11`` without tests,
-                tkinter, idlelib, lib2to3, ensurepip, distutils, sqlite, curses, ssl, ...).
+                tkinter, idlelib, lib2to3, ensurepip, distutils, sqlite, curses, ...).
 2. ``wheels``   The agent's pinned dependencies (``requirements-wheels.txt``: protobuf, pyroute2,
                 uvloop as cp311 manylinux wheels, hash-checked) and python-prctl, compiled from its
                 hash-checked sdist with the host's gcc against Debian's python3.11 headers.
@@ -194,13 +194,7 @@ def inputs_key(kernel_key: str, logs: Logs, *, uvloop: bool = False) -> str:
 # -- 1. python ---------------------------------------------------------------------------------
 
 
-#: Left out unless the image ships uvloop (which imports ssl): ssl loads libssl and libcrypto,
-#: ~3 MiB of the agent's RSS; asyncio itself works without ssl (sslproto guards the import).
-SSL_FILES = ("ssl.py",)
-SSL_DYNLOAD = re.compile(r"^(_ssl|_hashlib)\.")
-
-
-def copy_python(root: Path, *, ssl: bool = False) -> None:
+def copy_python(root: Path) -> None:
     if not HOST_PYTHON.is_file() or not HOST_STDLIB.is_dir():
         raise BuildError(f"step python: {HOST_PYTHON} missing (apt-get install python3.11)")
     dest_bin = root / "usr" / "bin"
@@ -213,11 +207,7 @@ def copy_python(root: Path, *, ssl: bool = False) -> None:
         dirs[:] = sorted(d for d in dirs if d not in STDLIB_EXCLUDE_DIRS and d != "tests")
         (dest / rel).mkdir(parents=True, exist_ok=True)
         for name in sorted(files):
-            if rel == Path(".") and (
-                name in STDLIB_EXCLUDE_FILES or (not ssl and name in SSL_FILES)
-            ):
-                continue
-            if rel == Path("lib-dynload") and not ssl and SSL_DYNLOAD.match(name):
+            if rel == Path(".") and name in STDLIB_EXCLUDE_FILES:
                 continue
             if rel == Path("lib-dynload") and DYNLOAD_EXCLUDE.match(name):
                 continue
@@ -596,8 +586,9 @@ def build(
     force: bool = False,
     uvloop: bool = False,
 ) -> Path:
-    """Build the tree. ``uvloop``: ship uvloop (and the ssl it imports); without it the agent
-    runs on asyncio's own loop, ~5 MiB smaller in RSS (see README, "uvloop in the guest")."""
+    """Build the tree. ``uvloop``: ship uvloop; without it the agent runs on asyncio's own loop,
+    ~2 MiB less RSS (image-build/README.md, "uvloop in the guest"). The ssl module stays either
+    way: pyroute2 imports it."""
     kernel_meta = kernel_out / "kernel.json"
     if not kernel_meta.is_file():
         raise BuildError(
@@ -621,7 +612,7 @@ def build(
         base_layout(tmp)
         site.mkdir(parents=True, exist_ok=True)
     with step("python", logs):
-        copy_python(tmp, ssl=uvloop)
+        copy_python(tmp)
     with step("wheels", logs):
         fetch_wheels(cache, site, logs, skip=frozenset() if uvloop else frozenset({"uvloop"}))
     with step("prctl", logs):
@@ -662,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=REPO / "build" / "cache")
     p.add_argument("--logs", type=Path, default=REPO / "build" / "logs")
     p.add_argument("--force", action="store_true")
-    p.add_argument("--with-uvloop", action="store_true", help="ship uvloop (and ssl) in the guest")
+    p.add_argument("--with-uvloop", action="store_true", help="ship uvloop in the guest")
     args = p.parse_args(argv)
     try:
         build(
