@@ -7,9 +7,9 @@ pointed at these files, so all containers of the pod share them (reference doc Â
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +46,7 @@ class SandboxNamespaces:
 
 def _prepare(ns_dir: Path) -> SandboxNamespaces:
     ns_dir.mkdir(parents=True, exist_ok=True)
+    ns_dir = Path(os.path.realpath(ns_dir))  # as mountinfo spells it
     pinned = SandboxNamespaces(ipc=ns_dir / "ipc", uts=ns_dir / "uts")
     for path in (pinned.ipc, pinned.uts):
         if mountinfo.is_mounted(path):
@@ -78,6 +79,10 @@ def release(pinned: SandboxNamespaces, syscalls: Syscalls) -> list[str]:
             except OSError as err:
                 errors.append(f"unmount {path}: {errno.errorcode.get(err.errno or 0, '?')}")
                 break
-        with contextlib.suppress(FileNotFoundError):
+        try:
             path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            errors.append(f"remove {path}: {os.strerror(err.errno or 0)}")
     return errors
