@@ -8,7 +8,7 @@ Synchronous core — ``oci.engine.Engine`` (used by ``kata-oci`` and inside the 
     eng = Engine(root="/run/kata-oci")                 # state dir: <root>/<id>/state.json
     eng.create(cid, bundle, stdio=(0, 1, 2) | None, console_socket=fd | None,
                pid_file=None, no_pivot=False, preserve_fds=0) -> Launched(pid)
-    eng.start(cid)                                     # releases the init (exec.fifo)
+    eng.start(cid)                  # releases the init (exec.fifo); returns once it exec'd
     eng.exec(cid, process: oci.spec.Process, stdio=..., console_socket=...) -> Launched(pid)
     eng.kill(cid, signal.SIGTERM, all_processes=False)
     eng.delete(cid, force=False)                       # processes, cgroup, state, poststop

@@ -141,9 +141,17 @@ def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
             step = "create namespaces"
             sys_.unshare(cfg.ns_new)
         step = "fork the container process"
+        # The container process waits for EOF on this pipe, i.e. until stage-1 has reported its
+        # pid and exited: so "pid" always reaches the parent before any message of stage-2.
+        gate_r, gate_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(gate_w)
+            while os.read(gate_r, 1):
+                pass
+            os.close(gate_r)
             stage2(cfg, sys_, sock)
+        os.close(gate_r)
         sync.send(sock, "pid", pid=pid)
         os._exit(0)
     except BaseException as err:
@@ -504,7 +512,12 @@ def stage2(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
         os._exit(1)
     env = _final_env(cfg.process)
     sync.send(sock, "ready")
-    sock.close()
+    if cfg.mode == "exec":
+        # Keep the socket open, close-on-exec: the parent sees EOF exactly at execve.
+        os.set_inheritable(sock.fileno(), False)
+        sock.detach()
+    else:
+        sock.close()
     if cfg.mode == "create" and cfg.fifo_fd is not None:
         try:
             while True:

@@ -365,7 +365,7 @@ class Engine:
                     reaped = True
                     step = "container init"
                     if ready:
-                        return init_pid
+                        return _after_ready(cfg, psock, init_pid)
                 elif t == "hooks":
                     step = "prestart hooks"
                     state_json = ""
@@ -384,7 +384,7 @@ class Engine:
                     if not init_pid:
                         ready = True
                         continue
-                    return init_pid
+                    return _after_ready(cfg, psock, init_pid)
                 else:
                     raise InitError(step, f"protocol error: unexpected message {t!r}")
         except BaseException as err:
@@ -422,18 +422,20 @@ class Engine:
                 raise InvalidState("cannot start a container that has stopped") from None
             raise
         has_poststart = bool((rec.config.get("hooks") or {}).get("poststart"))
-        before = _exe_of(rec.pid) if has_poststart else None
+        before = _exe_of(rec.pid)
         try:
             os.write(fd, b"0")
         finally:
             os.close(fd)
         os.unlink(fifo)
+        # Return once the init has exec'd the container's program (after its startContainer
+        # hooks), so callers (and poststart hooks) see the workload, not the engine's init.
+        deadline = time.monotonic() + 30
+        delay = 0.0002
+        while _exe_of(rec.pid) == before and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
         if has_poststart:
-            # poststart runs after the user process has started: wait for the init's execve
-            # (it runs startContainer hooks first).
-            deadline = time.monotonic() + 30
-            while _exe_of(rec.pid) == before and time.monotonic() < deadline:
-                time.sleep(0.001)
             from . import hooks as hooks_mod
 
             spec = _spec_of(rec)
@@ -774,6 +776,16 @@ def _frozen(rec: st.Record) -> bool:
     except OSError:
         return False
     return text.strip() == "FROZEN" if path.endswith("freezer.state") else "frozen 1" in text
+
+
+def _after_ready(cfg: InitConfig, psock: Any, pid: int) -> int:
+    """For exec, wait for EOF on the sync socket: the process's end is close-on-exec, so EOF
+    means it has exec'd (or died): the caller sees the program, not the engine's init."""
+    if cfg.mode == "exec":
+        with contextlib.suppress(OSError):
+            while psock.recv(65536):
+                pass
+    return pid
 
 
 def _exe_of(pid: int) -> str | None:
