@@ -243,3 +243,34 @@ async def test_get_oom_event_fails_after_destroy(pod: Pod) -> None:
     await pod.a.DestroySandbox(agent_pb2.DestroySandboxRequest())
     with pytest.raises(RpcError):
         await pending
+
+
+async def test_create_sandbox_with_a_missing_kernel_module(agent_mnt: Any) -> None:
+    async with await agent_mnt.client() as c:
+        bad = agent_pb2.CreateSandboxRequest(
+            hostname="h",
+            kernel_modules=[agent_pb2.KernelModule(name="kag-no-such-module")],
+        )
+        with pytest.raises(RpcError) as info:
+            await c.agent.CreateSandbox(bad)
+        assert info.value.code == Code.INTERNAL
+        assert "load kernel module kag-no-such-module: modprobe exited with status" in (
+            info.value.message
+        )
+        with pytest.raises(RpcError) as info:
+            await c.agent.CreateSandbox(
+                agent_pb2.CreateSandboxRequest(kernel_modules=[agent_pb2.KernelModule(name="")])
+            )
+        assert info.value.code == Code.INVALID_ARGUMENT
+        # a storage that fails after the namespaces were pinned: they are unpinned again
+        with pytest.raises(RpcError) as info:
+            await c.agent.CreateSandbox(
+                agent_pb2.CreateSandboxRequest(
+                    storages=[agent_pb2.Storage(driver="nope", mount_point="/x")]
+                )
+            )
+        assert "Failed to find the storage handler nope" in info.value.message
+        assert agent_mounts(agent_mnt, agent_mnt.sandbox_ns_dir) == []
+        # nothing half-done: the sandbox can be created afterwards
+        await c.agent.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="h"))
+        assert len(agent_mounts(agent_mnt, agent_mnt.sandbox_ns_dir)) == 2
