@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.config import AgentConfig
-from agent.errors import AgentError, Internal, InvalidArgument
+from agent.errors import AgentError, AlreadyExists, Internal, InvalidArgument
 from agent.network import dns
 from agent.sandbox import GuestHooks, Sandbox, SandboxState
 from agent.sandbox import namespaces as sandbox_ns
@@ -89,6 +89,7 @@ class SandboxService:
         self._namespaces: sandbox_ns.SandboxNamespaces | None = None
         self._resolv_bound: Path | None = None
         self.shutdown_requested = asyncio.Event()
+        self._creating = False
 
     @property
     def sandbox(self) -> Sandbox:
@@ -99,6 +100,16 @@ class SandboxService:
     async def create(self, args: CreateSandbox) -> None:
         sandbox = self._sandbox
         sandbox.begin_create()
+        if self._creating:
+            raise AlreadyExists("a CreateSandbox is already in progress")
+        self._creating = True
+        try:
+            await self._create(args)
+        finally:
+            self._creating = False
+
+    async def _create(self, args: CreateSandbox) -> None:
+        sandbox = self._sandbox
         hostname = dns.check_hostname(args.hostname)
         async with contextlib.AsyncExitStack() as undo:
             await asyncio.to_thread(self._make_dirs)

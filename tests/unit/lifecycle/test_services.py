@@ -445,3 +445,14 @@ async def test_create_and_exec_finish_even_if_the_caller_goes_away(world: World)
     assert w.sandbox.get_container("c1").status is ContainerStatus.CREATED
     await w.containers.remove("c1")
     assert w.engine.runtimes["c1"].destroyed
+
+
+async def test_concurrent_create_sandbox(world: World) -> None:
+    results = await asyncio.gather(
+        world.sandbox_svc.create(CreateSandbox(hostname="a")),
+        world.sandbox_svc.create(CreateSandbox(hostname="b")),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], AlreadyExists)
+    assert world.sandbox.hostname == "a"
