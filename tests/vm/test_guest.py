@@ -76,6 +76,16 @@ def test_pid1_prepared_the_guest(guest: Any) -> None:
     assert "localhost" in lines, out
 
 
+def test_pid1_reaps_orphans(guest: Any) -> None:
+    # Each `( ... &)` leaves an orphan that the kernel hands to PID 1, the agent.
+    out = console_run(
+        guest,
+        "for i in 1 2 3 4 5; do (sleep 0.3 &); done; sleep 3;"
+        " echo zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)",
+    )
+    assert "zombies=0" in out, out
+
+
 def test_containers_can_pivot_root_after_the_switch_root(guest: Any) -> None:
     # pivot_root fails with EINVAL while / is the initramfs; pid1 moved it onto a real mount.
     out = console_run(
