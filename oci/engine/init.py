@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
+import select
 import signal
 import socket
 import struct
@@ -114,6 +116,7 @@ Step = tuple[str, Callable[[_Ctx], None]]
 def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
     """Entry point of the forked stage-1 process; never returns."""
     step = "wait for the parent"
+    gc.disable()  # a short-lived fork: never let a collection dirty the inherited pages
     try:
         for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
@@ -521,11 +524,14 @@ def stage2(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
     if cfg.mode == "create" and cfg.fifo_fd is not None:
         try:
             while True:
-                try:
+                ready, _, _ = select.select([cfg.fifo_fd], [], [], 1.0)
+                if ready:
                     if os.read(cfg.fifo_fd, 1):
                         break
-                except InterruptedError:
-                    continue
+                elif os.fstat(cfg.fifo_fd).st_nlink == 0:
+                    # The state dir is gone without a start (the runtime crashed or cleaned
+                    # up): never linger as an orphan.
+                    os._exit(137)
             os.close(cfg.fifo_fd)
             if cfg.hooks_start_container:
                 hooks_mod.run_hooks("startContainer", cfg.hooks_start_container, x.state_json)

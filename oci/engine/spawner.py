@@ -80,7 +80,13 @@ def main(fd: int) -> None:
 
 def serve(sock: socket.socket) -> None:
     """Serve requests on ``sock`` until it is closed by the other side."""
+    import gc
+
     _warm_up()
+    # Workers are short-lived forks: keep the collector away from the imported state so that
+    # neither a collection nor its bookkeeping dirties shared pages (copy-on-write faults).
+    gc.collect()
+    gc.freeze()
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     while True:
@@ -93,6 +99,7 @@ def serve(sock: socket.socket) -> None:
             return
         pid = os.fork()
         if pid == 0:
+            gc.disable()
             sock.close()
             code = 0
             try:
