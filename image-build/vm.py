@@ -526,6 +526,14 @@ def main(argv: list[str] | None = None) -> int:
     state = args.rundir / "vm.json"
     if args.action == "stop":
         return _stop_from_state(state)
+    running = _running_pid(state, "qemu_pid")
+    if running is not None:
+        print(
+            f"error: a VM is already running in {args.rundir} (QEMU pid {running}); "
+            f"stop it first (make vm-stop / vm.py stop --rundir {args.rundir})",
+            file=sys.stderr,
+        )
+        return 1
     try:
         cfg = config_from_args(args)
     except VmError as err:
@@ -580,22 +588,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stop_from_state(state: Path) -> int:
+def _running_pid(state: Path, key: str) -> int | None:
+    """The pid recorded under `key` in vm.json if that process is still QEMU/virtiofsd."""
     try:
-        info = json.loads(state.read_text())
-    except (OSError, ValueError):
+        pid = int(json.loads(state.read_text()).get(key) or 0)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not pid:
+        return None
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return None
+    # A reused pid belongs to something else: never signal it.
+    return pid if cmd.endswith((b"qemu-system-x86_64", b"virtiofsd")) else None
+
+
+def _stop_from_state(state: Path) -> int:
+    if not state.exists():
         print(f"no running VM recorded in {state}")
         return 0
     for key in ("qemu_pid", "virtiofsd_pid"):
-        pid = info.get(key)
-        if not pid:
+        pid = _running_pid(state, key)
+        if pid is None:
             continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if not cmd.endswith((b"qemu-system-x86_64", b"virtiofsd")):
-            continue  # the pid was reused by something else
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     state.unlink()
