@@ -452,10 +452,8 @@ def install_busybox(root: Path, logs: Logs) -> None:
 
 
 def _usrmerged(path: str) -> str:
-    path = path.lstrip("/")
-    for prefix in ("usr/",):
-        path = path.removeprefix(prefix)
-    return path
+    """/usr/bin/x and /bin/x both go to usr/bin/x (the image is usrmerged like Debian 12)."""
+    return path.lstrip("/").removeprefix("usr/")
 
 
 # -- 6. libs -----------------------------------------------------------------------------------
@@ -475,8 +473,8 @@ def install_libs(root: Path, logs: Logs) -> list[str]:
     ]
     elves = [p for p in elves if not p.name.endswith(".ko")]
     wanted: set[str] = set()
+    found = capture("libs", ["/sbin/ldconfig", "-p"], logs)
     for lib in DLOPEN_LIBS:
-        found = capture("libs", ["/sbin/ldconfig", "-p"], logs)
         m = re.search(rf"\s{re.escape(lib)} \(libc6,x86-64\) => (\S+)", found)
         if m is None:
             raise BuildError(
