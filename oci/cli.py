@@ -302,6 +302,13 @@ def cmd_create(g: Args, a: Args, *, run: bool = False) -> int:
     if not os.path.isdir(bundle):
         raise OSError(2, f"chdir {bundle}: no such file or directory")
     detach = bool(a.opts.get("detach"))
+    if not a.opts.get("console-socket") and _wants_terminal(bundle):
+        raise UsageError(
+            "cannot allocate tty if kata-oci will detach without setting console socket"
+            if not run or detach
+            else "process.terminal needs --console-socket (kata-oci does not relay a "
+            "terminal itself)"
+        )
     if run and not detach:
         _set_subreaper()
     console = _connect_console(a.opts.get("console-socket"))
@@ -331,6 +338,16 @@ def cmd_create(g: Args, a: Args, *, run: bool = False) -> int:
     if not a.opts.get("keep"):
         eng.delete(cid, force=True)
     return code
+
+
+def _wants_terminal(bundle: str) -> bool:
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            raw = json.load(f)
+    except (OSError, ValueError):
+        return False  # the engine reports a missing/invalid config.json
+    proc = raw.get("process") if isinstance(raw, dict) else None
+    return isinstance(proc, dict) and proc.get("terminal") is True
 
 
 def cmd_start(g: Args, a: Args) -> int:

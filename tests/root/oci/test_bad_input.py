@@ -227,3 +227,16 @@ def test_failure_inside_init_names_step_path_and_errno(bundle: Bundle) -> None:
     assert "mount /etc/passwd" in r.stderr
     assert "Not a directory" in r.stderr
     _nothing_left(bundle, cid)
+
+
+def test_terminal_without_console_socket(bundle: Bundle) -> None:
+    cid = bundle.new_id()
+    r = bundle.run("true", cid=cid, mutate=_set(["process", "terminal"], True))
+    assert r.returncode == 1
+    assert "--console-socket" in r.stderr
+    bundle.config["process"]["terminal"] = True
+    bundle.write(cid)
+    r = bundle.kata_oci("create", "--bundle", str(bundle.path), cid)
+    assert r.returncode == 1
+    assert "cannot allocate tty if kata-oci will detach without setting console socket" in r.stderr
+    _nothing_left(bundle, cid)
