@@ -35,8 +35,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.vm.conftest import load_image_build  # noqa: E402
-from tests.vm.guest import GUEST_SHARED, GuestAgent, console_run  # noqa: E402
+from tests.vm.guest import (  # noqa: E402
+    GUEST_SHARED,
+    GuestAgent,
+    console_run,
+    load_image_build,
+)
 
 
 def build_times(build: Path) -> tuple[float, float]:

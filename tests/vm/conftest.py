@@ -7,7 +7,6 @@ guest off through DestroySandbox, and a test that needs a fresh VM uses ``boot_g
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,29 +14,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.vm.guest import GuestAgent
+from tests.vm.guest import GuestAgent, load_image_build
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"
-
-
-def load_image_build(name: str) -> ModuleType:
-    """Import image-build/<name>.py (the directory name is not a package name)."""
-    mod_name = f"kata_image_build_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, REPO / "image-build" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import socket
+import sys
 import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 GUEST_SHARED = "/run/kata-containers/shared/containers"
+REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+
+
+def load_image_build(name: str) -> ModuleType:
+    """Import image-build/<name>.py (the directory name is not a package name)."""
+    mod_name = f"kata_image_build_{name}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, REPO / "image-build" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class GuestAgent:

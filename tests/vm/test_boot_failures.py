@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.vm.conftest import load_image_build
+from tests.vm.guest import load_image_build
 
 pytestmark = pytest.mark.vm
 

@@ -14,7 +14,7 @@ import pytest
 
 from rootfs import modules as kmods
 from rootfs.steps import BuildError, Logs, run, step
-from tests.vm.conftest import load_image_build
+from tests.vm.guest import load_image_build
 
 
 def fake_ko(depends: str, extra: bytes = b"") -> bytes:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import load_image_build
+from tests.vm.guest import load_image_build
 
 
 def test_kvm_only_with_vmx_or_svm() -> None:
