@@ -292,6 +292,9 @@ def _console(x: _Ctx) -> None:
             for i, fd in enumerate(x.cfg.stdio):
                 if fd != i:
                     os.dup2(fd, i)
+        if x.cfg.console_fd is not None:  # not needed without a terminal: do not leak it
+            os.close(x.cfg.console_fd)
+            x.cfg.keep_fds = frozenset()
         return
     if x.cfg.console_fd is None:
         if x.cfg.stdio is None:

@@ -153,6 +153,10 @@ def test_exec_process_json_user_env_cwd(bundle: Bundle, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1000", "100", "/home", "y"]
+    # No fd of the engine leaks into an exec'd process: 0-2 and ls's own directory fd.
+    r = bundle.kata_oci("exec", cid, "sh", "-c", "ls /proc/self/fd | wc -l")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "4"
     r = bundle.kata_oci("exec", "-d", "--pid-file", str(tmp_path / "p"), cid, "sleep", "5")
     assert r.returncode == 0, r.stderr
     assert int((tmp_path / "p").read_text()) > 0
