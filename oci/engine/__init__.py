@@ -14,11 +14,15 @@ Synchronous core — ``oci.engine.Engine`` (used by ``kata-oci`` and inside the 
     eng.delete(cid, force=False)                       # processes, cgroup, state, poststop
     eng.state(cid) -> dict (runc state JSON) / eng.containers() / eng.pids(cid)
     eng.pause(cid) / eng.resume(cid) / eng.update(cid, resources) / eng.stats(cid)
+    eng.oom_watcher(cid) -> oci.cgroups.OomWatcher      # fileno()/read()/close()
 
-* Every method blocks until done (create: until the init is ready and waiting for start;
-  exec: until the process is about to execve). Not thread-safe: one call at a time, from a
-  single-threaded process — it forks. **The agent must not call it in its own process**; it
-  uses ``oci.engine.spawner`` (below).
+* Every method blocks until done (create: until the init is set up and waiting for start;
+  start and exec: until the process has exec'd the container's program). Not thread-safe:
+  one call at a time, from a single-threaded process — it forks. **The agent must not call
+  it in its own process**; it uses ``oci.engine.spawner`` (below).
+* Terminal: either ``console_socket`` (runc's way: the init makes the pty inside the
+  container and sends the master over it) or a pty slave made by the caller passed as
+  ``stdio`` with ``process.terminal`` set (the agent's way: it keeps the master).
 * Pids are in the caller's PID namespace. The container process is NOT a child of the engine:
   stage-1 forks it and exits, so the kernel reparents it to the nearest subreaper. The caller
   must be PID 1 or a child subreaper (``PR_SET_CHILD_SUBREAPER``) and reap it itself
@@ -34,18 +38,22 @@ Synchronous core — ``oci.engine.Engine`` (used by ``kata-oci`` and inside the 
 
 For the agent (asyncio, never forks) — ``oci.engine.spawner``::
 
-    argv = spawner.spawner_argv(fd)     # start ONCE at agent start-up via agent.spawn, with
-                                        # child fd 3 = one end of socket.socketpair(AF_UNIX,
-                                        # SOCK_SEQPACKET); keep the other end
-    client = spawner.SpawnerClient(sock)             # asyncio; one request at a time per call
-    r = await client.create(cid, bundle, root, stdio=(in, out, err) | None, terminal=...)
-        -> Created(pid, console_fd | None)           # console_fd: the pty master (caller owns)
-    await client.start(cid, root); await client.exec(cid, root, process, stdio=..)
-    await client.kill(...); await client.delete(...); await client.state(...) ...
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    argv = spawner.spawner_argv(3)      # start ONCE at agent start-up via agent.spawn with
+                                        # child fd 3 = child end; keep ``parent``
+    client = spawner.SpawnerClient(parent, root=state_root)   # asyncio, many tasks at once
+    pid = await client.create(cid, bundle, stdio=(in, out, err) | None, no_pivot=False)
+    await client.start(cid)
+    pid = await client.exec(cid, process: oci.spec.Process, stdio=(in, out, err) | None)
+    await client.kill(cid, sig, all_processes=False); await client.delete(cid, force=False)
+    await client.state(cid) / pids(cid) / pause(cid) / resume(cid) / update(cid, res) /
+    stats(cid)
 
-  Each request is served by a worker the spawner forks (~1-2 ms): it runs ``Engine`` and
-  replies with pids and fds (SCM_RIGHTS). Container processes get reparented to the agent
-  (it is PID 1/subreaper), never to the spawner; the spawner only reaps its own workers.
+  Each request is served by a worker the spawner forks (~1-3 ms): it runs ``Engine`` and
+  replies (the caller's stdio fds travel to it with SCM_RIGHTS; the caller closes its copies
+  of the child ends afterwards). Requests run concurrently. Container processes get
+  reparented to the agent (PID 1/subreaper), never to the spawner or a worker; the spawner
+  only reaps its own workers. It exits when ``parent`` is closed.
 """
 
 from .errors import (
