@@ -348,10 +348,20 @@ def test_cgroup_resources_applied(bundle: Bundle) -> None:
             {"memory": {"limit": 64 << 20}, "pids": {"limit": 42}, "cpu": {"shares": 512}}
         )
 
-    r = bundle.run("sh", "-c", "cat /proc/self/cgroup", cid=cid, mutate=mutate)
+    script = (
+        "cat /proc/self/cgroup; echo ==; "
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
+        "/sys/fs/cgroup/cpu/cpu.shares; touch /sys/fs/cgroup/pids/x 2>/dev/null || "
+        "echo RO"
+    )
+    r = bundle.run("sh", "-c", script, cid=cid, mutate=mutate)
     assert r.returncode == 0, r.stderr
-    assert "/" in r.stdout  # the cgroup namespace hides the host path
-    assert f"{bundle.cgroup_parent}/{cid}" not in r.stdout
+    own, _, limits = r.stdout.partition("==\n")
+    # The cgroup namespace hides the host path: the container's cgroup is its root.
+    assert f"{bundle.cgroup_parent}/{cid}" not in own
+    assert ":pids:/\n" in own
+    # The cgroup mount shows the container's own limits, read-only.
+    assert limits.split() == [str(64 << 20), "42", "512", "RO"]
     bundle.assert_clean(cid)
 
 
