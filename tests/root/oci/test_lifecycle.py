@@ -166,15 +166,16 @@ def test_exec_process_json_user_env_cwd(bundle: Bundle, tmp_path: Path) -> None:
 
 def test_kill_signal_reaches_init(bundle: Bundle) -> None:
     cid = bundle.new_id()
-    bundle.config["process"]["args"] = [
-        "sh",
-        "-c",
-        "trap 'exit 42' TERM; while :; do sleep 0.1; done",
-    ]
+    ready = bundle.rootfs / "tmp" / "trap-ready"
+    script = "trap 'exit 42' TERM; touch /tmp/trap-ready; while :; do sleep 0.1; done"
+    bundle.config["process"]["args"] = ["sh", "-c", script]
     bundle.write(cid)
     assert bundle.kata_oci("run", "-d", "--bundle", str(bundle.path), cid).returncode == 0
     pid = json.loads(bundle.kata_oci("state", cid).stdout)["pid"]
-    time.sleep(0.3)  # let sh install its trap (no event to wait for from outside)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:  # the trap is installed
+        time.sleep(0.05)
+    assert ready.exists()
     assert bundle.kata_oci("kill", cid, "TERM").returncode == 0
     assert _wait_status(bundle, cid, "stopped")["status"] == "stopped"
     assert (

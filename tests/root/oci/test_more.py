@@ -129,11 +129,10 @@ def test_events_reports_oom(bundle: Bundle, tmp_path: Path) -> None:
     from tests.root.oci.harness import KATA_OCI
 
     cid = bundle.new_id()
-    bundle.config["process"]["args"] = [
-        "sh",
-        "-c",
-        "dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 1000",
-    ]
+    # OOM again and again (dd is killed, the shell goes on): `events` has no readiness signal,
+    # so whenever it starts watching, a later OOM is still to come.
+    script = "while :; do dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 0.2; done"
+    bundle.config["process"]["args"] = ["sh", "-c", script]
     bundle.config["linux"]["resources"]["memory"] = {"limit": 16 << 20, "swap": 16 << 20}
     bundle.write(cid)
     assert bundle.kata_oci("create", "--bundle", str(bundle.path), cid).returncode == 0
@@ -145,7 +144,6 @@ def test_events_reports_oom(bundle: Bundle, tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        time.sleep(0.5)  # let events open its OOM watcher (it has no readiness signal)
         assert bundle.kata_oci("start", cid).returncode == 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and '"oom"' not in out.read_text():
