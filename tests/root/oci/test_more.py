@@ -54,24 +54,42 @@ def test_exec_tty_through_console_socket(bundle: Bundle, tmp_path: Path) -> None
 
 
 def test_preserve_fds(bundle: Bundle, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.root.oci.harness import KATA_OCI
+
     data = tmp_path / "extra.txt"
     data.write_text("passed along\n")
     cid = bundle.new_id()
     bundle.config["process"]["args"] = ["sh", "-c", "cat <&3; ls /proc/self/fd | wc -l"]
     bundle.write(cid)
-    with open(data) as f:
-        os.dup2(f.fileno(), 3) if f.fileno() != 3 else None
-        try:
-            r = bundle.kata_oci(
-                "run", "--preserve-fds", "1", "--bundle", str(bundle.path), cid, pass_fds=(3,)
-            )
-        finally:
-            if f.fileno() != 3:
-                os.close(3)
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    # A shell opens the file as fd 3 of kata-oci only (never touch the test process's fd 3).
+    done = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'exec 3< "$0"; exec "$@"',
+            str(data),
+            *KATA_OCI,
+            "--root",
+            str(bundle.root),
+            "run",
+            "--preserve-fds",
+            "1",
+            "--bundle",
+            str(bundle.path),
+            cid,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
     assert lines[0] == "passed along"
     assert int(lines[1]) == 5  # 0, 1, 2, 3 and the fd ls itself opened
+    bundle.assert_clean(cid)
 
 
 def test_session_keyring(bundle: Bundle) -> None:
