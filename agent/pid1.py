@@ -1,13 +1,12 @@
 """The agent's duties as the guest's init (PID 1), as Kata's agent does them in init mode.
 
 Nothing here acts unless ``os.getpid() == 1``: on a host (tests, developers) every entry point is
-a no-op. ``agent.cli`` calls, in this order::
+a no-op. The image's ``/init`` runs ``main``::
 
-    early = pid1.mount_proc()          # /proc, so the command line can be read
-    ... cli reads /proc/cmdline, builds AgentConfig ...
-    pid1.setup(Pid1Config.from_cmdline(text, server_addr=...), early)
-    ... app.run(config) ...
-    pid1.power_off("...")              # after DestroySandbox or a fatal error: sync + power off
+    early = mount_proc()               # /proc, so the command line can be read
+    setup(Pid1Config.from_cmdline(text), early)
+    agent.cli.main([])                 # the agent, configured from /proc/cmdline as usual
+    power_off("...")                   # after DestroySandbox or a fatal error: sync + power off
 
 ``setup`` runs these named steps (each timed and logged; a failing step is logged with its name and
 errno, and only the steps marked *fatal* stop the boot):
@@ -22,9 +21,9 @@ errno, and only the steps marked *fatal* stop the boot):
                     /dev/shm, /run (Kata's INIT_ROOTFS_MOUNTS). *fatal*
 3. ``modules``      ``finit_module`` of every file in ``/etc/kata-agent/modules.load`` (written by
                     rootfs/modules.py, dependencies first); a missing list means a kernel with
-                    everything built in. Only the channel's modules load here; the rest load in
-                    a thread while the agent starts, and ``agent.app`` waits for them
-                    (``wait_for_modules``) before AgentService takes calls.
+                    everything built in. Only the channel's modules load here; ``agent.app``
+                    loads the rest once listening (``wait_for_modules``), before
+                    AgentService takes calls.
 4. ``cgroups``      v2 (``cgroup2`` with nsdelegate on /sys/fs/cgroup, every controller enabled for
                     children) unless v1 is asked for with ``systemd.unified_cgroup_hierarchy=0``:
                     then a tmpfs with one ``cgroup`` mount per enabled controller (cpu,cpuacct and
@@ -52,10 +51,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +85,21 @@ class Pid1Config:
 
     @classmethod
     def from_cmdline(cls, text: str, *, server_addr: str = "") -> Pid1Config:
+        """`server_addr`: the agent's listen address if known, else the command line's."""
         cgroup_v2 = True
         switch_root = True
+        cmdline_addr = ""
         for word in text.split():
             key, _, value = word.partition("=")
-            if key == "systemd.unified_cgroup_hierarchy":
+            if key == "agent.server_addr":
+                cmdline_addr = value
+            elif key == "systemd.unified_cgroup_hierarchy":
                 cgroup_v2 = value.strip().lower() not in _FALSE
             elif key == "cgroup_no_v1" and value == "all":
                 cgroup_v2 = True
             elif key == "agent.switchroot":
                 switch_root = value.strip().lower() not in _FALSE
+        server_addr = server_addr or cmdline_addr
         ports: tuple[str, ...] = ()
         prefix = f"serial://{VIRTIO_PORTS_DIR}/"
         if server_addr.startswith(prefix):
@@ -194,49 +194,43 @@ def setup(config: Pid1Config, early: Early | None) -> dict[str, float]:
 
 
 def main() -> int:
-    """The image's ``/init``: PID 1 duties around the agent; plain ``kata-agent`` otherwise."""
+    """The image's ``/init``: PID 1 duties around ``kata-agent``; plain ``kata-agent`` otherwise."""
     early = mount_proc()
+    from agent import cli
+
     if early is None:
-        from agent import cli
-
         return cli.main()
-    from agent import app
-    from agent import config as agent_config
-
     try:
-        config, _ignored = app.load_config(
-            config_file=None, cmdline_file=Path("/proc/cmdline"), overrides={}
-        )
-    except agent_config.ConfigError as err:
-        # Kata treats a bad command line as fatal; as PID 1 that means: say why, power off.
-        print(f"kata-agent: {err}", flush=True)
-        power_off(f"bad configuration: {err}")
-        return 2
-    return run_as_init(config, early, app.run)
+        cmdline = Path("/proc/cmdline").read_text()
+    except OSError:
+        cmdline = ""
+    # cli.main reads the configuration (and /proc/cmdline) itself, with its fast start-up path.
+    return run_as_init(early, cmdline, lambda: cli.main([]))
 
 
-def run_as_init(
-    config: AgentConfig,
-    early: Early,
-    run: Callable[[AgentConfig], int],
-    *,
-    cmdline_file: Path | None = Path("/proc/cmdline"),
-) -> int:
+_LOG_LEVELS = {"warning": "warn", "fatal": "critical", "panic": "critical"}
+
+
+def run_as_init(early: Early, cmdline: str, run: Callable[[], int]) -> int:
     """The agent's life as PID 1: set the system up, serve (``run``), then power off.
 
-    Never returns normally: after ``run`` ends (DestroySandbox shut the agent down) or fails,
-    the VM is powered off, as Kata's agent does."""
+    Never returns normally: after ``run`` ends (DestroySandbox shut the agent down, or a bad
+    configuration) or fails, the VM is powered off, as Kata's agent does."""
     from agent import log as agent_log
 
-    agent_log.setup(config.log.level)
+    level = "info"
+    for word in cmdline.split():
+        key, _, value = word.partition("=")
+        if key == "agent.log":
+            value = _LOG_LEVELS.get(value.lower(), value.lower())
+            level = (
+                value if value in ("trace", "debug", "info", "warn", "error", "critical") else level
+            )
+    agent_log.setup(level)
     reason = "agent exited"
     try:
-        text = ""
-        if cmdline_file is not None:
-            with contextlib.suppress(OSError):
-                text = cmdline_file.read_text()
-        setup(Pid1Config.from_cmdline(text, server_addr=config.server.server_addr), early)
-        rc = run(config)
+        setup(Pid1Config.from_cmdline(cmdline), early)
+        rc = run()
         reason = f"agent exited with status {rc}"
     except BaseException as err:  # PID 1 must never exit: log, then power off
         log.critical("fatal error", extra={"error": repr(err)}, exc_info=True)
@@ -352,9 +346,10 @@ def _is_mounted(target: str) -> bool:
 
 
 #: The modules the agent's channel needs (virtio-serial over virtio-pci, vsock) end the "early"
-#: part of the load list; everything after them loads in the background while the agent starts.
+#: part of the load list; the rest waits until the agent is listening (``wait_for_modules``).
 EARLY_MODULES = ("virtio_console.ko", "vmw_vsock_virtio_transport.ko", "vsock_loopback.ko")
-_deferred: threading.Thread | None = None
+_pending: list[str] = []
+_pending_lock = threading.Lock()
 
 
 def split_load_list(paths: list[str]) -> tuple[list[str], list[str]]:
@@ -367,29 +362,33 @@ def split_load_list(paths: list[str]) -> tuple[list[str], list[str]]:
 
 
 def load_modules(listing: Path) -> int:
-    """Load the channel's modules now and start loading the rest in a thread (see
-    ``wait_for_modules``); returns how many were loaded now."""
-    global _deferred
+    """Load the channel's modules now and keep the rest for ``wait_for_modules``; returns
+    how many were loaded now."""
     try:
         paths = [p for p in listing.read_text().split() if p]
     except FileNotFoundError:
         return 0
     early, rest = split_load_list(paths)
-    loaded = _load(early)
-    if rest:
-        _deferred = threading.Thread(target=_load, args=(rest,), name="modules", daemon=True)
-        _deferred.start()
-    return loaded
+    with _pending_lock:
+        _pending[:] = rest
+    return _load(early)
 
 
-def wait_for_modules(timeout: float = 120.0) -> None:
-    """Block until the deferred modules are loaded (a no-op when not PID 1 or none are left).
-    The agent calls this before its AgentService takes calls: a mount of virtio-fs, 9p, overlay
-    or ext4 must find its filesystem."""
-    if _deferred is not None:
+def wait_for_modules() -> None:
+    """Load the modules ``load_modules`` left for later and return when they are in (a no-op
+    when not PID 1 or none are left). ``agent.app`` calls it once listening, in a worker thread,
+    before AgentService takes calls: a mount of virtio-fs, 9p, overlay or ext4 must find its
+    filesystem; on one vCPU, loading them while the agent still imports would only delay the
+    listener."""
+    with _pending_lock:
+        if not _pending:
+            return
         t0 = time.monotonic()
-        _deferred.join(timeout)
-        log.info("kernel modules loaded", extra={"waited": round(time.monotonic() - t0, 3)})
+        loaded = _load(_pending)
+        _pending.clear()
+    log.info(
+        "kernel modules loaded", extra={"count": loaded, "seconds": round(time.monotonic() - t0, 3)}
+    )
 
 
 def _load(paths: list[str]) -> int:

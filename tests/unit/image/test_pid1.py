@@ -78,3 +78,11 @@ def test_only_the_channel_modules_load_before_the_agent_starts() -> None:
     assert early == paths[:5]
     assert rest == paths[5:]
     assert pid1.split_load_list(paths[5:]) == ([], paths[5:])
+
+
+def test_the_agent_port_comes_from_the_command_line_last_word_wins() -> None:
+    text = (
+        "console=ttyS0 agent.server_addr=serial:///dev/virtio-ports/agent.channel.0"
+        " agent.server_addr=serial:///dev/virtio-ports/other"
+    )
+    assert pid1.Pid1Config.from_cmdline(text).wait_ports == ("other",)
