@@ -125,12 +125,9 @@ class Engine:
     ``root`` is the state directory (``/run/kata-oci`` for the CLI; the agent passes its own).
     """
 
-    def __init__(
-        self, root: str, *, syscalls: Syscalls | None = None, cgroups: object | None = None
-    ) -> None:
+    def __init__(self, root: str, *, syscalls: Syscalls | None = None) -> None:
         self.root = os.path.abspath(root)
         self._sys = syscalls
-        self._cgroups = cgroups
 
     @property
     def sys(self) -> Syscalls:

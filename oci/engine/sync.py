@@ -14,13 +14,16 @@ stage-1    ``pid``      ``{"pid": n}``: the container process (stage-2); stage-1
 init       ``hooks``    mounts are done, before pivot_root: run prestart + createRuntime
 parent     ``hooks_ok`` the hooks ran (reply to ``hooks``)
 init       ``warn``     ``{"msg": s}``: a warning to log (e.g. AppArmor not supported)
-init       ``ready``    set-up complete; init now waits for start (create) or has exec'd
-                        (exec); the parent closes its end
+init       ``ready``    set-up complete. create: the init now waits for start on exec.fifo
+                        and closes its end. exec: its end stays open, close-on-exec, so
+                        the parent waits for EOF = the process has exec'd
 either     ``error``    ``{"step", "errno", "msg", "path"}``: set-up failed; the sender exits
 =========  ===========  ===================================================================
 
-A closed socket before ``ready`` (EOF) means the child died; the parent reports it as an
-``InitError`` naming the last step it heard of.
+stage-1 forks the container process behind a gate (a pipe the child reads until EOF) and
+sends ``pid`` before exiting, so ``pid`` always precedes every message of the container
+process. A closed socket before ``ready`` (EOF) means the child died; the parent reports it as
+an ``InitError`` naming the last step it heard of.
 """
 
 from __future__ import annotations
