@@ -84,6 +84,7 @@ class InitConfig:
     keep_fds: frozenset[int] = field(default_factory=frozenset)
     personality: int | None = None
     new_keyring: bool = True
+    time_offsets: tuple[tuple[str, int, int], ...] = ()  # (clock, secs, nanosecs)
 
     @property
     def has_mntns(self) -> bool:
@@ -143,6 +144,13 @@ def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
         if cfg.ns_new:
             step = "create namespaces"
             sys_.unshare(cfg.ns_new)
+        if cfg.time_offsets and cfg.ns_new & c.CLONE_NEWTIME:
+            # Must be written before any process enters the new time namespace.
+            step = "time namespace offsets"
+            sys_.write_file(
+                "/proc/self/timens_offsets",
+                "".join(f"{clock} {secs} {nsecs}\n" for clock, secs, nsecs in cfg.time_offsets),
+            )
         step = "fork the container process"
         # The container process waits for EOF on this pipe, i.e. until stage-1 has reported its
         # pid and exited: so "pid" always reaches the parent before any message of stage-2.

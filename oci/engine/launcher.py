@@ -331,6 +331,10 @@ class Engine:
             preserve_fds=preserve_fds,
             keep_fds=frozenset(fd for fd in (console_socket,) if fd is not None),
             personality=pers,
+            time_offsets=tuple(
+                (clock, off.secs or 0, off.nanosecs or 0)
+                for clock, off in linux.time_offsets.items()
+            ),
         )
 
     def _launch(

@@ -173,3 +173,20 @@ def test_events_reports_oom(bundle: Bundle, tmp_path: Path) -> None:
         ev.wait()
         bundle.kata_oci("delete", "--force", cid)
     bundle.assert_clean(cid)
+
+
+def test_time_namespace_offsets(bundle: Bundle) -> None:
+    if not os.path.exists("/proc/self/ns/time"):
+        return
+
+    def mutate(c: dict[str, Any]) -> None:
+        c["linux"]["namespaces"].append({"type": "time"})
+        c["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365}}
+
+    r = bundle.run(
+        "sh", "-c", "cut -d. -f1 /proc/uptime; readlink /proc/self/ns/time", mutate=mutate
+    )
+    assert r.returncode == 0, r.stderr
+    uptime, ns = r.stdout.split()
+    assert int(uptime) >= 86400 * 365
+    assert ns != os.readlink("/proc/self/ns/time")
