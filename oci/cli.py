@@ -289,6 +289,88 @@ def _wait_for(pid: int, forward_to: int | None = None) -> int:
             return _shell_status(status)
 
 
+class _LocalConsole:
+    """runc's foreground terminal: receive the pty master on a private socketpair and relay it
+    to our stdin/stdout (raw mode and window size when stdin is a terminal)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def child_fd(self) -> int:
+        return self._theirs.detach()  # the engine closes it after handing it to the init
+
+    def relay_and_wait(self, pid: int) -> int:
+        import select
+        import socket
+
+        _, fds, _, _ = socket.recv_fds(self._ours, 1024, 1)
+        self._ours.close()
+        if not fds:
+            return _wait_for(pid)
+        master = fds[0]
+        saved = None
+        if os.isatty(0):
+            import termios
+            import tty
+
+            saved = termios.tcgetattr(0)
+            tty.setraw(0)
+            self._copy_winsize(master)
+            signal.signal(signal.SIGWINCH, lambda *_: self._copy_winsize(master))
+        inputs = [master, 0]
+        status: int | None = None
+        try:
+            while status is None or master in inputs:
+                if status is None:
+                    wpid, st = os.waitpid(-1, os.WNOHANG) if _has_children() else (pid, 0)
+                    if wpid == pid:
+                        status = _shell_status(st)
+                ready, _, _ = select.select(inputs, [], [], 0.05)
+                if master in ready:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:  # EIO: every slave end is closed
+                        data = b""
+                    if data:
+                        os.write(1, data)
+                    else:
+                        inputs.remove(master)
+                if 0 in ready:
+                    data = os.read(0, 65536)
+                    if data:
+                        os.write(master, data)
+                    else:
+                        inputs.remove(0)
+                if status is not None and master in inputs and not ready:
+                    break  # exited and drained
+        finally:
+            if saved is not None:
+                import termios
+
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+            os.close(master)
+        return status if status is not None else _wait_for(pid)
+
+    @staticmethod
+    def _copy_winsize(master: int) -> None:
+        import fcntl
+        import termios
+
+        with contextlib.suppress(OSError):
+            ws = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(master, termios.TIOCSWINSZ, ws)
+
+
+def _has_children() -> bool:
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def _shell_status(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -302,16 +384,16 @@ def cmd_create(g: Args, a: Args, *, run: bool = False) -> int:
     if not os.path.isdir(bundle):
         raise OSError(2, f"chdir {bundle}: no such file or directory")
     detach = bool(a.opts.get("detach"))
+    relay = None
     if not a.opts.get("console-socket") and _wants_terminal(bundle):
-        raise UsageError(
-            "cannot allocate tty if kata-oci will detach without setting console socket"
-            if not run or detach
-            else "process.terminal needs --console-socket (kata-oci does not relay a "
-            "terminal itself)"
-        )
+        if not run or detach:
+            raise UsageError(
+                "cannot allocate tty if kata-oci will detach without setting console socket"
+            )
+        relay = _LocalConsole()  # foreground run: relay the pty ourselves, as runc does
     if run and not detach:
         _set_subreaper()
-    console = _connect_console(a.opts.get("console-socket"))
+    console = relay.child_fd() if relay else _connect_console(a.opts.get("console-socket"))
     try:
         r = eng.create(
             cid,
@@ -334,7 +416,7 @@ def cmd_create(g: Args, a: Args, *, run: bool = False) -> int:
         raise
     if detach:
         return 0
-    code = _wait_for(r.pid)
+    code = relay.relay_and_wait(r.pid) if relay else _wait_for(r.pid)
     if not a.opts.get("keep"):
         eng.delete(cid, force=True)
     return code
@@ -454,15 +536,16 @@ def cmd_exec(g: Args, a: Args) -> int:
     if changes:
         proc = dataclasses.replace(proc, **changes)
     detach = bool(a.opts.get("detach"))
+    relay = None
     if proc.terminal and not a.opts.get("console-socket"):
-        raise UsageError(
-            "cannot allocate tty if kata-oci will detach without setting console socket"
-            if detach
-            else "exec -t without --console-socket is not supported"
-        )
+        if detach:
+            raise UsageError(
+                "cannot allocate tty if kata-oci will detach without setting console socket"
+            )
+        relay = _LocalConsole()
     if not detach:
         _set_subreaper()
-    console = _connect_console(a.opts.get("console-socket"))
+    console = relay.child_fd() if relay else _connect_console(a.opts.get("console-socket"))
     try:
         r = eng.exec(
             cid,
@@ -476,7 +559,7 @@ def cmd_exec(g: Args, a: Args) -> int:
             os.close(console)
     if detach:
         return 0
-    return _wait_for(r.pid)
+    return relay.relay_and_wait(r.pid) if relay else _wait_for(r.pid)
 
 
 def cmd_list(g: Args, a: Args) -> int:

@@ -107,6 +107,7 @@ class Bundle:
         cid: str | None = None,
         mutate: Callable[[dict[str, Any]], None] | None = None,
         extra: tuple[str, ...] = (),
+        input: str | None = None,
     ) -> Result:
         """Set args to ``cmd`` (after ``mutate``), then ``kata-oci run``."""
         cid = cid or self.new_id()
@@ -115,7 +116,7 @@ class Bundle:
         if mutate is not None:
             mutate(self.config)
         self.write(cid)
-        return self.kata_oci("run", *extra, "--bundle", str(self.path), cid)
+        return self.kata_oci("run", *extra, "--bundle", str(self.path), cid, input=input)
 
     def assert_clean(self, cid: str) -> None:
         """Nothing of ``cid`` left: no state, no cgroup, no process, no host mount."""

@@ -231,12 +231,11 @@ def test_failure_inside_init_names_step_path_and_errno(bundle: Bundle) -> None:
 
 def test_terminal_without_console_socket(bundle: Bundle) -> None:
     cid = bundle.new_id()
-    r = bundle.run("true", cid=cid, mutate=_set(["process", "terminal"], True))
-    assert r.returncode == 1
-    assert "--console-socket" in r.stderr
     bundle.config["process"]["terminal"] = True
     bundle.write(cid)
     r = bundle.kata_oci("create", "--bundle", str(bundle.path), cid)
     assert r.returncode == 1
     assert "cannot allocate tty if kata-oci will detach without setting console socket" in r.stderr
+    r = bundle.kata_oci("run", "-d", "--bundle", str(bundle.path), cid)
+    assert r.returncode == 1
     _nothing_left(bundle, cid)

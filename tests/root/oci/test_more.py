@@ -190,3 +190,34 @@ def test_time_namespace_offsets(bundle: Bundle) -> None:
     uptime, ns = r.stdout.split()
     assert int(uptime) >= 86400 * 365
     assert ns != os.readlink("/proc/self/ns/time")
+
+
+def test_foreground_terminal_is_relayed(bundle: Bundle) -> None:
+    """Like runc: run/exec -t in the foreground without a console socket relay the pty."""
+    cid = bundle.new_id()
+
+    def mutate(c: dict[str, Any]) -> None:
+        c["process"]["terminal"] = True
+
+    r = bundle.run(
+        "sh",
+        "-c",
+        "tty; read line; echo got:$line; exit 3",
+        cid=cid,
+        mutate=mutate,
+        input="hello\n",
+    )
+    assert r.returncode == 3, r.stderr
+    assert "/dev/pts/0" in r.stdout
+    assert "got:hello" in r.stdout
+    bundle.assert_clean(cid)
+    cid = bundle.new_id()
+    bundle.config["process"]["terminal"] = False
+    bundle.config["process"]["args"] = ["sleep", "1000"]
+    bundle.write(cid)
+    assert bundle.kata_oci("run", "-d", "--bundle", str(bundle.path), cid).returncode == 0
+    r = bundle.kata_oci("exec", "-t", cid, "sh", "-c", "tty; exit 4")
+    assert r.returncode == 4, r.stderr
+    assert "/dev/pts/" in r.stdout
+    assert bundle.kata_oci("delete", "-f", cid).returncode == 0
+    bundle.assert_clean(cid)
