@@ -348,20 +348,27 @@ def test_cgroup_resources_applied(bundle: Bundle) -> None:
             {"memory": {"limit": 64 << 20}, "pids": {"limit": 42}, "cpu": {"shares": 512}}
         )
 
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    files = (
+        "memory.max pids.max cpu.weight"
+        if v2
+        else "memory/memory.limit_in_bytes pids/pids.max cpu/cpu.shares"
+    )
+    probe = "/sys/fs/cgroup/x" if v2 else "/sys/fs/cgroup/pids/x"
     script = (
-        "cat /proc/self/cgroup; echo ==; "
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
-        "/sys/fs/cgroup/cpu/cpu.shares; touch /sys/fs/cgroup/pids/x 2>/dev/null || "
-        "echo RO"
+        "cat /proc/self/cgroup; echo ==; cd /sys/fs/cgroup; cat "
+        + files
+        + f"; touch {probe} 2>/dev/null || echo RO"
     )
     r = bundle.run("sh", "-c", script, cid=cid, mutate=mutate)
     assert r.returncode == 0, r.stderr
     own, _, limits = r.stdout.partition("==\n")
     # The cgroup namespace hides the host path: the container's cgroup is its root.
     assert f"{bundle.cgroup_parent}/{cid}" not in own
-    assert ":pids:/\n" in own
+    assert ("0::/\n" if v2 else ":pids:/\n") in own
     # The cgroup mount shows the container's own limits, read-only.
-    assert limits.split() == [str(64 << 20), "42", "512", "RO"]
+    weight = "20" if v2 else "512"  # shares 512 -> weight 20 (runc's conversion)
+    assert limits.split() == [str(64 << 20), "42", weight, "RO"]
     bundle.assert_clean(cid)
 
 
