@@ -241,7 +241,9 @@ async def bench_vm(boots: int) -> None:
             client = await TtrpcClient.connect(f"unix://{vm.agent_sock}", timeout=30)
             for _ in range(50):  # the boot-time health probe's stream may still be in flight
                 try:
-                    await client.agent.GetGuestDetails(agent_pb2.GuestDetailsRequest())
+                    await asyncio.wait_for(
+                        client.agent.GetGuestDetails(agent_pb2.GuestDetailsRequest(), timeout=5), 6
+                    )
                     break
                 except Exception:
                     await asyncio.sleep(0.1)
@@ -255,7 +257,8 @@ async def bench_vm(boots: int) -> None:
             plugs: dict[str, float] = {}
             try:
                 await client.agent.CreateSandbox(
-                    agent_pb2.CreateSandboxRequest(hostname="b", sandbox_id="b", storages=[share])
+                    agent_pb2.CreateSandboxRequest(hostname="b", sandbox_id="b", storages=[share]),
+                    timeout=120,
                 )
                 for p in range(PORTS):
                     img = rundir / f"d{p}.img"
@@ -277,7 +280,7 @@ async def bench_vm(boots: int) -> None:
                     )
                     plugs[f"bench{p}"] = t0
                     await client.agent.RemoveContainer(
-                        agent_pb2.RemoveContainerRequest(container_id=cid)
+                        agent_pb2.RemoveContainerRequest(container_id=cid), timeout=120
                     )
             finally:
                 await client.close()

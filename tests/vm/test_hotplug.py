@@ -129,11 +129,9 @@ def _image() -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def hotplug_vm(guest_image: dict[str, Any]) -> Iterator[Any]:
     """A VM of its own (QMP and hot-plug slots), from the tier's cached image build."""
-    from tests.vm.conftest import load_image_build
-
     if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
         pytest.skip("qemu-system-x86_64 is not installed")
-    vmmod = load_image_build("vm")
+    vmmod = _vm_module()
     kernel, initrd = Path(guest_image["kernel"]), Path(guest_image["initrd"])
     rundir = Path(f"/tmp/khp-{uuid.uuid4().hex[:6]}")  # unix socket paths must stay short
 
@@ -411,10 +409,9 @@ def test_9p_share_as_container_rootfs(guest_image: dict[str, Any]) -> None:
     shared_fs = virtio-9p): the share is mounted with trans=virtio and serves a container rootfs."""
     from agent.ctl.container_spec import container_spec
     from tests.support.rootfs import make_busybox_rootfs
-    from tests.vm.conftest import load_image_build
     from tests.vm.guest import GuestAgent
 
-    vmmod = load_image_build("vm")
+    vmmod = _vm_module()
     rundir = Path(f"/tmp/k9p-{uuid.uuid4().hex[:6]}")
     cfg = vmmod.VmConfig(
         kernel=Path(guest_image["kernel"]),
