@@ -97,21 +97,29 @@ def test_containers_can_pivot_root_after_the_switch_root(guest: Any) -> None:
     assert "PIVOT=ok" in out
 
 
-def test_create_sandbox_mounts_the_shared_directory(guest: Any, agent: GuestAgent) -> None:
-    shared = Path(guest.describe()["shared_dir"])
-    (shared / "hello.txt").write_text("from the host\n")
+@pytest.fixture(scope="module")
+def sandbox(guest: Any, agent: GuestAgent) -> Path:
+    """CreateSandbox with the shared directory, as the Go runtime sends it; the host side of the
+    share (what appears at /run/kata-containers/shared/containers/ in the guest)."""
     agent.call(
         "CreateSandbox",
         agent_pb2.CreateSandboxRequest(
             hostname="vm-test", storages=[_shared_storage(guest.share_mode)], sandbox_id=SANDBOX_ID
         ),
     )
+    return Path(guest.describe()["shared_dir"])
+
+
+def test_create_sandbox_mounts_the_shared_directory(guest: Any, sandbox: Path) -> None:
+    (sandbox / "hello.txt").write_text("from the host\n")
     out = console_run(guest, f"cat {GUEST_SHARED}/hello.txt; grep kataShared /proc/mounts")
     assert "from the host" in out
     assert GUEST_SHARED in out
 
 
-def test_busybox_container_runs_with_output_and_exit_code(guest: Any, agent: GuestAgent) -> None:
+def test_busybox_container_runs_with_output_and_exit_code(
+    guest: Any, agent: GuestAgent, sandbox: Path
+) -> None:
     cid = f"c{uuid.uuid4().hex[:10]}"
     _make_container_rootfs(guest, cid)
     _create_and_start(agent, cid, ["sh", "-c", "echo hello from $(hostname); exit 7"])
@@ -122,7 +130,7 @@ def test_busybox_container_runs_with_output_and_exit_code(guest: Any, agent: Gue
     assert status.status == 7
 
 
-def test_exec_in_a_running_container(guest: Any, agent: GuestAgent) -> None:
+def test_exec_in_a_running_container(guest: Any, agent: GuestAgent, sandbox: Path) -> None:
     from agent.ctl.container_spec import exec_process
 
     cid = f"c{uuid.uuid4().hex[:10]}"
@@ -148,7 +156,7 @@ def test_exec_in_a_running_container(guest: Any, agent: GuestAgent) -> None:
     assert status.status == 3
 
 
-def test_destroy_sandbox_powers_the_guest_off(guest: Any, agent: GuestAgent) -> None:
+def test_destroy_sandbox_powers_the_guest_off(guest: Any, agent: GuestAgent, sandbox: Path) -> None:
     try:
         agent.call("DestroySandbox", agent_pb2.DestroySandboxRequest())
     except RpcError as err:
