@@ -115,7 +115,14 @@ class Console:
         if not self._config.enabled:
             return
         if self._config.vport > 0:
-            self._listen_vsock(self._config.vport)
+            try:
+                self._listen_vsock(self._config.vport)
+            except OSError as err:
+                # A debug aid must never keep the agent from serving.
+                log.error(
+                    "debug console vsock listener failed",
+                    extra={"vport": self._config.vport, "error": str(err), "errno": err.errno},
+                )
         else:
             self._task(self._serial_console(), "serial console")
         if self._find_port is not None:

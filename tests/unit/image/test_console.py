@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 
+import pytest
+
 from agent.config import DebugConsoleConfig
 from agent.console import Console, split_winsize, winsize_message
 
@@ -63,3 +65,20 @@ async def test_ctl_console_relays_both_ways_until_the_guest_closes() -> None:
     assert os.read(out_r, 100) == b"from guest"
     for fd in (in_r, in_w, out_r, out_w):
         os.close(fd)
+
+
+async def test_a_vsock_port_that_cannot_listen_does_not_stop_the_agent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    try:
+        taken = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        taken.bind((socket.VMADDR_CID_ANY, 0xFFFFFFFF))  # any free port
+        taken.listen(1)
+    except OSError as err:
+        pytest.skip(f"no AF_VSOCK here: {err}")
+    port = taken.getsockname()[1]
+    console = Console(DebugConsoleConfig(enabled=True, vport=port), shells=("/bin/sh",))
+    with taken:
+        await console.start()  # EADDRINUSE: logged, not raised
+        await console.close()
+    assert "debug console vsock listener failed" in caplog.text
