@@ -25,6 +25,8 @@ from oci.syscalls.consts import MNT_DETACH
 log = logging.getLogger(__name__)
 
 HELPER_TIMEOUT = 30.0
+# A pinned namespace file carries one mount; a few more cover a repeated bind by mistake.
+MAX_STACKED_MOUNTS = 8
 
 
 class Runner(Protocol):
@@ -73,11 +75,15 @@ def release(pinned: SandboxNamespaces, syscalls: Syscalls) -> list[str]:
     """Unmount and remove the pinned namespace files; returns the errors (does not stop early)."""
     errors: list[str] = []
     for path in (pinned.ipc, pinned.uts):
-        while mountinfo.is_mounted(path):
+        # Unmount until the kernel says it is no mount point (EINVAL). Asking the kernel rather
+        # than matching /proc/self/mountinfo also works when the directory is reached through a
+        # symlink (a guest's /var/run -> /run), where the recorded mount point differs.
+        for _ in range(MAX_STACKED_MOUNTS):
             try:
                 syscalls.umount2(str(path), MNT_DETACH)
             except OSError as err:
-                errors.append(f"unmount {path}: {errno.errorcode.get(err.errno or 0, '?')}")
+                if err.errno not in (errno.EINVAL, errno.ENOENT):
+                    errors.append(f"unmount {path}: {errno.errorcode.get(err.errno or 0, '?')}")
                 break
         try:
             path.unlink()
