@@ -29,16 +29,20 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path, PurePosixPath
-from typing import Protocol
-
-from oci.spec import LinuxResources
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupNotFound, CgroupUnsupported
 from .oom import OomWatcher
 from .paths import DEFAULT_ROOT, CgroupMode, detect_mode, resolve_cgroups_path, v1_controllers
-from .stats import CgroupStats
 from .v1 import V1Manager
 from .v2 import V2Manager
+
+# Import-light: the spec model and the stats dataclasses are loaded on first use (every
+# `kata-oci` command is a fresh interpreter; `delete` needs neither).
+if TYPE_CHECKING:
+    from oci.spec import LinuxResources
+
+    from .stats import CgroupStats
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -110,3 +114,11 @@ def manager_for(
     if (mode or detect_mode(root)) is CgroupMode.V2:
         return V2Manager(path, root=root)
     return V1Manager(path, root=root)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CgroupStats":
+        from .stats import CgroupStats
+
+        return CgroupStats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .errors import CgroupBusy, CgroupError, from_oserror
 from .fs import read_lines
 
-log = logging.getLogger(__name__)
+
+class LazyLogger:
+    """``logging.getLogger(name)``, with ``logging`` imported on the first call: every
+    ``kata-oci`` command is a fresh interpreter, and most never log."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger(self._name), attr)
 
 
 def list_pids(top: Path) -> list[int]:

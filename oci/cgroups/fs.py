@@ -114,3 +114,17 @@ def _procs(d: Path) -> list[str]:
         return (d / "cgroup.procs").read_text().split()
     except OSError:
         return []
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """ "key value" lines (memory.stat, cpu.stat, memory.events, cpuacct.stat)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if not key:
+            continue
+        try:
+            out[key] = int(value.strip())
+        except ValueError:
+            continue
+    return out

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import from_oserror
-from .fs import write
-from .stats import parse_flat_keyed
+from .fs import parse_flat_keyed, write
 
 
 class OomWatcher(Protocol):

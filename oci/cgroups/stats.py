@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .fs import parse_flat_keyed
+
 USER_HZ = 100
 """Clock ticks per second in cpuacct.stat (fixed by the kernel ABI)."""
 
@@ -98,20 +100,6 @@ class CgroupStats:
 
 
 # --- pure parsers ------------------------------------------------------------------------------
-
-
-def parse_flat_keyed(text: str) -> dict[str, int]:
-    """ "key value" lines (memory.stat, cpu.stat, memory.events, cpuacct.stat)."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if not key:
-            continue
-        try:
-            out[key] = int(value.strip())
-        except ValueError:
-            continue
-    return out
 
 
 def parse_percpu(text: str) -> tuple[int, ...]:

@@ -8,32 +8,25 @@ need cgroup v2 and are refused here.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from oci.spec import LinuxResources
-
-from ._base import as_dir, list_pids, signal_all, wait_empty
+from ._base import LazyLogger, as_dir, list_pids, signal_all, wait_empty
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupUnsupported
 from .fs import mkdir_p, read_flat_keyed, read_int, read_lines, read_text, rmdir_tree, write
 from .oom import OomWatcher, V1OomWatcher
 from .paths import DEFAULT_ROOT, v1_controllers
-from .stats import (
-    BlkioStats,
-    BlkioStatsEntry,
-    CgroupStats,
-    HugetlbStats,
-    MemoryData,
-    MemoryStats,
-    PidsStats,
-    cpu_stats_v1,
-    parse_blkio_v1,
-)
 
-log = logging.getLogger(__name__)
+# Import-light: `kata-oci delete` needs neither the spec model, the stats dataclasses nor logging.
+if TYPE_CHECKING:
+    from oci.spec import LinuxResources
+
+    from .stats import BlkioStats, CgroupStats, HugetlbStats, MemoryData, MemoryStats, PidsStats
+
+log = LazyLogger(__name__)
 
 
 class V1Manager:
@@ -350,6 +343,8 @@ class V1Manager:
     # --- stats ---------------------------------------------------------------------------------
 
     def stats(self) -> CgroupStats:
+        from .stats import CgroupStats, cpu_stats_v1
+
         cpu = cpu_stats_v1(
             usage=self._read_opt("cpuacct", "cpuacct.usage"),
             percpu=self._read_opt("cpuacct", "cpuacct.usage_percpu"),
@@ -371,6 +366,8 @@ class V1Manager:
         return read_text(d / name)
 
     def _memory_data(self, d: Path, prefix: str) -> MemoryData:
+        from .stats import MemoryData
+
         if not (d / f"{prefix}.usage_in_bytes").exists():
             return MemoryData()
         return MemoryData(
@@ -381,6 +378,8 @@ class V1Manager:
         )
 
     def _memory_stats(self) -> MemoryStats:
+        from .stats import MemoryStats
+
         d = self.dirs.get("memory")
         if d is None:
             return MemoryStats()
@@ -398,12 +397,16 @@ class V1Manager:
         )
 
     def _pids_stats(self) -> PidsStats:
+        from .stats import PidsStats
+
         d = self.dirs.get("pids")
         if d is None:
             return PidsStats()
         return PidsStats(current=read_int(d / "pids.current"), limit=read_int(d / "pids.max"))
 
     def _blkio_stats(self) -> BlkioStats:
+        from .stats import BlkioStats, BlkioStatsEntry, parse_blkio_v1
+
         d = self.dirs.get("blkio")
         if d is None:
             return BlkioStats()
@@ -436,6 +439,8 @@ class V1Manager:
         )
 
     def _hugetlb_stats(self) -> dict[str, HugetlbStats]:
+        from .stats import HugetlbStats
+
         d = self.dirs.get("hugetlb")
         if d is None or not d.exists():
             return {}

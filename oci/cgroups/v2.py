@@ -19,15 +19,14 @@ host is that the container's /dev contains only the nodes the engine creates (de
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
-
-from oci.spec import LinuxResources
+from typing import TYPE_CHECKING
 
 from ._base import (
+    LazyLogger,
     as_dir,
     blkio_weight_to_io_weight,
     list_pids,
@@ -36,23 +35,17 @@ from ._base import (
     wait_empty,
 )
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupNotFound, CgroupUnsupported
-from .fs import mkdir_p, read_flat_keyed, read_int, read_text, rmdir_tree, write
+from .fs import mkdir_p, parse_flat_keyed, read_flat_keyed, read_int, read_text, rmdir_tree, write
 from .oom import FileChangeWatcher, OomWatcher, V2OomWatcher
 from .paths import DEFAULT_ROOT
-from .stats import (
-    BlkioStats,
-    CgroupStats,
-    CpuStats,
-    HugetlbStats,
-    MemoryData,
-    MemoryStats,
-    PidsStats,
-    cpu_stats_v2,
-    parse_flat_keyed,
-    parse_io_stat_v2,
-)
 
-log = logging.getLogger(__name__)
+# Import-light: `kata-oci delete` needs neither the spec model, the stats dataclasses nor logging.
+if TYPE_CHECKING:
+    from oci.spec import LinuxResources
+
+    from .stats import CgroupStats, HugetlbStats, MemoryStats, PidsStats
+
+log = LazyLogger(__name__)
 
 
 def swap_to_v2(swap: int, limit: int | None) -> str:
@@ -319,6 +312,8 @@ class V2Manager:
         return read_text(path) if path.exists() else ""
 
     def stats(self) -> CgroupStats:
+        from .stats import CgroupStats, CpuStats, cpu_stats_v2, parse_io_stat_v2
+
         cpu = cpu_stats_v2(self._opt("cpu.stat")) if self._opt("cpu.stat") else CpuStats()
         return CgroupStats(
             cpu_stats=cpu,
@@ -333,6 +328,8 @@ class V2Manager:
         return read_int(path) if path.exists() else 0
 
     def _memory_stats(self) -> MemoryStats:
+        from .stats import MemoryData, MemoryStats
+
         if not (self.dir / "memory.current").exists():
             return MemoryStats()
         stat = read_flat_keyed(self.dir / "memory.stat")
@@ -360,6 +357,8 @@ class V2Manager:
         )
 
     def _pids_stats(self) -> PidsStats:
+        from .stats import PidsStats
+
         if not (self.dir / "pids.current").exists():
             return PidsStats()
         return PidsStats(
@@ -367,6 +366,8 @@ class V2Manager:
         )
 
     def _hugetlb_stats(self) -> dict[str, HugetlbStats]:
+        from .stats import HugetlbStats
+
         out: dict[str, HugetlbStats] = {}
         for f in sorted(self.dir.glob("hugetlb.*.current")):
             size = f.name.split(".")[1]
@@ -394,4 +395,4 @@ class V2Manager:
         rmdir_tree(self.dir, timeout=timeout)
 
 
-__all__ = ["BlkioStats", "V2Manager", "swap_to_v2"]
+__all__ = ["V2Manager", "swap_to_v2"]

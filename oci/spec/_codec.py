@@ -27,7 +27,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union, dataclass_transform
 
 JSON = Any
 """Any JSON value (the result of `json.loads`)."""
@@ -64,17 +64,58 @@ class SpecError(ValueError):
         return cls([Problem(path, message)])
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+_M = TypeVar("_M", bound=type)
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
+def model(cls: _M) -> _M:
+    """The model class decorator: a frozen, slotted, keyword-only dataclass without generated
+    methods (they come from `SpecObject`)."""
+    make: Any = dataclass(slots=True, kw_only=True, eq=False, repr=False, init=False)
+    made: _M = make(cls)
+    return made
+
+
+@model
 class SpecObject:
     """Base of every model class: carries the unknown JSON keys kept by the decoder.
 
-    Model classes are declared `@dataclass(frozen=True, slots=True, kw_only=True, eq=False,
-    repr=False)` and share the `__eq__`, `__hash__` and `__repr__` below, which behave like
-    the generated ones: it halves the per-class start-up cost (every generated method is an
-    `exec`), which every short-lived `kata-oci` process pays.
+    Model classes are declared with `@model` (a frozen, slotted, keyword-only dataclass) and
+    share the `__init__`, `__setattr__`, `__eq__`, `__hash__` and `__repr__` below, which behave
+    like the generated ones: every generated method is an `exec` at import, a cost every
+    short-lived `kata-oci` process pays (about a millisecond per class on this machine).
     """
 
     extra: Mapping[str, JSON] = field(default_factory=dict, repr=False, metadata={_EXTRA: True})
+
+    def __init__(self, **kwargs: Any) -> None:
+        cls = self.__class__
+        for name, default, factory in _init_plan(cls):
+            if name in kwargs:
+                value = kwargs.pop(name)
+            elif factory is not None:
+                value = factory()
+            else:
+                value = default
+            object.__setattr__(self, name, value)
+        if kwargs:
+            name = next(iter(kwargs))
+            raise TypeError(
+                f"{cls.__qualname__}.__init__() got an unexpected keyword argument {name!r}"
+            )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __getstate__(self) -> list[object]:  # copy/pickle of a frozen slotted class
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+    def __setstate__(self, state: list[object]) -> None:
+        for f, value in zip(dataclasses.fields(self), state, strict=True):
+            object.__setattr__(self, f.name, value)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -124,6 +165,25 @@ def spec_field(
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=md)
     return field(default=default, metadata=md)
+
+
+_INIT_CACHE: dict[type, tuple[tuple[str, Any, Any], ...]] = {}
+
+
+def _init_plan(cls: type) -> tuple[tuple[str, Any, Any], ...]:
+    """(name, default, default factory or None) of every field, in declaration order."""
+    plan = _INIT_CACHE.get(cls)
+    if plan is None:
+        plan = tuple(
+            (
+                f.name,
+                f.default,
+                None if f.default_factory is dataclasses.MISSING else f.default_factory,
+            )
+            for f in dataclasses.fields(cls)
+        )
+        _INIT_CACHE[cls] = plan
+    return plan
 
 
 def camel(name: str) -> str:

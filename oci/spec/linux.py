@@ -6,15 +6,13 @@ Optional scalars are `None` when absent, lists are tuples (empty when absent), m
 """
 
 # spec_field() is this package's dataclass field specifier (a dataclasses.field wrapper).
-# ruff: noqa: RUF009
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from ._codec import SpecObject, spec_field
+from ._codec import SpecObject, model, spec_field
 
 
 class NamespaceType(enum.StrEnum):
@@ -31,7 +29,7 @@ class NamespaceType(enum.StrEnum):
     TIME = "time"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxIDMapping(SpecObject):
     """A uid/gid mapping: `linux.uidMappings[]`, `linux.gidMappings[]`, `mounts[].uidMappings[]`."""
 
@@ -40,7 +38,7 @@ class LinuxIDMapping(SpecObject):
     size: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxNamespace(SpecObject):
     """`linux.namespaces[]`: a namespace to create, or to join when `path` is set."""
 
@@ -48,7 +46,7 @@ class LinuxNamespace(SpecObject):
     path: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxDevice(SpecObject):
     """`linux.devices[]`: a device node to create in the container."""
 
@@ -61,7 +59,7 @@ class LinuxDevice(SpecObject):
     gid: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxDeviceCgroup(SpecObject):
     """`linux.resources.devices[]`: a device cgroup rule (None type/major/minor = all)."""
 
@@ -72,7 +70,7 @@ class LinuxDeviceCgroup(SpecObject):
     access: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxMemory(SpecObject):
     """`linux.resources.memory` (bytes; -1 = unlimited; `swap` is memory+swap)."""
 
@@ -87,7 +85,7 @@ class LinuxMemory(SpecObject):
     check_before_update: bool | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxCPU(SpecObject):
     """`linux.resources.cpu` (quota/period in microseconds; cpus/mems as lists like "0-3")."""
 
@@ -102,14 +100,14 @@ class LinuxCPU(SpecObject):
     idle: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxPids(SpecObject):
     """`linux.resources.pids` (limit -1 = unlimited)."""
 
     limit: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxWeightDevice(SpecObject):
     """`linux.resources.blockIO.weightDevice[]`."""
 
@@ -119,7 +117,7 @@ class LinuxWeightDevice(SpecObject):
     leaf_weight: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxThrottleDevice(SpecObject):
     """`linux.resources.blockIO.throttle*Device[]` (bytes or I/O operations per second)."""
 
@@ -128,7 +126,7 @@ class LinuxThrottleDevice(SpecObject):
     rate: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxBlockIO(SpecObject):
     """`linux.resources.blockIO`."""
 
@@ -145,7 +143,7 @@ class LinuxBlockIO(SpecObject):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxHugepageLimit(SpecObject):
     """`linux.resources.hugepageLimits[]` (`page_size` like "2MB")."""
 
@@ -153,7 +151,7 @@ class LinuxHugepageLimit(SpecObject):
     limit: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxInterfacePriority(SpecObject):
     """`linux.resources.network.priorities[]`."""
 
@@ -161,7 +159,7 @@ class LinuxInterfacePriority(SpecObject):
     priority: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxNetwork(SpecObject):
     """`linux.resources.network` (net_cls class id, net_prio priorities)."""
 
@@ -169,7 +167,7 @@ class LinuxNetwork(SpecObject):
     priorities: tuple[LinuxInterfacePriority, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxRdma(SpecObject):
     """A value of the `linux.resources.rdma` map."""
 
@@ -177,7 +175,7 @@ class LinuxRdma(SpecObject):
     hca_objects: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxResources(SpecObject):
     """`linux.resources`: the container's cgroup limits (also UpdateContainer's payload)."""
 
@@ -192,7 +190,7 @@ class LinuxResources(SpecObject):
     unified: Mapping[str, str] = spec_field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxSeccompArg(SpecObject):
     """`linux.seccomp.syscalls[].args[]`: one argument comparison."""
 
@@ -202,7 +200,7 @@ class LinuxSeccompArg(SpecObject):
     op: str = spec_field("", required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxSyscall(SpecObject):
     """`linux.seccomp.syscalls[]`: an action for a set of syscall names."""
 
@@ -212,7 +210,7 @@ class LinuxSyscall(SpecObject):
     args: tuple[LinuxSeccompArg, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxSeccomp(SpecObject):
     """`linux.seccomp`: the seccomp filter."""
 
@@ -225,7 +223,7 @@ class LinuxSeccomp(SpecObject):
     syscalls: tuple[LinuxSyscall, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxIntelRdt(SpecObject):
     """`linux.intelRdt`."""
 
@@ -236,7 +234,7 @@ class LinuxIntelRdt(SpecObject):
     enable_mbm: bool = spec_field(False, key="enableMBM")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxPersonality(SpecObject):
     """`linux.personality` (execution domain)."""
 
@@ -244,7 +242,7 @@ class LinuxPersonality(SpecObject):
     flags: tuple[str, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxTimeOffset(SpecObject):
     """A value of the `linux.timeOffsets` map (clock offset in a new time namespace)."""
 
@@ -252,7 +250,7 @@ class LinuxTimeOffset(SpecObject):
     nanosecs: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxCapabilities(SpecObject):
     """`process.capabilities`: the five capability sets (names with the CAP_ prefix)."""
 
@@ -263,7 +261,7 @@ class LinuxCapabilities(SpecObject):
     ambient: tuple[str, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class LinuxIOPriority(SpecObject):
     """`process.ioPriority` (`class_` holds the JSON key `class`)."""
 
@@ -271,7 +269,7 @@ class LinuxIOPriority(SpecObject):
     priority: int = spec_field(0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Linux(SpecObject):
     """`linux`: the Linux-specific configuration."""
 

@@ -5,22 +5,20 @@ unknown key they are kept in `Spec.extra` by the default decoding policy and wri
 """
 
 # spec_field() is this package's dataclass field specifier (a dataclasses.field wrapper).
-# ruff: noqa: RUF009
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from ._codec import SpecObject, encode, spec_field
+from ._codec import SpecObject, encode, model, spec_field
 from .linux import Linux, LinuxCapabilities, LinuxIDMapping, LinuxIOPriority
 
 SPEC_VERSION = "1.2.0"
 """The runtime-spec version this model implements (written by `default_spec`)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Box(SpecObject):
     """`process.consoleSize`."""
 
@@ -28,7 +26,7 @@ class Box(SpecObject):
     width: int = spec_field(0, always=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class User(SpecObject):
     """`process.user` (numeric ids; `username` is for other platforms)."""
 
@@ -39,7 +37,7 @@ class User(SpecObject):
     username: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class POSIXRlimit(SpecObject):
     """`process.rlimits[]`."""
 
@@ -48,7 +46,7 @@ class POSIXRlimit(SpecObject):
     soft: int = spec_field(0, required=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Scheduler(SpecObject):
     """`process.scheduler` (sched_setattr parameters)."""
 
@@ -61,7 +59,7 @@ class Scheduler(SpecObject):
     period: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class CPUAffinity(SpecObject):
     """`process.execCPUAffinity`."""
 
@@ -69,7 +67,7 @@ class CPUAffinity(SpecObject):
     final: str | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Process(SpecObject):
     """`process`: the container process (also an exec's process.json)."""
 
@@ -91,7 +89,7 @@ class Process(SpecObject):
     exec_cpu_affinity: CPUAffinity | None = spec_field(None, key="execCPUAffinity")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Root(SpecObject):
     """`root`: the container's root filesystem (`path` may be relative to the bundle)."""
 
@@ -99,7 +97,7 @@ class Root(SpecObject):
     readonly: bool = spec_field(False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Mount(SpecObject):
     """`mounts[]`."""
 
@@ -111,7 +109,7 @@ class Mount(SpecObject):
     gid_mappings: tuple[LinuxIDMapping, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Hook(SpecObject):
     """One hook: `hooks.<phase>[]`."""
 
@@ -121,7 +119,7 @@ class Hook(SpecObject):
     timeout: int | None = spec_field(None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Hooks(SpecObject):
     """`hooks`: the six lifecycle hook lists."""
 
@@ -133,7 +131,7 @@ class Hooks(SpecObject):
     poststop: tuple[Hook, ...] = spec_field(())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class Spec(SpecObject):
     """A whole config.json."""
 

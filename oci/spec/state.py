@@ -6,16 +6,14 @@ a frozen container); callers that emit a strictly conformant document map paused
 """
 
 # spec_field() is this package's dataclass field specifier (a dataclasses.field wrapper).
-# ruff: noqa: RUF009
 
 from __future__ import annotations
 
 import enum
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from ._codec import JSON, SpecError, SpecObject, decode, encode, spec_field
+from ._codec import JSON, SpecError, SpecObject, decode, encode, model, spec_field
 from .runtime import SPEC_VERSION
 
 
@@ -27,7 +25,7 @@ class Status(enum.StrEnum):
     PAUSED = "paused"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
+@model
 class State(SpecObject):
     """The OCI state document."""
 
