@@ -266,6 +266,7 @@ def run(config: AgentConfig, *, handover: Handover | None = None) -> int:
             )
             print(f"kata-agent: listen on {config.server.server_addr}: {err}", file=sys.stderr)
             return 1
+    import_asyncio()
     import asyncio
 
     with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
@@ -279,11 +280,28 @@ def run(config: AgentConfig, *, handover: Handover | None = None) -> int:
             return 1
 
 
+def import_asyncio() -> None:
+    """Import asyncio without letting it import ssl: the agent never speaks TLS through asyncio,
+    and ssl (with libssl/libcrypto) costs ~6 MiB of RSS. ``ssl`` stays importable afterwards for
+    whoever needs it (uvloop, pyroute2); where it is not installed (a trimmed guest) nothing
+    changes."""
+    if "asyncio" in sys.modules:
+        return
+    blocked = "ssl" not in sys.modules
+    if blocked:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # asyncio: "no ssl support"
+    try:
+        import asyncio  # noqa: F401
+    finally:
+        if blocked and "ssl" in sys.modules and sys.modules["ssl"] is None:
+            del sys.modules["ssl"]
+
+
 def import_phase1() -> None:
     """Import what phase 1 needs (asyncio, uvloop, the RPC server); run in a thread in phase 0.
     Errors are left for the main thread, which imports the same modules and reports them."""
     try:
-        import asyncio  # noqa: F401
+        import_asyncio()
 
         import uvloop  # noqa: F401
 
