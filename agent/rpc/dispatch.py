@@ -18,9 +18,11 @@ from google.protobuf import message as pb_message
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
+from agent.rpc.encoded import PreEncoded
 from agent.rpc.status import Code, RpcError
 
-Handler = Callable[[Any], Awaitable[pb_message.Message]]
+# A handler returns its response message, or its serialized form (agent.rpc.encoded).
+Handler = Callable[[Any], Awaitable["pb_message.Message | PreEncoded[Any]"]]
 
 AGENT_SERVICE = "grpc.AgentService"
 HEALTH_SERVICE = "grpc.Health"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 HEADER = struct.Struct(">IIBB")
 HEADER_SIZE = HEADER.size  # 10
 MAX_MESSAGE = 4 << 20  # 4 MiB of data per frame, both directions
+COLLECT_MIN = 64 << 10  # bodies this large spanning chunks are joined once (FrameParser)
 
 TYPE_REQUEST = 1
 TYPE_RESPONSE = 2
@@ -52,23 +53,54 @@ def encode(stream_id: int, type_: int, data: bytes, flags: int = 0) -> bytes:
 class FrameParser:
     """Incremental parser: ``feed(bytes) -> list[Event]``. Memory use is bounded by one frame."""
 
-    __slots__ = ("_buf", "_skip", "max_message")
+    __slots__ = ("_buf", "_head", "_need", "_parts", "_skip", "max_message")
 
     def __init__(self, max_message: int = MAX_MESSAGE) -> None:
         self._buf = bytearray()
         self._skip = 0
+        # A large body (>= COLLECT_MIN) arriving over several chunks is kept as the list of its
+        # pieces and joined once when complete: one copy, instead of growing the buffer, slicing
+        # it and converting the slice (three copies of every byte, each into fresh memory).
+        self._parts: list[bytes | memoryview] = []
+        self._need = 0
+        self._head = (0, 0, 0)
         self.max_message = max_message
 
     def reset(self) -> None:
         self._buf.clear()
         self._skip = 0
+        self._parts = []
+        self._need = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + sum(len(p) for p in self._parts)
+
+    def _collect(
+        self, sid: int, typ: int, flags: int, length: int, body: bytes | memoryview
+    ) -> None:
+        self._head = (sid, typ, flags)
+        self._parts = [body]
+        self._need = length - len(body)
 
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
+        if self._need:
+            take = min(self._need, len(chunk))
+            if take == len(chunk):
+                self._parts.append(chunk)
+            else:
+                self._parts.append(
+                    memoryview(chunk)[:take] if isinstance(chunk, bytes) else bytes(chunk[:take])
+                )
+            self._need -= take
+            if self._need:
+                return events
+            events.append(Frame(*self._head, b"".join(self._parts)))
+            self._parts = []
+            if take == len(chunk):
+                return events
+            chunk = chunk[take:]
         if self._skip:
             if len(chunk) <= self._skip:
                 self._skip -= len(chunk)
@@ -93,6 +125,11 @@ class FrameParser:
                     pos += length
                     continue
                 if end - pos - HEADER_SIZE < length:
+                    if length >= COLLECT_MIN and isinstance(chunk, bytes):
+                        self._collect(
+                            sid, typ, flags, length, memoryview(chunk)[pos + HEADER_SIZE :]
+                        )
+                        return events
                     break
                 start = pos + HEADER_SIZE
                 events.append(Frame(sid, typ, flags, bytes(view[start : start + length])))
@@ -116,6 +153,9 @@ class FrameParser:
                 pos += length
                 continue
             if end - pos - HEADER_SIZE < length:
+                if length >= COLLECT_MIN:
+                    self._collect(sid, typ, flags, length, bytes(buf[pos + HEADER_SIZE :]))
+                    pos = end
                 break
             start = pos + HEADER_SIZE
             events.append(Frame(sid, typ, flags, bytes(buf[start : start + length])))

@@ -42,6 +42,7 @@ from agent import log as agent_log
 from agent.rpc import framing
 from agent.rpc.dispatch import Dispatcher, Method
 from agent.rpc.early import EarlyConnection
+from agent.rpc.encoded import PreEncoded
 from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
 from agent.rpc.status import Code, RpcError, to_status
@@ -53,6 +54,7 @@ MAX_IN_FLIGHT = 4096
 # is not read any further until handlers finish (back-pressure instead of unbounded memory).
 IN_FLIGHT_HIGH = 64 << 20
 IN_FLIGHT_LOW = 32 << 20
+_JOIN_MAX = 64 << 10  # a larger payload is written after its prefix without a joining copy
 _OK_STATUS = (
     b"\x0a\x00"  # Response.status = an explicit empty google.rpc.Status (as the Rust agent)
 )
@@ -230,7 +232,9 @@ class Connection(asyncio.Protocol):
                 f"{framing.MAX_MESSAGE}",
             )
 
-    async def _call(self, service: str, name: str, payload: bytes) -> tuple[Message, Method]:
+    async def _call(
+        self, service: str, name: str, payload: bytes
+    ) -> tuple[Message | PreEncoded[Any], Method]:
         dispatcher = self._dispatcher
         if dispatcher.is_deferred(service):
             await dispatcher.wait_ready()  # the AgentService stack is still loading
@@ -255,6 +259,21 @@ class Connection(asyncio.Protocol):
             return
         transport.write(framing.encode(stream_id, framing.TYPE_RESPONSE, body))
 
+    def _write_parts(
+        self,
+        stream_id: int,
+        prefix: bytes,
+        parts: Iterable[bytes | bytearray | memoryview],
+        size: int,
+    ) -> None:
+        """One response frame from the envelope prefix and the payload parts, without joining
+        them: one ``writelines`` call, so frames still never interleave."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        header = framing.HEADER.pack(len(prefix) + size, stream_id, framing.TYPE_RESPONSE, 0)
+        transport.writelines((header + prefix, *parts))
+
     def _reply_error(self, stream_id: int, code: int, message: str) -> None:
         self._write(stream_id, encode_error(code, message))
 
@@ -264,6 +283,8 @@ class Connection(asyncio.Protocol):
         started = time.perf_counter()
         path = "?"
         code: int = Code.OK
+        parts: tuple[bytes | bytearray | memoryview, ...] = ()
+        size = 0
         try:
             try:
                 envelope = request_pb2.Request.FromString(data)
@@ -286,26 +307,35 @@ class Connection(asyncio.Protocol):
                     ) from None
             else:
                 resp, method = await self._call(service, name, payload)
-            if not isinstance(resp, method.response_type):
+            pre = resp if isinstance(resp, PreEncoded) else None  # serialized by the handler
+            resp_type: type[Any] = type(resp) if pre is None else pre.message_type
+            if not issubclass(resp_type, method.response_type):
                 raise RpcError(
                     Code.INTERNAL,
-                    f"{path}: handler returned {type(resp).__name__}, "
+                    f"{path}: handler returned {resp_type.__name__}, "
                     f"expected {method.response_type.DESCRIPTOR.full_name}",
                 )
-            payload = resp.SerializeToString()
-            if len(payload) + 16 > framing.MAX_MESSAGE:
+            if pre is not None:
+                parts, size = pre.parts, pre.size
+            else:
+                serialized = resp.SerializeToString()
+                parts, size = (serialized,), len(serialized)
+            if size + 16 > framing.MAX_MESSAGE:
                 raise RpcError(
                     Code.RESOURCE_EXHAUSTED,
-                    f"{path}: response of {len(payload)} bytes exceeds maximum message size "
+                    f"{path}: response of {size} bytes exceeds maximum message size "
                     f"of {framing.MAX_MESSAGE}",
                 )
-            body = encode_ok(payload)
+            if len(parts) > 1 or size > _JOIN_MAX:
+                body = _OK_STATUS + b"\x12" + _varint(size)
+            else:
+                body, parts = encode_ok(b"".join(parts)), ()
         except asyncio.CancelledError:
             code = Code.CANCELLED
             raise
         except Exception as exc:
             code, message = to_status(exc, path)
-            body = encode_error(code, message)
+            body, parts = encode_error(code, message), ()
         finally:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -318,7 +348,10 @@ class Connection(asyncio.Protocol):
                     },
                 )
             self._stats.calls += 1
-        self._write(sid, body)
+        if parts:
+            self._write_parts(sid, body, parts, size)
+        else:
+            self._write(sid, body)
         if self._can_write is not None and not self._can_write.is_set():
             await self._can_write.wait()  # back-pressure: the peer is not reading
 

@@ -69,3 +69,31 @@ def test_reset_drops_partial_state() -> None:
     parser.feed(framing.HEADER.pack(0xFFFFFFFF, 1, 1, 0))
     parser.reset()
     assert parser.feed(framing.encode(3, 1, b"a")) == [Frame(3, 1, 0, b"a")]
+
+
+def test_large_frames_survive_any_chunking() -> None:
+    """Bodies of COLLECT_MIN and more that span chunks are collected and joined once."""
+    rng = random.Random(2)
+    sizes = [framing.COLLECT_MIN - 1, framing.COLLECT_MIN, 5, 300_000, 0, 1 << 20, 7]
+    frames = [
+        Frame(2 * i + 1, framing.TYPE_RESPONSE, 0, rng.randbytes(n)) for i, n in enumerate(sizes)
+    ]
+    stream = b"".join(framing.encode(f.stream_id, f.type, f.data) for f in frames)
+    for _ in range(30):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randrange(0, 60)))
+        parser = FrameParser()
+        assert _feed_all(parser, stream, cuts) == frames
+        assert parser.buffered == 0
+    # a big body delivered in 1-byte and 3-byte pieces around the header
+    for step in (1, 3, 65536, 262144):
+        cuts = list(range(step, len(stream), step)) if step > 3 else list(range(step, 20, step))
+        assert _feed_all(FrameParser(), stream, cuts) == frames
+
+
+def test_reset_drops_a_collected_body() -> None:
+    parser = FrameParser()
+    parser.feed(framing.HEADER.pack(framing.COLLECT_MIN * 2, 1, 2, 0) + b"x" * 1000)
+    assert parser.buffered == 1000
+    parser.reset()
+    assert parser.buffered == 0
+    assert parser.feed(framing.encode(3, 1, b"a")) == [Frame(3, 1, 0, b"a")]
