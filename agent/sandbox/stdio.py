@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 DRAIN_AFTER_EXIT = 0.5
 MAX_READ = 2 * 1024 * 1024  # stays well under the 4 MiB ttrpc frame limit
 F_SETPIPE_SZ = 1031
+_INT = struct.Struct("i")
+_INT_ZERO = _INT.pack(0)
 
 
 class _FdWatch:
@@ -141,7 +143,10 @@ class OutputStream:
         if fd is None:
             return b""
         try:
-            return os.read(fd, n)
+            # Read exactly what is there (FIONREAD; 0 also at EOF, which the read then reports):
+            # os.read(fd, n) would allocate n bytes (up to 2 MiB) for a 64 KiB pipe's worth.
+            avail = _INT.unpack(fcntl.ioctl(fd, termios.FIONREAD, _INT_ZERO))[0]
+            return os.read(fd, min(n, avail) if avail > 0 else n)
         except BlockingIOError:
             return None
         except OSError as err:

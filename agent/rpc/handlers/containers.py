@@ -10,6 +10,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from agent.rpc.convert_oci import process_from_pb, resources_from_pb, spec_from_pb
+from agent.rpc.encoded import PreEncoded, bytes_field
 from agent.rpc.handlers import HandlerBase
 from agent.rpc.handlers.storage import device_from_pb, storage_from_pb
 from agent.rpc.pb import agent_pb2
@@ -18,6 +19,7 @@ from agent.services.sandbox import CreateSandbox, KernelModule
 from oci.cgroups.stats import BlkioStatsEntry, CgroupStats, MemoryData
 
 _EMPTY = empty_pb2.Empty
+_DATA_FIELD = agent_pb2.ReadStreamResponse.DESCRIPTOR.fields_by_name["data"].number
 
 
 class ContainerHandlers(HandlerBase):
@@ -124,13 +126,18 @@ class ContainerHandlers(HandlerBase):
         n = await self.services.stdio.write_stdin(req.container_id, req.exec_id, req.data)
         return agent_pb2.WriteStreamResponse(len=n)
 
-    async def ReadStdout(self, req: agent_pb2.ReadStreamRequest) -> agent_pb2.ReadStreamResponse:
+    # Output is returned pre-encoded (agent.rpc.encoded): up to 2 MiB per reply, never copied.
+    async def ReadStdout(
+        self, req: agent_pb2.ReadStreamRequest
+    ) -> PreEncoded[agent_pb2.ReadStreamResponse]:
         data = await self.services.stdio.read_stdout(req.container_id, req.exec_id, req.len)
-        return agent_pb2.ReadStreamResponse(data=data)
+        return bytes_field(agent_pb2.ReadStreamResponse, _DATA_FIELD, data)
 
-    async def ReadStderr(self, req: agent_pb2.ReadStreamRequest) -> agent_pb2.ReadStreamResponse:
+    async def ReadStderr(
+        self, req: agent_pb2.ReadStreamRequest
+    ) -> PreEncoded[agent_pb2.ReadStreamResponse]:
         data = await self.services.stdio.read_stderr(req.container_id, req.exec_id, req.len)
-        return agent_pb2.ReadStreamResponse(data=data)
+        return bytes_field(agent_pb2.ReadStreamResponse, _DATA_FIELD, data)
 
     async def CloseStdin(self, req: agent_pb2.CloseStdinRequest) -> empty_pb2.Empty:
         self.services.stdio.close_stdin(req.container_id, req.exec_id)

@@ -101,7 +101,7 @@ async def test_process_and_stdio_handlers() -> None:
     resp = await h.WaitProcess(agent_pb2.WaitProcessRequest(container_id="c", exec_id="e"))
     assert resp.status == 137
     out = await h.ReadStdout(agent_pb2.ReadStreamRequest(container_id="c", exec_id="e", len=5))
-    assert out.data == b"out"
+    assert out.decode().data == b"out"
     assert stdio.calls[0][1] == ("c", "e", 5)
     stdio.result = 3
     n = await h.WriteStdin(agent_pb2.WriteStreamRequest(container_id="c", exec_id="e", data=b"abc"))
