@@ -88,10 +88,21 @@ def encode_error(code: int, message: str) -> bytes:
 class Connection(asyncio.Protocol):
     """Serves one ttrpc byte stream."""
 
-    def __init__(self, dispatcher: Dispatcher, *, peer: str = "", stats: ServerStats) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        peer: str = "",
+        stats: ServerStats,
+        shared_stream: bool = False,
+    ) -> None:
         self._dispatcher = dispatcher
         self._peer = peer
         self._stats = stats
+        # A serial port carries successive host connections on one byte stream, and the guest
+        # may not see a quick reconnect: stream id 1 again means a new host session.
+        self._shared_stream = shared_stream
+        self._requests_seen = 0
         self._parser = framing.FrameParser()
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -160,6 +171,9 @@ class Connection(asyncio.Protocol):
             if frame.flags & framing.FLAG_REMOTE_OPEN:
                 self._reply_error(sid, Code.UNIMPLEMENTED, "streaming calls are not supported")
                 return
+            if sid == 1 and self._shared_stream and self._requests_seen:
+                self._new_session()
+            self._requests_seen += 1
             if sid in self._tasks:
                 self._reply_error(sid, Code.INVALID_ARGUMENT, f"stream id {sid} is already active")
                 return
@@ -191,7 +205,24 @@ class Connection(asyncio.Protocol):
             self._stats.protocol_errors += 1
             log.debug("ignored frame", extra={"stream": sid, "frame_type": frame.type})
 
-    def _forget(self, sid: int, _task: object) -> None:
+    def _new_session(self) -> None:
+        """A new host reuses the byte stream: the previous host's calls are cancelled, and their
+        answers (which would carry stream ids of the new host's calls) are never sent."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        self._tasks.clear()
+        self._sizes.clear()
+        self._in_flight_bytes = 0
+        self._requests_seen = 0
+        log.info(
+            "new host session on the stream",
+            extra={"peer": self._peer, "cancelled_calls": len(tasks)},
+        )
+
+    def _forget(self, sid: int, task: object) -> None:
+        if self._tasks.get(sid) is not task:
+            return  # a task of a previous session, forgotten by _new_session
         self._tasks.pop(sid, None)
         self._in_flight_bytes -= self._sizes.pop(sid, 0)
         if self._reading_paused and self._in_flight_bytes <= IN_FLIGHT_LOW:
@@ -375,9 +406,13 @@ class TtrpcServer:
         self.stats = ServerStats()
         self._listeners: list[Any] = []
 
-    def protocol_factory(self, peer: str = "") -> Callable[[], Connection]:
+    def protocol_factory(
+        self, peer: str = "", *, shared_stream: bool = False
+    ) -> Callable[[], Connection]:
         def make() -> Connection:
-            return Connection(self.dispatcher, peer=peer, stats=self.stats)
+            return Connection(
+                self.dispatcher, peer=peer, stats=self.stats, shared_stream=shared_stream
+            )
 
         return make
 

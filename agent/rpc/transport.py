@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-ProtocolFactoryMaker = Callable[[str], Callable[[], Any]]
+ProtocolFactoryMaker = Callable[..., Callable[[], Any]]  # (peer, *, shared_stream=False)
 VMADDR_CID_ANY = 0xFFFFFFFF
 _READ_SIZE = 256 * 1024
 _WRITE_HIGH_WATER = 1 << 20
@@ -97,7 +97,7 @@ async def listen(
         return _AcceptLoop(sock, factory_maker, address)
     if sock is not None:
         raise ValueError(f"{address}: a serial port cannot take a pre-bound socket")
-    serial = _SerialPort(target, factory_maker(address))
+    serial = _SerialPort(target, factory_maker(address, shared_stream=True))
     serial.start()
     return serial
 
@@ -164,10 +164,13 @@ class _AcceptLoop:
 class FdTransport(asyncio.Transport):
     """A bidirectional transport over one non-blocking fd (socket or character device)."""
 
-    def __init__(self, fd: int, protocol: Any, *, is_socket: bool) -> None:
+    def __init__(self, fd: int, protocol: Any, *, is_socket: bool, close_fd: bool = True) -> None:
         super().__init__()
         self._loop = asyncio.get_running_loop()
         self._fd = fd
+        self._close_fd = close_fd  # False: the fd outlives the transport (a serial port)
+        self.received = 0  # bytes read so far
+        self.ended_by_eof = False  # the peer hung up (read returned 0 or EIO), not an error
         self._protocol = protocol
         self._is_socket = is_socket
         self._buffer = bytearray()
@@ -213,12 +216,14 @@ class FdTransport(asyncio.Transport):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as err:
-            # EIO: the other end of a pty/serial line hung up; ECONNRESET etc.: peer gone.
+            # EIO: the other end of a pty line hung up; ECONNRESET etc.: peer gone.
             self._force_close(None if err.errno == errno.EIO else err)
             return
         if not data:
+            self.ended_by_eof = True
             self._force_close(None)
             return
+        self.received += len(data)
         try:
             self._protocol.data_received(data)
         except Exception as err:
@@ -286,7 +291,8 @@ class FdTransport(asyncio.Transport):
         self._loop.remove_reader(self._fd)
         self._loop.remove_writer(self._fd)
         self._buffer.clear()
-        os.close(self._fd)
+        if self._close_fd:
+            os.close(self._fd)
         self._fd = -1
         try:
             self._protocol.connection_lost(exc)
@@ -296,13 +302,25 @@ class FdTransport(asyncio.Transport):
 
 
 class _SerialPort:
-    """One ttrpc connection over a serial port, reopened after every hang-up."""
+    """One ttrpc connection at a time over a serial port (see the module docstring).
+
+    A virtio-serial port reads EOF and polls POLLHUP while no host is connected. The port stays
+    open across host sessions: closing it while a host connects could discard what that host has
+    sent already (the guest driver drops unread input on close). After a hang-up the session's
+    calls are cancelled (a new protocol per session) and the port is polled until a host is back.
+    It is closed and reopened only after an error (EIO from a pty whose master went away, ...),
+    and a unix socket standing in for the port (tests) is reconnected for every session.
+    """
+
+    POLL_MIN = 0.005
+    POLL_MAX = 0.05
 
     def __init__(self, path: str, factory: Callable[[], Any]) -> None:
         self.path = path
         self._factory = factory
         self._task: asyncio.Task[None] | None = None
         self._transport: FdTransport | None = None
+        self._fd: int | None = None
         self.sessions = 0
 
     def start(self) -> None:
@@ -310,36 +328,48 @@ class _SerialPort:
 
     async def _run(self) -> None:
         backoff = 0.02
+        idle = self.POLL_MIN
+        is_socket = False
         while True:
-            try:
-                fd, is_socket = self._open()
-            except OSError as err:
-                # Not there yet (port discovery is asynchronous) or busy: retry.
-                log.debug("serial port not ready", extra={"path": self.path, "error": str(err)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 0.5)
-                continue
+            if self._fd is None:
+                try:
+                    self._fd, is_socket = self._open()
+                except OSError as err:
+                    # Not there yet (port discovery is asynchronous) or busy: retry.
+                    log.debug("serial port not ready", extra={"path": self.path, "error": str(err)})
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 0.5)
+                    continue
+                backoff = 0.02
+                log.info("serial port opened", extra={"path": self.path})
+            fd = self._fd
             if not is_socket and _hung_up(fd):
-                os.close(fd)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 0.2)
+                await asyncio.sleep(idle)  # nobody on the host side yet
+                idle = min(idle * 2, self.POLL_MAX)
                 continue
-            backoff = 0.02
             protocol = self._factory()
             closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._transport = FdTransport(fd, protocol, is_socket=is_socket)
-            self._transport.on_close(functools.partial(_resolve, closed))
-            self.sessions += 1
-            log.info("serial connection up", extra={"path": self.path, "session": self.sessions})
+            transport = FdTransport(fd, protocol, is_socket=is_socket, close_fd=is_socket)
+            self._transport = transport
+            if is_socket:
+                self._fd = None  # the transport owns (and closes) a socket
+            transport.on_close(functools.partial(_resolve, closed))
             await closed
             self._transport = None
-            log.info("serial connection hung up", extra={"path": self.path})
+            if transport.received:
+                self.sessions += 1
+                log.info("serial connection hung up", extra={"path": self.path})
+                idle = self.POLL_MIN
+            else:
+                # EOF before any byte: the port reports "readable" while nobody is connected
+                await asyncio.sleep(idle)
+                idle = min(idle * 2, self.POLL_MAX)
+            if not is_socket and not transport.ended_by_eof:
+                os.close(fd)  # an error: reopen the port
+                self._fd = None
 
     def _open(self) -> tuple[int, bool]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise
+        st = os.stat(self.path)
         if stat.S_ISSOCK(st.st_mode):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -362,6 +392,10 @@ class _SerialPort:
                 await self._task
         if self._transport is not None:
             self._transport.abort()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
 def _resolve(future: asyncio.Future[None], _transport: object) -> None:

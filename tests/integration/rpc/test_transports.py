@@ -41,7 +41,7 @@ async def test_serial_port_over_a_pty(agent_factory: Factory) -> None:
     os.close(slave)
     try:
         agent = agent_factory(address=f"serial://{name}", wait=False)
-        await _wait_for_log(agent, "serial connection up")
+        await _wait_for_log(agent, "serial port opened")
         client = TtrpcClient.from_fd(master, is_socket=False)
         master = -1
         try:

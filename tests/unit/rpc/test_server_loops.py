@@ -173,3 +173,40 @@ def test_client_refuses_to_send_more_than_4_mib() -> None:
         await client.close()
 
     _run("asyncio", main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_serial_stream_new_host_session_on_stream_one(loop_name: str) -> None:
+    """On a serial port the guest may not see a quick host reconnect: a Request on stream 1
+    again starts a new session, cancelling the previous host's calls without answering them."""
+
+    async def main() -> None:
+        servicer = Servicer()
+        server = TtrpcServer(Dispatcher({"grpc.Health": servicer, "grpc.AgentService": servicer}))
+        a, b = socket.socketpair()
+        protocol = server.protocol_factory("serial", shared_stream=True)()
+        FdTransport(a.detach(), protocol, is_socket=True)
+        first = TtrpcClient.from_fd(os.dup(b.fileno()), is_socket=True)
+        parked = [
+            asyncio.ensure_future(first.agent.GetOOMEvent(agent_pb2.GetOOMEventRequest()))
+            for _ in range(2)
+        ]  # streams 1 and 3
+        await first.health.Check(health_pb2.CheckRequest(), timeout=10)  # stream 5
+        # The "host" goes away without the guest noticing; a new one reuses the same stream.
+        first._transport.pause_reading()  # the old host reads no more
+        second = TtrpcClient.from_fd(b.detach(), is_socket=True)
+        resp = await second.health.Check(health_pb2.CheckRequest(), timeout=10)  # stream 1
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        async with asyncio.timeout(10):
+            while servicer.cancelled < 2:  # noqa: ASYNC110 - cancellation is async
+                await asyncio.sleep(0.01)
+        servicer.release.set()
+        resp = await second.health.Check(health_pb2.CheckRequest(), timeout=10)  # stream 3
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        assert not second._protocol.stray_frames
+        for p in parked:
+            p.cancel()
+        await second.close()
+        await first.close()
+
+    _run(loop_name, main)
