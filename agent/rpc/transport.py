@@ -5,12 +5,14 @@ Addresses (``agent.server_addr``):
 * ``vsock://CID:PORT`` -- AF_VSOCK stream listener (``-1`` = any CID; default ``vsock://-1:1024``);
 * ``unix:///path`` -- a unix socket file (a stale socket file at that path is replaced);
 * ``unix://@name`` -- an abstract unix socket;
-* ``serial:///dev/virtio-ports/NAME`` -- one ttrpc connection over a virtio-serial port, for hosts
-  without vhost-vsock. While no host is connected the port reads EOF and polls POLLHUP; the host
-  connects and speaks first. After a hang-up the port is closed, in-flight calls are cancelled,
-  and the port is reopened and served again once the host is back. A tty (a pty in tests, an hvc
-  console) is put into raw mode. For tests the path may also be a listening unix socket, which is
-  then connected to (reconnected after a hang-up) in place of opening a device.
+* ``serial:///dev/virtio-ports/NAME`` -- one ttrpc connection at a time over a virtio-serial
+  port, for hosts without vhost-vsock. While no host is connected the port reads EOF and polls
+  POLLHUP; the host connects and speaks first. The port stays open across host sessions (closing
+  it could drop what a reconnecting host already sent); after a hang-up the session's calls are
+  cancelled and the port is polled until a host is back, and since the guest may not notice a
+  quick reconnect at all, stream id 1 arriving again also starts a new session
+  (``agent.rpc.server.Connection``). A tty (a pty in tests, an hvc console) is put into raw mode.
+  For tests the path may also be a listening unix socket, connected to anew for every session.
 
 Unix sockets use the loop's own transports (uvloop's are fast). vsock connections and serial
 ports use ``FdTransport``, a small add_reader/add_writer transport that works for any pollable fd
