@@ -141,20 +141,27 @@ async def attach(client: Any, cid: str, eid: str, *, terminal: bool) -> int:
 async def _copy_stdin(client: Any, cid: str, eid: str) -> None:
     """Our stdin → WriteStdin (≤ 32 KiB per call), then CloseStdin at EOF."""
     fd = sys.stdin.fileno() if sys.stdin is not None else -1
-    pollable = fd >= 0 and not stat.S_ISREG(os.fstat(fd).st_mode)
+    # epoll takes pipes, sockets and terminals; it refuses regular files and devices such as
+    # /dev/null (EPERM), which are read in a worker thread instead (a read may block).
+    pollable = fd >= 0 and _pollable(fd)
     while True:
         if fd < 0:
             data = b""
         elif pollable:
             data = await _read_when_ready(fd)
         else:
-            data = os.read(fd, READ_LEN)
+            data = await asyncio.to_thread(os.read, fd, READ_LEN)
         if not data:
             break
         await client.agent.WriteStdin(
             agent_pb2.WriteStreamRequest(container_id=cid, exec_id=eid, data=data)
         )
     await client.agent.CloseStdin(agent_pb2.CloseStdinRequest(container_id=cid, exec_id=eid))
+
+
+def _pollable(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
 async def _read_when_ready(fd: int) -> bytes:

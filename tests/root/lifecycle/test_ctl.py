@@ -12,8 +12,26 @@ from tests.root.lifecycle.conftest import Pod
 REPO = Path(__file__).resolve().parents[3]
 
 
-async def ctl(pod: Pod, *argv: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+async def ctl(pod: Pod, *argv: str, stdin: bytes | Path = b"") -> tuple[int, bytes, bytes]:
+    """Run kata-agent-ctl; ``stdin`` is piped bytes, or a path opened as its stdin."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    if isinstance(stdin, Path):
+        with stdin.open("rb") as f:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agent.ctl",
+                "--addr",
+                pod.agent.address,
+                *argv,
+                stdin=f,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode is not None
+        return proc.returncode, out, err
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -50,6 +68,18 @@ async def test_run_prints_output_and_exits_with_status(pod: Pod) -> None:
         pod, "run", "--rootfs", str(pod.rootfs), "--id", "r1", "--", "cat", stdin=b"from stdin\n"
     )
     assert (code, out) == (0, b"from stdin\n")
+
+
+async def test_run_with_stdin_from_dev_null_or_a_file(pod: Pod, tmp_path: Path) -> None:
+    """Non-interactive use: epoll refuses /dev/null and regular files; they still work."""
+    code, out, err = await ctl(
+        pod, "run", "--rootfs", str(pod.rootfs), "--", "cat", stdin=Path("/dev/null")
+    )
+    assert (code, out) == (0, b""), err
+    data = tmp_path / "input.txt"
+    data.write_bytes(b"line 1\nline 2\n")
+    code, out, err = await ctl(pod, "run", "--rootfs", str(pod.rootfs), "--", "cat", stdin=data)
+    assert (code, out) == (0, b"line 1\nline 2\n"), err
 
 
 async def test_run_with_tty(pod: Pod) -> None:
