@@ -56,8 +56,11 @@ class PreEncoded(Generic[M]):
         return self.message_type.FromString(self.SerializeToString())
 
 
-def bytes_field(message_type: type[M], field_number: int, data: Part) -> PreEncoded[M]:
-    """A message whose only set field is the ``bytes`` field ``field_number`` holding ``data``."""
-    if not data:
+def bytes_field(message_type: type[M], field_number: int, *data: Part) -> PreEncoded[M]:
+    """A message whose only set field is the ``bytes`` field ``field_number``, holding the
+    concatenation of ``data`` (the pieces are not joined)."""
+    size = sum(len(d) for d in data)
+    if not size:
         return PreEncoded(message_type, ())
-    return PreEncoded(message_type, (varint(field_number << 3 | 2) + varint(len(data)), data))
+    head = varint(field_number << 3 | 2) + varint(size)
+    return PreEncoded(message_type, (head, *(d for d in data if len(d))))

@@ -94,3 +94,13 @@ def test_server_sends_pre_encoded_responses(loop_name: str) -> None:
         factory = pytest.importorskip("uvloop").new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
+
+
+def test_bytes_field_of_several_pieces() -> None:
+    pieces = [os.urandom(70000), b"", os.urandom(5), os.urandom(100)]
+    pre = encoded.bytes_field(agent_pb2.ReadStreamResponse, 1, *pieces)
+    joined = b"".join(pieces)
+    assert pre.SerializeToString() == agent_pb2.ReadStreamResponse(data=joined).SerializeToString()
+    assert pre.size == len(pre.SerializeToString())
+    assert [p for p in pre.parts[1:]] == [p for p in pieces if p]
+    assert encoded.bytes_field(agent_pb2.ReadStreamResponse, 1).parts == ()
