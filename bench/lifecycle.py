@@ -10,7 +10,14 @@ Run as root on the host: ``.venv/bin/python bench/lifecycle.py [--runs N] [--exe
    Target: median <= 10 ms.
 3. ReadStdout throughput: a container writes 256 MiB to stdout (``dd bs=1M``; busybox's
    ``head -c`` alone caps near 190 MiB/s here); the client reads it with the shim's ``len`` of
-   32 KiB (and with 1 MiB for comparison). Target: >= 300 MiB/s.
+   32 KiB (and with 1 MiB for comparison). Target: >= 300 MiB/s. Also printed: the CPU time the
+   agent and this client spent per MiB (load-independent, unlike the rate on a shared machine),
+   the number of replies and their mean size.
+
+The client (this process) stands in for the Go shim: it runs on uvloop (``--asyncio-loop`` for
+asyncio's own loop) and with glibc malloc told not to mmap/unmap every 1 MiB reply buffer
+(``--no-tune-malloc`` to leave it): with fresh pages for each reply the page faults cost this
+Python client more than the copies, a cost the shim's allocator does not have.
 
 Prints median and p99 (and min) per phase. Keep runs short while developing (``--quick``).
 """
@@ -50,11 +57,15 @@ def report(name: str, ms: list[float], target: str) -> None:
     )
 
 
-async def drain(a: object, cid: str, eid: str, method: str, length: int = 32768) -> int:
+async def drain(
+    a: object, cid: str, eid: str, method: str, length: int = 32768, calls: list[int] | None = None
+) -> int:
     call = getattr(a, method)
     total = 0
     while True:
         resp = await call(agent_pb2.ReadStreamRequest(container_id=cid, exec_id=eid, len=length))
+        if calls is not None:
+            calls.append(len(resp.data))
         if not resp.data:
             return total
         total += len(resp.data)
@@ -125,6 +136,7 @@ async def bench(args: argparse.Namespace) -> None:
             size = args.mib << 20
             rates: dict[int, float] = {}
             cpu: dict[int, tuple[float, float]] = {}
+            replies: dict[int, tuple[int, float]] = {}
             for length in (32768, 1 << 20):
                 cid = f"big{length}"
                 await a.CreateContainer(
@@ -145,9 +157,12 @@ async def bench(args: argparse.Namespace) -> None:
                 await a.StartContainer(agent_pb2.StartContainerRequest(container_id=cid))
                 t0 = time.perf_counter()
                 c0, a0 = time.process_time(), cpu_seconds(agent.pid)
+                sizes: list[int] = []
                 got, _ = await asyncio.gather(
-                    drain(a, cid, cid, "ReadStdout", length), drain(a, cid, cid, "ReadStderr")
+                    drain(a, cid, cid, "ReadStdout", length, sizes),
+                    drain(a, cid, cid, "ReadStderr"),
                 )
+                replies[length] = (len(sizes), statistics.mean(sizes) / 1024)
                 dt = time.perf_counter() - t0
                 mib = size / (1 << 20)
                 cpu[length] = (
@@ -175,7 +190,8 @@ async def bench(args: argparse.Namespace) -> None:
             )
             print(
                 f"{'':<44} CPU per MiB: agent {cpu[length][0]:.2f} ms, "
-                f"client {cpu[length][1]:.2f} ms"
+                f"client {cpu[length][1]:.2f} ms; {replies[length][0]} replies, "
+                f"mean {replies[length][1]:.1f} KiB"
             )
     finally:
         agent.stop()
@@ -210,7 +226,7 @@ def remove_cgroups(name: str) -> None:
 def tune_malloc() -> None:
     """Keep glibc from serving (and returning) every 1 MiB reply buffer with a fresh mmap: the
     page faults on fresh memory cost this Python client more than the copies themselves. The
-    client stands in for the Go shim, whose allocator reuses its memory; see bench/README."""
+    client stands in for the Go shim, whose allocator reuses its memory (module docstring)."""
     import ctypes
 
     libc = ctypes.CDLL(None)
@@ -236,12 +252,26 @@ def main() -> None:
     p.add_argument(
         "--no-tune-malloc", action="store_true", help="leave the client's glibc malloc as it is"
     )
+    p.add_argument(
+        "--asyncio-loop",
+        action="store_true",
+        help="run the client on asyncio's default loop instead of uvloop (as the agent uses)",
+    )
     args = p.parse_args()
     if not args.no_tune_malloc:
         tune_malloc()
     if args.quick:
         args.runs, args.execs, args.mib = 10, 20, 64
-    asyncio.run(bench(args))
+    factory = None
+    if not args.asyncio_loop:
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(bench(args))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,16 @@ For a terminal there is one pty master: stdin writes go to it, and stdout and st
 `OutputStream`. The slave end is given to the process and closed here right after the spawn, so the
 master sees the hang-up when the process (and everything that inherited the slave) is gone.
 
+Throughput (bench/lifecycle.py): a reply is the list of pieces read (`OutputStream.read_parts`),
+each ``os.read`` sized by ``FIONREAD`` so no oversized buffer is allocated; the RPC layer writes
+the pieces after the frame header without joining them (`agent.rpc.encoded`). The pipe size stays
+the kernel's default (64 KiB) unless ``agent.container_pipe_size`` says otherwise, as in Kata: a
+larger default would be charged, per pipe and whether used or not, to the root user's
+``fs.pipe-user-pages-soft`` (16384 pages); with 1 MiB stdout and stderr pipes that limit is reached
+after 32 processes, and from then on every pipe a container process without CAP_SYS_RESOURCE
+creates is cut to two pages. With the default pipe, a large ``len`` still gets replies of
+hundreds of KiB because the top-up reads catch what the writer adds meanwhile.
+
 Everything here runs on the event loop thread; fds are non-blocking and waited for with
 ``loop.add_reader``/``add_writer``.
 """
@@ -157,6 +167,11 @@ class OutputStream:
 
     async def read(self, n: int) -> bytes:
         """Long-poll read of at most ``n`` bytes; ``b""`` means EOF (see the module docstring)."""
+        return b"".join(await self.read_parts(n))
+
+    async def read_parts(self, n: int) -> list[bytes]:
+        """`read`, as the pieces read (no joining copy: the RPC layer writes them as they are);
+        an empty list means EOF."""
         if n <= 0:
             raise InvalidArgument(f"read {self.name}: len must be greater than 0, got {n}")
         n = min(n, MAX_READ)
@@ -177,13 +192,11 @@ class OutputStream:
                     deadline = asyncio.get_running_loop().time() + remaining
                 assert self._fd is not None
                 await self._watch.wait(self._fd, writable=False, deadline=deadline)
-            return b""
+            return []
 
-    def _read_more(self, data: bytes, n: int) -> bytes:
+    def _read_more(self, data: bytes, n: int) -> list[bytes]:
         """Top up ``data`` with whatever else is readable right now, up to ``n`` bytes: fewer,
         fuller replies when the process writes faster than the client reads. Never waits."""
-        if len(data) >= n:
-            return data
         parts = [data]
         got = len(data)
         while got < n:
@@ -192,7 +205,7 @@ class OutputStream:
                 break
             parts.append(more)
             got += len(more)
-        return b"".join(parts) if len(parts) > 1 else data
+        return parts
 
     def _finish(self) -> None:
         """EOF reached: the fd is of no further use (the pty master stays open for stdin)."""

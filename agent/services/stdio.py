@@ -30,6 +30,15 @@ class StdioService:
         process = self._sandbox.get_process(container_id, exec_id)
         return await process.io.stderr.read(length)
 
+    async def read_stdout_parts(self, container_id: str, exec_id: str, length: int) -> list[bytes]:
+        """`read_stdout` as the pieces read (``[]`` at EOF): the RPC layer sends them unjoined."""
+        process = self._sandbox.get_process(container_id, exec_id)
+        return await process.io.stdout.read_parts(length)
+
+    async def read_stderr_parts(self, container_id: str, exec_id: str, length: int) -> list[bytes]:
+        process = self._sandbox.get_process(container_id, exec_id)
+        return await process.io.stderr.read_parts(length)
+
     def close_stdin(self, container_id: str, exec_id: str) -> None:
         self._sandbox.get_process(container_id, exec_id).io.close_stdin()
 

@@ -130,14 +130,14 @@ class ContainerHandlers(HandlerBase):
     async def ReadStdout(
         self, req: agent_pb2.ReadStreamRequest
     ) -> PreEncoded[agent_pb2.ReadStreamResponse]:
-        data = await self.services.stdio.read_stdout(req.container_id, req.exec_id, req.len)
-        return bytes_field(agent_pb2.ReadStreamResponse, _DATA_FIELD, data)
+        parts = await self.services.stdio.read_stdout_parts(req.container_id, req.exec_id, req.len)
+        return bytes_field(agent_pb2.ReadStreamResponse, _DATA_FIELD, *parts)
 
     async def ReadStderr(
         self, req: agent_pb2.ReadStreamRequest
     ) -> PreEncoded[agent_pb2.ReadStreamResponse]:
-        data = await self.services.stdio.read_stderr(req.container_id, req.exec_id, req.len)
-        return bytes_field(agent_pb2.ReadStreamResponse, _DATA_FIELD, data)
+        parts = await self.services.stdio.read_stderr_parts(req.container_id, req.exec_id, req.len)
+        return bytes_field(agent_pb2.ReadStreamResponse, _DATA_FIELD, *parts)
 
     async def CloseStdin(self, req: agent_pb2.CloseStdinRequest) -> empty_pb2.Empty:
         self.services.stdio.close_stdin(req.container_id, req.exec_id)

@@ -90,7 +90,7 @@ async def test_create_container_converts_spec_and_absent_spec() -> None:
 
 
 async def test_process_and_stdio_handlers() -> None:
-    procs, stdio = Recorder(result=137), Recorder(result=b"out")
+    procs, stdio = Recorder(result=137), Recorder(result=[b"o", b"ut"])
     h = handlers(processes=procs, stdio=stdio)
     await h.ExecProcess(
         agent_pb2.ExecProcessRequest(container_id="c", exec_id="e", process=exec_process(["ls"]))
