@@ -238,7 +238,8 @@ class ContainerService:
                 await runtime.destroy()
             except AgentError as err:
                 errors.append(str(err))
-            engine_ms = round((time.monotonic() - started) * 1000, 2)
+            engine_done = time.monotonic()
+            engine_ms = round((engine_done - started) * 1000, 2)
             # Exits are reported by the reaper; give them a moment so waiters get real statuses.
             pending = [p.wait() for p in entry.processes() if not p.exited]
             if pending:
@@ -250,10 +251,12 @@ class ContainerService:
                 if not process.exited:
                     process.set_exited(255)
                 process.close()
+            exited = time.monotonic()
             try:
                 await asyncio.to_thread(self._bundles.remove, entry.id)
             except AgentError as err:
                 errors.append(str(err))
+            bundle_done = time.monotonic()
             try:
                 await self._storage.release(entry.id)
             except AgentError as err:
@@ -261,7 +264,16 @@ class ContainerService:
             if self._devices is not None:
                 self._devices.release(entry.id)
             self._sandbox.remove_container(entry.id)
-            log.info("container removed", extra={"container_id": entry.id, "engine_ms": engine_ms})
+            log.info(
+                "container removed",
+                extra={
+                    "container_id": entry.id,
+                    "engine_ms": engine_ms,
+                    "exits_ms": round((exited - engine_done) * 1000, 2),
+                    "bundle_ms": round((bundle_done - exited) * 1000, 2),
+                    "total_ms": round((time.monotonic() - started) * 1000, 2),
+                },
+            )
             if errors:
                 raise Internal(f"container {entry.id}: remove: " + "; ".join(errors))
 
