@@ -217,7 +217,19 @@ class Log:
 
 
 def _setup_logging(log: Log) -> None:
-    """Route the engine's ``logging`` records (warnings from oci.spec/oci.engine) to ``log``."""
+    """Route the engine's ``logging`` records (warnings from oci.spec/oci.engine) to ``log``.
+
+    ``logging`` costs milliseconds to import (traceback, textwrap, string, weakref, ...) and
+    most commands never log, so unless it is already loaded the handler is installed by an
+    import hook right after the first ``import logging`` (the engine's modules import it lazily,
+    when they have something to say)."""
+    if "logging" in sys.modules:
+        _install_handler(log)
+    else:
+        sys.meta_path.insert(0, _OnLoggingImport(log))
+
+
+def _install_handler(log: Log) -> None:
     import logging
 
     class _H(logging.Handler):
@@ -227,6 +239,43 @@ def _setup_logging(log: Log) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_H()]
     root.setLevel(logging.DEBUG if log.debug_on else logging.WARNING)
+
+
+class _OnLoggingImport:
+    """Meta-path finder: finds ``logging`` as the regular path finder does, with a loader that
+    calls ``_install_handler`` once the module has run. Removes itself on first use."""
+
+    def __init__(self, log: Log) -> None:
+        self._log = log
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "logging":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            loader: Any = _ThenInstall(spec.loader, self._log)
+            spec.loader = loader
+        return spec
+
+
+class _ThenInstall:
+    def __init__(self, loader: Any, log: Log) -> None:
+        self._loader = loader
+        self._log = log
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        _install_handler(self._log)
+
+    def __getattr__(self, attr: str) -> Any:  # get_source, get_filename, ... (tracebacks)
+        return getattr(self._loader, attr)
 
 
 # --------------------------------------------------------------------------------------------

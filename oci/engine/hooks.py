@@ -8,12 +8,9 @@ itself: it runs in the engine's spawner worker).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from .errors import HookError
-
-log = logging.getLogger(__name__)
 
 
 def run_hooks(kind: str, hooks: Sequence[object], state_json: str) -> None:
@@ -57,4 +54,6 @@ def run_hooks_logged(kind: str, hooks: Sequence[object], state_json: str) -> Non
         try:
             run_hooks(kind, [hook], state_json)
         except HookError as err:
-            log.warning("%s (hook #%d)", err, i)
+            import logging  # lazily: the init imports this module, and it rarely logs
+
+            logging.getLogger(__name__).warning("%s (hook #%d)", err, i)
