@@ -16,6 +16,7 @@ alone costs several milliseconds).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -737,6 +738,7 @@ def cmd_update(g: Args, a: Args) -> int:
 
 
 def cmd_events(g: Args, a: Args) -> int:
+    gc.enable()  # long-running
     cid = a.pos[0]
     eng = _engine(g)
 
@@ -837,6 +839,10 @@ GLOBAL OPTIONS:
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         return _main(argv)
+    # The command line: a short-lived process that allocates tens of thousands of objects while
+    # importing and none it needs collected; the cyclic GC would cost milliseconds of walks.
+    # (`events`, which may run for long, turns it back on.)
+    gc.disable()
     code = _main(sys.argv[1:])
     # The command line: skip the interpreter's finalization (module teardown and collection
     # cost ~10 ms after an engine command); nothing of ours needs it (no atexit work, every

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import json
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -207,7 +209,7 @@ def _fields_of(cls: type) -> tuple[tuple[_FieldInfo, ...], str | None]:
     cached = _INFO_CACHE.get(cls)
     if cached is not None:
         return cached
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     infos: list[_FieldInfo] = []
     extra_name: str | None = None
     for f in dataclasses.fields(cls):
@@ -226,6 +228,30 @@ def _fields_of(cls: type) -> tuple[tuple[_FieldInfo, ...], str | None]:
     result = (tuple(infos), extra_name)
     _INFO_CACHE[cls] = result
     return result
+
+
+_HINT_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """`typing.get_type_hints(cls)` for the model's plain annotations, evaluating each distinct
+    annotation text once per module (`str | None`, `tuple[str, ...]`, ... repeat across classes;
+    every `kata-oci create` pays for the first decode of each class)."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        ann = inspect.get_annotations(klass)  # (inspect is loaded by dataclasses anyway)
+        if not ann:
+            continue
+        module = sys.modules[klass.__module__]
+        for name, value in ann.items():
+            if isinstance(value, str):
+                key = (klass.__module__, value)
+                try:
+                    value = _HINT_CACHE[key]
+                except KeyError:
+                    value = _HINT_CACHE[key] = eval(value, vars(module))
+            out[name] = value
+    return out
 
 
 def json_key(cls: type, name: str) -> str:
