@@ -71,11 +71,9 @@ class V1Manager:
         created: list[Path] = []
         try:
             for d in self._unique_dirs():
-                new = mkdir_p(d)
-                created.extend(new)
+                created.extend(mkdir_p(d))
                 if "cpuset" in self.dirs and d == self.dirs["cpuset"]:
-                    for level in new:
-                        self._inherit_cpuset(level)
+                    self._inherit_cpuset_chain(d)
         except BaseException:
             for d in reversed(created):
                 try:
@@ -85,11 +83,20 @@ class V1Manager:
             raise
 
     @staticmethod
-    def _inherit_cpuset(d: Path) -> None:
-        # A new v1 cpuset cgroup starts with empty cpus/mems; no task can join it until set.
-        for name in ("cpuset.cpus", "cpuset.mems"):
-            if not read_text(d / name).strip():
-                write(d / name, read_text(d.parent / name).strip() or "\n")
+    def _inherit_cpuset_chain(leaf: Path) -> None:
+        """Fill empty cpus/mems from the hierarchy root down to ``leaf``.
+
+        A new v1 cpuset cgroup starts with empty cpus/mems and no task can join it until they
+        are set (ENOSPC). Every level is checked, not only the ones this call created: another
+        container may have just created a shared parent and not yet filled it in.
+        """
+        chain = [leaf]
+        while (chain[-1].parent / "cpuset.cpus").exists():
+            chain.append(chain[-1].parent)
+        for d in reversed(chain[:-1]):  # chain[-1] is the hierarchy root: always populated
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                if not read_text(d / name).strip():
+                    write(d / name, read_text(d.parent / name).strip() or "\n")
 
     def add_pid(self, pid: int) -> None:
         for d in self._unique_dirs():

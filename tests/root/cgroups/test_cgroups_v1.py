@@ -460,3 +460,26 @@ def test_more_cpu_and_memory_knobs(parent: PurePosixPath, caplog: pytest.LogCapt
     # memory.kmem.limit_in_bytes is deprecated: refused or ignored, never an error
     if "memory.kernel ignored" not in caplog.text:
         assert (mem / "memory.kmem.limit_in_bytes").exists()
+
+
+def test_cpuset_parent_created_but_not_filled_by_another_container(
+    parent: PurePosixPath, children: list[Child]
+) -> None:
+    """Two containers sharing a new parent race: one has just made the parent's cpuset dir and
+    not yet filled in cpus/mems; the other must fill it, else joining fails with ENOSPC."""
+    probe = manager_for(str(parent / "probe"), container_id="probe")
+    assert isinstance(probe, V1Manager)
+    if "cpuset" not in probe.dirs:
+        pytest.skip("no v1 cpuset hierarchy on this host")
+    shared = probe.dirs["cpuset"].parent / "shared"
+    shared.mkdir(parents=True)  # as the other container left it: cpus and mems still empty
+    assert (shared / "cpuset.cpus").read_text().strip() == ""
+    m = make(parent, "shared/c2")
+    c = Child("import time; time.sleep(100)")
+    children.append(c)
+    m.add_pid(c.pid)  # ENOSPC before the fix
+    assert m.procs_in("cpuset") == [c.pid]
+    assert (shared / "cpuset.cpus").read_text().strip() != ""
+    c.kill()
+    m.destroy()
+    os.rmdir(shared)
