@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from agent.rpc.early import Handover
+    from agent.rpc.early_serial import SerialHandover
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ async def serve(
     config: AgentConfig,
     *,
     log_sink: agent_log.LogSink | None = None,
-    handover: Handover | None = None,
+    handover: Handover | SerialHandover | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or DestroySandbox). Start-up is two-phase: the listener and
     grpc.Health come up first (Check answers within milliseconds), then the AgentService stack is
@@ -151,7 +152,11 @@ async def serve(
     try:
         if config.log.vport and log_sink is not None:
             closers.append(await _serve_log_port(config.log.vport, log_sink))
-        if handover is not None:
+        from agent.rpc.early_serial import SerialHandover
+
+        if isinstance(handover, SerialHandover):  # PID 1 opened the serial port (pid1_early)
+            await server.listen(config.server.server_addr, serial=handover)
+        elif handover is not None:
             await server.listen(config.server.server_addr, sock=handover.listener)
             await server.adopt(handover.connections)
         else:
@@ -251,7 +256,7 @@ def _loop_factory(config: AgentConfig) -> Callable[[], asyncio.AbstractEventLoop
     return uvloop.new_event_loop
 
 
-def run(config: AgentConfig, *, handover: Handover | None = None) -> int:
+def run(config: AgentConfig, *, handover: Handover | SerialHandover | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the exit status.
 
     ``handover``: phase 0 already done by ``agent.cli``; otherwise it is done here (bind the

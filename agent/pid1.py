@@ -51,6 +51,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.rpc.early_serial import SerialHandover
 
 log = logging.getLogger(__name__)
 
@@ -149,21 +154,47 @@ def mount_proc() -> Early | None:
     return Early(initramfs_root=_root_is_initramfs(), exec_uptime=_exec_uptime())
 
 
-def setup(config: Pid1Config, early: Early | None) -> dict[str, float]:
-    """Run the PID 1 steps (module docstring); returns each step's duration in seconds."""
+def setup(
+    config: Pid1Config,
+    early: Early | None,
+    *,
+    done: dict[str, float] | None = None,
+    channel_opened: bool = False,
+    switched_root: bool | None = None,
+    extra: dict[str, object] | None = None,
+) -> dict[str, float]:
+    """Run the PID 1 steps (module docstring); returns each step's duration in seconds.
+
+    ``done``: steps ``agent.pid1_early`` ran already to open the channel (their times): then
+    switch-root and the channel's modules are not run again, and the mounts already there are
+    kept; ``channel_opened``: the agent's port is open (else its absence is logged at once:
+    pid1_early waited for it already)."""
     if not is_init() or early is None:
         return {}
-    times: dict[str, float] = {}
-    steps: list[tuple[str, Callable[[], object], bool]] = [
-        (
-            "switch-root",
-            lambda: _switch_root() if early.initramfs_root and config.switch_root else None,
-            True,
-        ),
-        ("mounts", _base_mounts, True),
-        ("modules", lambda: load_modules(config.modules_list), False),
+    times: dict[str, float] = dict(done or {})
+    fast = done is not None
+    steps: list[tuple[str, Callable[[], object], bool]] = []
+    if not fast:
+        steps += [
+            (
+                "switch-root",
+                lambda: _switch_root() if early.initramfs_root and config.switch_root else None,
+                True,
+            ),
+            ("mounts", _base_mounts, True),
+            ("modules", lambda: load_modules(config.modules_list), False),
+        ]
+    else:
+        steps.append(("mounts", lambda: _base_mounts(keep_mounted=True), True))
+    steps += [
         ("cgroups", lambda: mount_cgroups(v2=config.cgroup_v2), False),
-        ("virtio-ports", lambda: link_virtio_ports(config.wait_ports, config.port_timeout), False),
+        (
+            "virtio-ports",
+            lambda: link_virtio_ports(
+                () if channel_opened else config.wait_ports, 0.0 if fast else config.port_timeout
+            ),
+            False,
+        ),
         ("network", loopback_up, False),
         ("identity", _identity, False),
     ]
@@ -187,7 +218,10 @@ def setup(config: Pid1Config, early: Early | None) -> dict[str, float]:
             "uptime": _uptime(),
             "wall": time.time(),
             "cgroup": "v2" if config.cgroup_v2 else "v1",
-            "switched_root": early.initramfs_root and config.switch_root,
+            "switched_root": early.initramfs_root and config.switch_root
+            if switched_root is None
+            else switched_root,
+            **(extra or {}),
         },
     )
     return times
@@ -211,11 +245,8 @@ def main() -> int:
 _LOG_LEVELS = {"warning": "warn", "fatal": "critical", "panic": "critical"}
 
 
-def run_as_init(early: Early, cmdline: str, run: Callable[[], int]) -> int:
-    """The agent's life as PID 1: set the system up, serve (``run``), then power off.
-
-    Never returns normally: after ``run`` ends (DestroySandbox shut the agent down, or a bad
-    configuration) or fails, the VM is powered off, as Kata's agent does."""
+def setup_logging(cmdline: str) -> None:
+    """JSON logs on the console at ``agent.log``'s level (before the configuration is read)."""
     from agent import log as agent_log
 
     level = "info"
@@ -227,6 +258,40 @@ def run_as_init(early: Early, cmdline: str, run: Callable[[], int]) -> int:
                 value if value in ("trace", "debug", "info", "warn", "error", "critical") else level
             )
     agent_log.setup(level)
+
+
+def serve_as_init(
+    prepared: AgentConfig | int | BaseException, handover: SerialHandover | None
+) -> int:
+    """``agent.pid1_early``'s second half: serve with the configuration its worker thread read
+    and the serial port its phase 0 opened, then power off (as ``run_as_init``)."""
+    reason = "agent exited"
+    try:
+        if isinstance(prepared, BaseException):
+            raise prepared
+        if isinstance(prepared, int):
+            reason = f"agent exited with status {prepared}"  # a bad configuration
+        else:
+            if handover is not None and prepared.server.server_addr != handover.address:
+                handover.close()  # the configuration names another address
+                handover = None
+            from agent import app
+
+            rc = app.run(prepared, handover=handover)
+            reason = f"agent exited with status {rc}"
+    except BaseException as err:  # PID 1 must never exit: log, then power off
+        log.critical("fatal error", extra={"error": repr(err)}, exc_info=True)
+        reason = f"fatal error: {err!r}"
+    power_off(reason)
+    return 1
+
+
+def run_as_init(early: Early, cmdline: str, run: Callable[[], int]) -> int:
+    """The agent's life as PID 1: set the system up, serve (``run``), then power off.
+
+    Never returns normally: after ``run`` ends (DestroySandbox shut the agent down, or a bad
+    configuration) or fails, the VM is powered off, as Kata's agent does."""
+    setup_logging(cmdline)
     reason = "agent exited"
     try:
         setup(Pid1Config.from_cmdline(cmdline), early)
@@ -292,7 +357,9 @@ def _switch_root() -> None:
 # -- 2. mounts ---------------------------------------------------------------------------------
 
 
-def _base_mounts() -> None:
+def _base_mounts(*, keep_mounted: bool = False) -> None:
+    """``keep_mounted``: leave a target that is a mount point already (``agent.pid1_early``
+    mounted /proc, /sys and /dev; proc, sysfs and devtmpfs would otherwise stack)."""
     nosuid_nodev = MS_NOSUID | MS_NODEV
     table: tuple[tuple[str, str, str, int, str | None], ...] = (
         ("proc", "/proc", "proc", nosuid_nodev | MS_NOEXEC, None),
@@ -308,7 +375,10 @@ def _base_mounts() -> None:
         ),
         ("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755"),
     )
+    mounted = _mount_points() if keep_mounted else set()
     for source, target, fstype, flags, data in table:
+        if target in mounted:
+            continue
         os.makedirs(target, exist_ok=True)
         try:
             _mount(source, target, fstype, flags, data)
@@ -332,6 +402,14 @@ def _base_mounts() -> None:
     ):
         if not os.path.lexists(link):
             os.symlink(target, link)
+
+
+def _mount_points() -> set[str]:
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            return {line.split()[4] for line in fh}
+    except OSError:
+        return set()
 
 
 def _is_mounted(target: str) -> bool:
@@ -372,6 +450,12 @@ def load_modules(listing: Path) -> int:
     with _pending_lock:
         _pending[:] = rest
     return _load(early)
+
+
+def defer_modules(paths: list[str]) -> None:
+    """Leave these modules for ``wait_for_modules`` (``agent.pid1_early`` loaded the rest)."""
+    with _pending_lock:
+        _pending[:] = paths
 
 
 def wait_for_modules() -> None:

@@ -42,6 +42,7 @@ from agent import log as agent_log
 from agent.rpc import framing
 from agent.rpc.dispatch import Dispatcher, Method
 from agent.rpc.early import EarlyConnection
+from agent.rpc.early_serial import SerialHandover
 from agent.rpc.encoded import PreEncoded
 from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
@@ -416,10 +417,16 @@ class TtrpcServer:
 
         return make
 
-    async def listen(self, address: str, *, sock: socket.socket | None = None) -> None:
+    async def listen(
+        self,
+        address: str,
+        *,
+        sock: socket.socket | None = None,
+        serial: SerialHandover | None = None,
+    ) -> None:
         from agent.rpc.transport import listen
 
-        listener = await listen(address, self.protocol_factory, sock=sock)
+        listener = await listen(address, self.protocol_factory, sock=sock, serial=serial)
         self._listeners.append(listener)
         log.info("ttrpc server listening", extra={"address": address})
 

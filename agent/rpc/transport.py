@@ -31,7 +31,10 @@ import select
 import socket
 import stat
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from agent.rpc.early_serial import SerialHandover
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +70,14 @@ def parse_address(address: str) -> tuple[str, Any]:
 
 
 async def listen(
-    address: str, factory_maker: ProtocolFactoryMaker, *, sock: socket.socket | None = None
+    address: str,
+    factory_maker: ProtocolFactoryMaker,
+    *,
+    sock: socket.socket | None = None,
+    serial: SerialHandover | None = None,
 ) -> Listener:
-    """Serve ``address``; ``sock`` is a listening socket bound already (start-up phase 0)."""
+    """Serve ``address``; ``sock`` is a listening socket bound already (start-up phase 0),
+    ``serial`` a serial port opened and served by PID 1's phase 0 (``agent.rpc.early_serial``)."""
     scheme, target = parse_address(address)
     loop = asyncio.get_running_loop()
     if scheme == "unix":
@@ -99,9 +107,9 @@ async def listen(
         return _AcceptLoop(sock, factory_maker, address)
     if sock is not None:
         raise ValueError(f"{address}: a serial port cannot take a pre-bound socket")
-    serial = _SerialPort(target, factory_maker(address, shared_stream=True))
-    serial.start()
-    return serial
+    port = _SerialPort(target, factory_maker(address, shared_stream=True), adopted=serial)
+    port.start()
+    return port
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -317,12 +325,15 @@ class _SerialPort:
     POLL_MIN = 0.005
     POLL_MAX = 0.05
 
-    def __init__(self, path: str, factory: Callable[[], Any]) -> None:
+    def __init__(
+        self, path: str, factory: Callable[[], Any], *, adopted: SerialHandover | None = None
+    ) -> None:
         self.path = path
         self._factory = factory
         self._task: asyncio.Task[None] | None = None
         self._transport: FdTransport | None = None
-        self._fd: int | None = None
+        self._fd: int | None = adopted.fd if adopted is not None else None
+        self._adopted = adopted  # phase 0's open port, its session and buffered bytes
         self.sessions = 0
 
     def start(self) -> None:
@@ -345,7 +356,9 @@ class _SerialPort:
                 backoff = 0.02
                 log.info("serial port opened", extra={"path": self.path})
             fd = self._fd
-            if not is_socket and _hung_up(fd):
+            adopted, self._adopted = self._adopted, None
+            resume = adopted is not None and adopted.connected  # a session phase 0 began
+            if not resume and not is_socket and _hung_up(fd):
                 await asyncio.sleep(idle)  # nobody on the host side yet
                 idle = min(idle * 2, self.POLL_MAX)
                 continue
@@ -353,6 +366,13 @@ class _SerialPort:
             closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             transport = FdTransport(fd, protocol, is_socket=is_socket, close_fd=is_socket)
             self._transport = transport
+            if resume and adopted is not None:
+                # Phase 0's replies first, then the input it left unparsed (same session).
+                if adopted.outbuf:
+                    transport.write(bytes(adopted.outbuf))
+                if adopted.inbuf:
+                    transport.received += len(adopted.inbuf)
+                    protocol.data_received(bytes(adopted.inbuf))
             if is_socket:
                 self._fd = None  # the transport owns (and closes) a socket
             transport.on_close(functools.partial(_resolve, closed))

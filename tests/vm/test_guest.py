@@ -7,6 +7,8 @@ virtio-fs share, a container and an exec, DestroySandbox, and the guest powering
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import time
 import uuid
@@ -74,6 +76,28 @@ def test_pid1_prepared_the_guest(guest: Any) -> None:
     flags = next(ln for ln in lines if ln.startswith("0x"))
     assert int(flags, 16) & 1, f"lo is not up: {flags}"
     assert "localhost" in lines, out
+
+
+def test_pid1_opened_the_channel_first(guest: Any) -> None:
+    """agent.pid1_early opened the serial port and served Check before the agent was imported;
+    the asyncio server adopted the port (it never opened it itself), and the mounts it made
+    first are not mounted a second time by pid1's later steps."""
+    records = []
+    for line in guest.console_log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+    ready = next(r for r in records if r.get("msg") == "pid1 ready")
+    assert ready["channel_open_uptime"] is not None, ready
+    assert ready["exec_uptime"] < ready["channel_open_uptime"] <= ready["uptime"], ready
+    assert any(r.get("msg") == "ttrpc server listening" for r in records)
+    assert not any(r.get("msg") == "serial port opened" for r in records), "port not adopted"
+    out = console_run(
+        guest,
+        'for t in proc sysfs devtmpfs devpts; do echo $t=$(grep -c " $t " /proc/mounts); done',
+    )
+    for fstype in ("proc", "sysfs", "devtmpfs", "devpts"):
+        assert f"{fstype}=1" in out, out
 
 
 def test_pid1_reaps_orphans(guest: Any) -> None:

@@ -1,0 +1,221 @@
+"""Phase 0 for a serial listener: the port is open and Health.Check answered before asyncio,
+protobuf or even logging are imported.
+
+``agent.rpc.early`` does this for stream listeners (unix, vsock). A virtio-serial port carries one
+byte stream for successive host sessions, so here phase 0 is one port, not a listener: PID 1
+(``agent.pid1_early``) opens the port as soon as the kernel shows it, and serves it with this small
+``poll`` loop on its main thread while a worker thread sets the rest of the system up and imports
+the agent. The loop only answers a plain ``grpc.Health/Check`` (a constant reply); any other
+request ends early service: its bytes stay buffered and the port is no longer read. Then the
+asyncio serial listener (``agent.rpc.transport``) adopts the open port (``SerialHandover``): the
+replies not written yet go out first, then the input not parsed here is fed to its connection, so
+nothing the host sent is lost or answered twice.
+
+Port semantics (see ``agent.rpc.transport``): while no host is connected a virtio-serial port polls
+POLLHUP (with POLLIN) and reads EOF; anything written then is dropped. A hang-up ends the session:
+its partial input is discarded. The host speaks first, so nothing is lost by polling the port every
+few milliseconds while nobody is there.
+
+This module imports only ``os``, ``select`` and ``struct``; the caller provides the thread.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+
+# The same wire constants and Check recogniser as agent.rpc.early, repeated here because that
+# module imports dataclasses, socket and selectors (~0.2 s under TCG, on PID 1's critical path).
+HEADER = struct.Struct(">IIBB")
+MAX_MESSAGE = 4 << 20
+TYPE_REQUEST = 1
+TYPE_RESPONSE = 2
+# ttrpc.Response{status: {}, payload: HealthCheckResponse{status: SERVING}}
+_CHECK_REPLY_BODY = b"\x0a\x00\x12\x02\x08\x01"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+
+_READ_SIZE = 65536
+
+
+def _varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < end and shift <= 63:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("bad varint")
+
+
+def is_plain_check(body: bytes | bytearray) -> bool:
+    """True for a ttrpc.Request for grpc.Health/Check (any payload, deadline or metadata)."""
+    service = method = None
+    pos, end = 0, len(body)
+    try:
+        while pos < end:
+            key, pos = _varint(body, pos, end)
+            field_no, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _varint(body, pos, end)
+            elif wire == 2:
+                length, pos = _varint(body, pos, end)
+                if pos + length > end:
+                    return False
+                if field_no == 1:
+                    service = bytes(body[pos : pos + length])
+                elif field_no == 2:
+                    method = bytes(body[pos : pos + length])
+                pos += length
+            else:
+                return False
+    except ValueError:
+        return False
+    return service == b"grpc.Health" and method == b"Check"
+
+
+class SerialHandover:
+    """What serial phase 0 hands to the asyncio serial listener."""
+
+    __slots__ = ("address", "answered", "connected", "fd", "inbuf", "outbuf", "path")
+
+    def __init__(self, address: str, path: str, fd: int | None) -> None:
+        self.address = address  # the listen address this port was opened for
+        self.path = path
+        self.fd = fd  # None: the port failed during phase 0; the listener opens it anew
+        self.inbuf = bytearray()  # input of the current host session not parsed here
+        self.outbuf = bytearray()  # replies not written yet
+        self.connected = False  # a host session is in progress (bytes came since the last hang-up)
+        self.answered = 0
+
+    def close(self) -> None:
+        """Give the port up (the full configuration names another address)."""
+        if self.fd is not None:
+            try:  # noqa: SIM105 (contextlib is not imported on this path)
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+def open_port(path: str) -> int:
+    """Open a serial port as the asyncio listener would (non-blocking, raw mode for a tty)."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if os.isatty(fd):
+        import tty
+
+        tty.setraw(fd)
+    return fd
+
+
+class EarlySerialServer:
+    """Answers Health.Check on an open serial port until ``until`` is set."""
+
+    POLL_MIN = 0.005
+    POLL_MAX = 0.05
+
+    def __init__(self, handover: SerialHandover) -> None:
+        self.h = handover
+        self._early = True  # False once a request needs the real server
+
+    def serve(self, start: Callable[[], threading.Event]) -> SerialHandover:
+        """Serve until the event ``start`` returns is set. ``start`` is called after the first
+        poll of the port (what the host sent already is answered first): it starts the work
+        that sets the event (and may import ``threading``, which costs ~60 ms under TCG)."""
+        h = self.h
+        idle = self.POLL_MIN
+        poller = select.poll()
+        events_mask = select.POLLIN
+        if h.fd is not None:
+            poller.register(h.fd, events_mask)
+            events = poller.poll(0)
+            if events and not events[0][1] & select.POLLHUP:
+                self._read()
+        until = start()
+        while not until.is_set():
+            if h.fd is None or not self._early:
+                until.wait()  # nothing more to do here: the listener takes over
+                break
+            want = select.POLLIN | (select.POLLOUT if h.outbuf else 0)
+            if want != events_mask:
+                poller.modify(h.fd, want)
+                events_mask = want
+            events = poller.poll(int(self.POLL_MAX * 1000))
+            if not events:
+                continue
+            revents = events[0][1]
+            if revents & select.POLLHUP:
+                self._hang_up()
+                until.wait(idle)  # nobody on the host side: poll again a little later
+                idle = min(idle * 2, self.POLL_MAX)
+                continue
+            idle = self.POLL_MIN
+            if revents & select.POLLOUT and h.outbuf:
+                self._flush()
+            if revents & (select.POLLIN | select.POLLERR):
+                self._read()
+        return h
+
+    def _hang_up(self) -> None:
+        h = self.h
+        if h.connected:
+            h.connected = False
+            h.inbuf.clear()  # the session is over: its partial input and replies go nowhere
+            h.outbuf.clear()
+
+    def _read(self) -> None:
+        h = self.h
+        assert h.fd is not None
+        try:
+            data = os.read(h.fd, _READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            # EIO and friends: give the port up; the asyncio listener reopens it.
+            self._hang_up()
+            h.close()
+            return
+        if not data:
+            self._hang_up()
+            return
+        h.connected = True
+        h.inbuf += data
+        self._answer()
+
+    def _answer(self) -> None:
+        h = self.h
+        buf = h.inbuf
+        while len(buf) >= HEADER.size:
+            length, sid, typ, flags = HEADER.unpack_from(buf)
+            if length > MAX_MESSAGE:
+                self._early = False
+                return
+            if len(buf) < HEADER.size + length:
+                return
+            body = buf[HEADER.size : HEADER.size + length]
+            if typ != TYPE_REQUEST or flags or sid % 2 == 0 or not is_plain_check(body):
+                self._early = False
+                return
+            del buf[: HEADER.size + length]
+            h.answered += 1
+            h.outbuf += HEADER.pack(len(_CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0)
+            h.outbuf += _CHECK_REPLY_BODY
+            self._flush()
+
+    def _flush(self) -> None:
+        h = self.h
+        if h.fd is None or not h.outbuf:
+            return
+        try:
+            sent = os.write(h.fd, h.outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # the host is gone; the hang-up is seen on the next poll
+        del h.outbuf[:sent]
