@@ -4,13 +4,16 @@ RPC handler mixins (`agent.rpc.handlers.*`) reach their service through `Service
 see protobuf types (conversion lives in `agent.rpc.convert*`).
 
 Each area adds its field here when its service exists. Fields are filled by
-`agent.app.build_services`.
+`agent.app.build_services`, either directly or lazily: `lazy(fields, modules, build)` registers a
+builder that runs (on the event loop) the first time one of `fields` is read, so an idle agent
+never imports an area nobody called (see `agent.rpc.lazy_servicer`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -34,3 +37,38 @@ class Services:
     containers: ContainerService = field(init=False)
     processes: ProcessService = field(init=False)
     stdio: StdioService = field(init=False)
+    # field name -> (modules its builder imports, the builder: sets the field and its siblings)
+    _lazy: dict[str, tuple[tuple[str, ...], Callable[[], None]]] = field(
+        init=False, default_factory=dict, repr=False
+    )
+
+    def lazy(
+        self, fields: tuple[str, ...], modules: tuple[str, ...], build: Callable[[], None]
+    ) -> None:
+        """Build ``fields`` with ``build()`` when one of them is first read. ``modules``: what
+        ``build`` imports, so a caller can import them off the loop first (``modules_of``)."""
+        for name in fields:
+            self._lazy[name] = (modules, build)
+
+    def modules_of(self, fields: tuple[str, ...]) -> tuple[str, ...]:
+        """The modules the builders of the not-yet-built ``fields`` import."""
+        return tuple(
+            m
+            for name in fields
+            if name in self._lazy and name not in self.__dict__
+            for m in self._lazy[name][0]
+        )
+
+    def built(self, name: str) -> bool:
+        return name in self.__dict__
+
+    def __getattr__(self, name: str) -> Any:  # only called for fields not set yet
+        lazy = self.__dict__.get("_lazy")
+        entry = lazy.get(name) if lazy is not None else None
+        if entry is None:
+            raise AttributeError(f"Services has no {name!r} (not built)")
+        _modules, build = entry
+        build()
+        for other in [k for k, v in lazy.items() if v[1] is build]:  # type: ignore[union-attr]
+            del lazy[other]  # type: ignore[union-attr]
+        return self.__dict__[name]
