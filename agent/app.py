@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,51 +73,86 @@ def load_config(
 
 
 def build_services(config: AgentConfig) -> Services:
-    """One service object per area; each area adds its line here."""
+    """One service object per area; each area adds its line here.
+
+    Only the uevent listener and the device lookup are built now (the listener must run from
+    start-up). Every area's service is built when its first RPC reads it (``Services.lazy``; the
+    RPC first imports the listed modules in a worker thread, see ``agent.rpc.lazy_servicer``), so
+    an idle agent does not hold the modules of areas nobody called (idle RSS, ``bench/rpc.py``)."""
     from agent import spawn
-    from agent.services.hardware import HardwareService
-    from oci.syscalls import LinuxSyscalls
+    from agent.devices.lookup import DeviceLookup
+    from agent.devices.uevent import UeventListener
 
     services = Services(config=config)
-    services.hardware = HardwareService.build(
-        run_dir=config.paths.run_dir,
-        hotplug_timeout=config.timeouts.hotplug,
-        syscalls=LinuxSyscalls(),
-        run=spawn.run,
-    )
-    from agent.reaper import default_reaper
-    from agent.services.sandbox import build_lifecycle
+    services.uevents = UeventListener(hotplug_timeout=config.timeouts.hotplug)
+    services.lookup = DeviceLookup(services.uevents)
 
-    services.lifecycle = lc = build_lifecycle(
-        config,
-        storage=services.hardware.storage,
-        devices=services.hardware.devices,
-        spawner=spawn.Spawner(default_reaper()),
-    )
-    services.sandbox, services.containers = lc.sandbox, lc.containers
-    services.processes, services.stdio = lc.processes, lc.stdio
-    from agent.services.network import NetworkPaths, NetworkService
+    def hardware() -> None:  # storages, devices, hot-plug, volumes
+        from agent.services.hardware import HardwareService
+        from oci.syscalls import LinuxSyscalls
 
-    services.network = NetworkService(
-        hotplug_timeout=config.timeouts.hotplug,
-        paths=NetworkPaths(run_dir=str(config.paths.run_dir)),
-        nic_by_pci_path=services.hardware.lookup.net_by_pci_path,
-    )
-    from agent.services.guest import GuestService
+        services.hardware = HardwareService.build(
+            run_dir=config.paths.run_dir,
+            hotplug_timeout=config.timeouts.hotplug,
+            syscalls=LinuxSyscalls(),
+            run=spawn.run,
+            uevents=services.uevents,
+            lookup=services.lookup,
+        )
 
-    services.guest = GuestService(
-        config,
-        storage_handlers=services.hardware.storage.driver_names,
-        device_handlers=services.hardware.devices.types,
+    hardware_modules = ("agent.services.hardware",)
+    services.lazy(("hardware",), hardware_modules, hardware)
+
+    def lifecycle() -> None:  # starts the engine's spawner child: runs on the loop
+        from agent.reaper import default_reaper
+        from agent.services.sandbox import build_lifecycle
+
+        services.lifecycle = lc = build_lifecycle(
+            config,
+            storage=services.hardware.storage,
+            devices=services.hardware.devices,
+            spawner=spawn.Spawner(default_reaper()),
+        )
+        services.sandbox, services.containers = lc.sandbox, lc.containers
+        services.processes, services.stdio = lc.processes, lc.stdio
+        if services.shutdown_requested is not None:  # DestroySandbox ends the agent
+            lc.sandbox.shutdown_requested = services.shutdown_requested
+
+    services.lazy(
+        ("lifecycle", "sandbox", "containers", "processes", "stdio"),
+        (*hardware_modules, "agent.services.sandbox"),
+        lifecycle,
     )
+
+    def network() -> None:
+        from agent.services.network import NetworkPaths, NetworkService
+
+        services.network = NetworkService(
+            hotplug_timeout=config.timeouts.hotplug,
+            paths=NetworkPaths(run_dir=str(config.paths.run_dir)),
+            nic_by_pci_path=services.lookup.net_by_pci_path,
+        )
+
+    services.lazy(("network",), ("agent.services.network",), network)
+
+    def guest() -> None:
+        from agent.services.guest import GuestService
+
+        services.guest = GuestService(
+            config,
+            storage_handlers=services.hardware.storage.driver_names,
+            device_handlers=services.hardware.devices.types,
+        )
+
+    services.lazy(("guest",), (*hardware_modules, "agent.services.guest"), guest)
     return services
 
 
 def build_servicers(services: Services) -> dict[str, object]:
-    from agent.rpc.agent_servicer import AgentServicer
     from agent.rpc.health_servicer import HealthServicer
+    from agent.rpc.lazy_servicer import LazyAgentServicer
 
-    return {"grpc.AgentService": AgentServicer(services), "grpc.Health": HealthServicer()}
+    return {"grpc.AgentService": LazyAgentServicer(services), "grpc.Health": HealthServicer()}
 
 
 async def serve(
@@ -164,10 +200,10 @@ async def serve(
         await asyncio.to_thread(_preload)  # the import-heavy part, while Check already answers
 
         services = build_services(config)
-        await services.hardware.start()  # uevent listener: before any RPC can wait for a device
-        closers.append(services.hardware.stop)
-        closers.append(services.lifecycle.close)  # lifecycle: stop the engine's spawner
-        services.sandbox.shutdown_requested = stop  # lifecycle: DestroySandbox ends the agent
+        await services.uevents.start()  # before any RPC can wait for a device
+        closers.append(services.uevents.stop)
+        closers.append(partial(_close_lifecycle, services))  # stop the engine's spawner
+        services.shutdown_requested = stop  # lifecycle: DestroySandbox ends the agent
         dispatcher.add(AGENT_SERVICE, build_servicers(services)[AGENT_SERVICE])
         # Everything imported and built so far lives as long as the agent: keep it out of the
         # cyclic GC's generations, so collections stay short (tail latency of every call).
@@ -204,20 +240,20 @@ async def serve(
 
 
 def _preload() -> None:
-    """Import the AgentService stack (servicer, handler mixins, every agent.services module) in a
-    worker thread, so the loop keeps answering Health.Check meanwhile; as PID 1 also wait for the
-    kernel modules that agent.pid1 loads in the background."""
-    import importlib
-    import pkgutil
-
-    import agent.services
-
-    importlib.import_module("agent.rpc.agent_servicer")
-    for info in pkgutil.iter_modules(agent.services.__path__):
-        importlib.import_module(f"agent.services.{info.name}")
+    """Import the AgentService shell (the lazy servicer: each area is imported on its first call)
+    and the uevent listener in a worker thread, so the loop keeps answering Health.Check
+    meanwhile; as PID 1 also wait for the kernel modules that agent.pid1 loads in the
+    background."""
+    import agent.devices.lookup
+    import agent.rpc.lazy_servicer  # noqa: F401
     from agent import pid1
 
     pid1.wait_for_modules()  # as PID 1: the kernel modules loading in the background (no-op here)
+
+
+async def _close_lifecycle(services: Services) -> None:
+    if services.built("lifecycle"):
+        await services.lifecycle.close()
 
 
 async def _serve_log_port(port: int, sink: agent_log.LogSink) -> Callable[[], Any]:
@@ -249,11 +285,10 @@ async def _serve_log_port(port: int, sink: agent_log.LogSink) -> Callable[[], An
 def _loop_factory(config: AgentConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if config.server.grpc_addr:
         return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    from agent.aio import import_uvloop
+
+    uvloop = import_uvloop()
+    return None if uvloop is None else uvloop.new_event_loop
 
 
 def run(config: AgentConfig, *, handover: Handover | SerialHandover | None = None) -> int:
@@ -286,29 +321,19 @@ def run(config: AgentConfig, *, handover: Handover | SerialHandover | None = Non
 
 
 def import_asyncio() -> None:
-    """Import asyncio without letting it import ssl: the agent never speaks TLS through asyncio,
-    and ssl (with libssl/libcrypto) costs ~6 MiB of RSS. ``ssl`` stays importable afterwards for
-    whoever needs it (uvloop, pyroute2); where it is not installed (a trimmed guest) nothing
-    changes."""
-    if "asyncio" in sys.modules:
-        return
-    blocked = "ssl" not in sys.modules
-    if blocked:
-        sys.modules["ssl"] = None  # type: ignore[assignment]  # asyncio: "no ssl support"
-    try:
-        import asyncio  # noqa: F401
-    finally:
-        if blocked and "ssl" in sys.modules and sys.modules["ssl"] is None:
-            del sys.modules["ssl"]
+    """Import asyncio without ssl (``agent.aio``: the agent never speaks TLS through asyncio)."""
+    from agent.aio import import_asyncio
+
+    import_asyncio()
 
 
 def import_phase1() -> None:
     """Import what phase 1 needs (asyncio, uvloop, the RPC server); run in a thread in phase 0.
     Errors are left for the main thread, which imports the same modules and reports them."""
     try:
-        import_asyncio()
+        from agent.aio import import_uvloop
 
-        import uvloop  # noqa: F401
+        import_uvloop()  # and asyncio; both without ssl (agent.aio)
 
         import agent.reaper
         import agent.rpc.health_servicer

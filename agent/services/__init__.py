@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from agent.config import AgentConfig
+    from agent.devices.lookup import DeviceLookup
+    from agent.devices.uevent import UeventListener
     from agent.services.containers import ContainerService
     from agent.services.guest import GuestService
     from agent.services.hardware import HardwareService
@@ -29,6 +33,10 @@ if TYPE_CHECKING:
 @dataclass(eq=False, kw_only=True)
 class Services:
     config: AgentConfig
+    # the uevent listener runs from start-up (before any RPC can wait for a device); the
+    # lookup answers "which device is at this PCI path / SCSI address" from it
+    uevents: UeventListener = field(init=False)
+    lookup: DeviceLookup = field(init=False)
     hardware: HardwareService = field(init=False)
     network: NetworkService = field(init=False)
     guest: GuestService = field(init=False)
@@ -37,6 +45,8 @@ class Services:
     containers: ContainerService = field(init=False)
     processes: ProcessService = field(init=False)
     stdio: StdioService = field(init=False)
+    # set by agent.app: the lifecycle's DestroySandbox ends the agent through it
+    shutdown_requested: asyncio.Event | None = field(init=False, default=None)
     # field name -> (modules its builder imports, the builder: sets the field and its siblings)
     _lazy: dict[str, tuple[tuple[str, ...], Callable[[], None]]] = field(
         init=False, default_factory=dict, repr=False

@@ -108,9 +108,15 @@ class HardwareService:
         sysfs: Path = Path("/sys"),
         proc: Path = Path("/proc"),
         dev: Path = Path("/dev"),
+        uevents: UeventListener | None = None,
+        lookup: DeviceLookup | None = None,
     ) -> HardwareService:
-        uevents = UeventListener(hotplug_timeout=hotplug_timeout, sysfs=sysfs)
-        lookup = DeviceLookup(uevents, sysfs=sysfs, dev=dev)
+        """``uevents``/``lookup``: already built (``agent.app`` starts the listener at start-up
+        and builds this service on the first RPC that needs it); new ones otherwise."""
+        if uevents is None:
+            uevents = UeventListener(hotplug_timeout=hotplug_timeout, sysfs=sysfs)
+        if lookup is None:
+            lookup = DeviceLookup(uevents, sysfs=sysfs, dev=dev)
         env = StorageEnv(
             roots=StorageRoots(run_dir),
             sys=syscalls,
