@@ -149,8 +149,9 @@ def mount_proc() -> Early | None:
     if not is_init():
         return None
     os.makedirs("/proc", exist_ok=True)
-    with contextlib.suppress(OSError):
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if not os.path.exists("/proc/self/mountinfo"):  # agent.pid1_early may have mounted it
+        with contextlib.suppress(OSError):
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     return Early(initramfs_root=_root_is_initramfs(), exec_uptime=_exec_uptime())
 
 
@@ -181,11 +182,13 @@ def setup(
                 lambda: _switch_root() if early.initramfs_root and config.switch_root else None,
                 True,
             ),
-            ("mounts", _base_mounts, True),
+            ("mounts", lambda: _base_mounts(keep_mounted=True), True),
             ("modules", lambda: load_modules(config.modules_list), False),
         ]
     else:
         steps.append(("mounts", lambda: _base_mounts(keep_mounted=True), True))
+    # keep_mounted: proc, sysfs and devtmpfs would stack on a second mount (EBUSY is only for
+    # the filesystems that refuse it).
     steps += [
         ("cgroups", lambda: mount_cgroups(v2=config.cgroup_v2), False),
         (
