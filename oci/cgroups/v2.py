@@ -106,6 +106,11 @@ class V2Manager:
     def add_pid(self, pid: int) -> None:
         write(self.dir / "cgroup.procs", pid)
 
+    def self_join_files(self) -> tuple[str, ...]:
+        """None on v2: every write to ``cgroup.procs`` takes the threadgroup lock (see v1);
+        the caller uses ``add_pid``."""
+        return ()
+
     # --- resources -----------------------------------------------------------------------------
 
     def _write(self, name: str, value: str | int, what: str) -> None:

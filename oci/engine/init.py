@@ -121,7 +121,10 @@ def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
     try:
         for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        sync.expect(sock, "go", step)
+        go = sync.expect(sock, "go", step)
+        for path in go.get("cgroup") or ():  # join the container's cgroup (v1 "tasks" files)
+            step = f"join cgroup {path}"
+            sys_.write_file(path, "0")
         for fd, flag, path in cfg.ns_join:
             if flag == c.CLONE_NEWUSER:
                 step = f"join user namespace {path}"
