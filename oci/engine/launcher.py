@@ -584,7 +584,8 @@ class Engine:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             _kill_and_wait(rec.pid)
-        self._cgroup_destroy(container_id, _cgroups_path(rec))
+        if not _rmdir_cgroup_fast(rec):
+            self._cgroup_destroy(container_id, _cgroups_path(rec))
         if (rec.config.get("hooks") or {}).get("poststop"):
             from . import hooks as hooks_mod
 
@@ -817,6 +818,24 @@ def _frozen(rec: st.Record) -> bool:
     except OSError:
         return False
     return text.strip() == "FROZEN" if path.endswith("freezer.state") else "frozen 1" in text
+
+
+def _rmdir_cgroup_fast(rec: st.Record) -> bool:
+    """Remove the container's cgroup directories recorded at create (v1: one per hierarchy)
+    without loading oci.cgroups: enough when they are empty leaves. False when there is
+    nothing recorded or any rmdir fails for another reason than ENOENT (busy, child cgroups):
+    the cgroup manager then kills what is left and removes the rest, retrying."""
+    join = rec.cgroup.get("join")
+    if not join:
+        return False
+    for f in join:
+        try:
+            os.rmdir(os.path.dirname(str(f)))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
 
 
 def _after_ready(cfg: InitConfig, psock: Any, pid: int) -> int:
