@@ -126,7 +126,16 @@ def one_round(
         vm.start()
         to_check = vm.wait_for_agent()
         result: dict[str, Any] = {"qemu_start_to_check_s": to_check}
-        result.update(guest_startup(vm.console_log))
+        # Phase 0 answers Check before the asyncio server (and its log line) exists: wait for it.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                result.update(guest_startup(vm.console_log))
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         if with_container:
             agent = GuestAgent(vm.agent_sock)
             try:
