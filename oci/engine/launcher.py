@@ -22,24 +22,26 @@ with six other engineers' test runs, load average 2-4, so every figure is noisy)
 ``os.fork()`` of the warm spawner + reply      ~3 ms
 =============================================  ===============
 
-bench/oci.py, median of 10 interleaved rounds (ms; load average ~2-3):
+bench/oci.py, median of 20 interleaved rounds (ms; load average ~2, after the import-light
+work: model classes without generated methods, lazy validate/logging/cgroups/stats, no
+finalization/GC in the CLI, v1 cgroup self-join through ``tasks``):
 
 =======  ========  ====  ====  ========================  ==================
 op       kata-oci  runc  crun  engine via warm spawner   spawner/runc, crun
 =======  ========  ====  ====  ========================  ==================
-run      145       35    17    48                        1.36x, 2.8x
-create   153       23    11    30                        1.27x, 2.8x
-start    33        6     4     5                         0.80x, 1.25x
-exec     128       28    7     13                        0.46x, 1.9x
-delete   96        7     4     7                         1.06x, 1.7x
+run      75-86     33-40 16-18 30-32                     0.8-0.9x, 1.7-2.0x
+create   70-84     24-37 8-9   20-22                     0.6-0.8x, 2.4x
+start    22-27     6-7   4-5   6                         0.9-1.0x, 1.3-1.6x
+exec     57-71     26    6-8   13                        0.5x, 1.7-2.2x
+delete   22-26     6-7   4-5   4                         0.6-0.7x, 0.8-1.0x
 =======  ========  ====  ====  ========================  ==================
 
 A fresh interpreter per launch costs more than runc's whole ``run`` before it does anything,
 so it cannot meet the targets; forking a warm process costs ~1-3 ms. Fork wins, and it is what
 the agent uses (the spawner column). The kata-oci CLI is itself a fresh interpreter per
-command: its figures are dominated by importing the spec model and the cgroup managers
-(dataclass creation at import), which no process model can hide; the CLI keeps start, kill,
-state and list import-light.
+command: its figures are dominated by the interpreter's start-up (~12 ms) and what create and
+exec must import (dataclasses + inspect, typing, json, the spec model, the init code), which no
+process model can hide; start, kill, state, list and delete stay import-light.
 
 Per launch: stage-1 is forked (it enters/creates the namespaces), it forks the container
 process and exits, so the container process is reparented to the nearest subreaper: the agent
