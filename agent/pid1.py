@@ -1,7 +1,9 @@
 """The agent's duties as the guest's init (PID 1), as Kata's agent does them in init mode.
 
 Nothing here acts unless ``os.getpid() == 1``: on a host (tests, developers) every entry point is
-a no-op. The image's ``/init`` runs ``main``::
+a no-op. The image's ``/init`` runs ``agent.pid1_early.main``: for a virtio-serial listen address
+it opens the channel first and then runs ``setup`` (``done=`` its own steps) in a worker thread
+and ``serve_as_init``; for any other address it calls ``main`` here::
 
     early = mount_proc()               # /proc, so the command line can be read
     setup(Pid1Config.from_cmdline(text), early)
