@@ -14,7 +14,12 @@ path) so the numbers are the agent's, not the client's:
   p50/p90/p99/max;
 * throughput: 8 concurrent callers for ``--duration`` seconds, both as 8 requests in flight on
   one connection (as the shim multiplexes) and as 8 connections with one request each;
-* idle RSS: VmRSS of the agent after start-up, the runs above, and 2 s idle.
+* idle RSS: VmRSS of the agent (what ``ps`` shows, the figure the target is about) after start-up
+  has completed (AgentService answers), the runs above, and 2 s idle; for context also its Pss
+  (shared library pages divided among the processes mapping them);
+* first call of a lazily loaded area: an AgentService area's modules are imported on its first
+  call (``agent.rpc.lazy_servicer``); GetGuestDetails' first and second round trip, measured on a
+  fresh agent after the idle figure.
 
 Targets (issue 2): start-up <= 80 ms, p50 <= 60 us, p99 <= 300 us, idle RSS <= 25 MiB.
 """
@@ -41,6 +46,7 @@ HEADER = struct.Struct(">IIBB")
 CHECK_BODY = b"\x0a\x0bgrpc.Health\x12\x05Check"
 PROBE_BODY = b"\x0a\x11grpc.AgentService\x12\x0f__ready_probe__"
 CHECK_REPLY = bytes.fromhex("0a0012020801")
+GUEST_DETAILS_BODY = b"\x0a\x11grpc.AgentService\x12\x0fGetGuestDetails"
 
 
 def frame(stream_id: int, body: bytes) -> bytes:
@@ -121,6 +127,13 @@ class Agent:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+    def pss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no Pss")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -238,6 +251,33 @@ def bench_throughput(path: str, connections: int, in_flight: int, duration: floa
     return done / elapsed
 
 
+def timed_call(path: str, body: bytes) -> float:
+    """Milliseconds for one call on a new connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        t0 = time.perf_counter()
+        sock.sendall(frame(1, body))
+        _, reply = recv_frame(sock)
+        elapsed = (time.perf_counter() - t0) * 1000
+    if not reply.startswith(b"\x0a\x00"):  # an empty status: OK
+        raise RuntimeError(f"call failed: {reply[:200]!r}")
+    return elapsed
+
+
+def bench_first_area_call() -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="kab-", dir="/tmp"))
+    agent = Agent(workdir)
+    try:
+        agent.wait_for(PROBE_BODY)
+        time.sleep(0.5)
+        first = timed_call(agent.sock, GUEST_DETAILS_BODY)
+        second = timed_call(agent.sock, GUEST_DETAILS_BODY)
+    finally:
+        agent.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"guest_details_first_call_ms": first, "guest_details_second_call_ms": second}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10000)
@@ -259,9 +299,11 @@ def main() -> int:
         results["throughput_8_conns_per_s"] = bench_throughput(agent.sock, 8, 1, args.duration)
         time.sleep(2)
         results["idle_rss_mib"] = agent.rss_kib() / 1024
+        results["idle_pss_mib"] = agent.pss_kib() / 1024
     finally:
         agent.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    results.update(bench_first_area_call())
     results["load_average_1m"] = os.getloadavg()[0]
 
     if args.json:
