@@ -122,61 +122,63 @@ def one_round(
         boot_timeout=240.0,
         cpus=cpus,
     )
-    with vm_mod.Vm(cfg) as vm:
-        vm.start()
-        to_check = vm.wait_for_agent()
-        result: dict[str, Any] = {"qemu_start_to_check_s": to_check}
-        # Phase 0 answers Check before the asyncio server (and its log line) exists: wait for it.
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                result.update(guest_startup(vm.console_log))
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        if with_container:
-            agent = GuestAgent(vm.agent_sock)
-            try:
-                agent.call(
-                    "CreateSandbox",
-                    agent_pb2.CreateSandboxRequest(
-                        hostname="bench",
-                        sandbox_id=f"bench-{uuid.uuid4().hex[:8]}",
-                        storages=[
-                            agent_pb2.Storage(
-                                driver="virtio-fs" if vm.share_mode == "virtio-fs" else "9p",
-                                source="kataShared",
-                                fstype="virtiofs" if vm.share_mode == "virtio-fs" else "9p",
-                                mount_point=GUEST_SHARED + "/",
-                                options=[]
-                                if vm.share_mode == "virtio-fs"
-                                else ["trans=virtio,version=9p2000.L,cache=mmap", "nodev"],
-                            )
-                        ],
-                    ),
-                )
-                cid = "bench1"
-                make_busybox_rootfs(cfg.shared_dir / cid / "rootfs")
-                spec = container_spec(f"{GUEST_SHARED}/{cid}/rootfs", ["echo", "hi"])
-                agent.call(
-                    "CreateContainer",
-                    agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec),
-                    timeout=180,
-                )
-                agent.call("StartContainer", agent_pb2.StartContainerRequest(container_id=cid))
-                agent.call(
-                    "WaitProcess", agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid)
-                )
-                out = console_run(vm, "grep -E '^Vm(RSS|HWM)' /proc/1/status")
-                for line in out.splitlines():
-                    if line.startswith(("VmRSS", "VmHWM")):
-                        key = "agent_rss_mib" if line.startswith("VmRSS") else "agent_hwm_mib"
-                        result[key] = int(line.split()[1]) / 1024
-            finally:
-                agent.close()
-    shutil.rmtree(rundir, ignore_errors=True)
+    try:
+        with vm_mod.Vm(cfg) as vm:
+            vm.start()
+            to_check = vm.wait_for_agent()
+            result: dict[str, Any] = {"qemu_start_to_check_s": to_check}
+            # Phase 0 answers Check before the asyncio server (and its log line) exists: wait.
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    result.update(guest_startup(vm.console_log))
+                    break
+                except RuntimeError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            if with_container:
+                agent = GuestAgent(vm.agent_sock)
+                try:
+                    agent.call(
+                        "CreateSandbox",
+                        agent_pb2.CreateSandboxRequest(
+                            hostname="bench",
+                            sandbox_id=f"bench-{uuid.uuid4().hex[:8]}",
+                            storages=[
+                                agent_pb2.Storage(
+                                    driver="virtio-fs" if vm.share_mode == "virtio-fs" else "9p",
+                                    source="kataShared",
+                                    fstype="virtiofs" if vm.share_mode == "virtio-fs" else "9p",
+                                    mount_point=GUEST_SHARED + "/",
+                                    options=[]
+                                    if vm.share_mode == "virtio-fs"
+                                    else ["trans=virtio,version=9p2000.L,cache=mmap", "nodev"],
+                                )
+                            ],
+                        ),
+                    )
+                    cid = "bench1"
+                    make_busybox_rootfs(cfg.shared_dir / cid / "rootfs")
+                    spec = container_spec(f"{GUEST_SHARED}/{cid}/rootfs", ["echo", "hi"])
+                    agent.call(
+                        "CreateContainer",
+                        agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec),
+                        timeout=180,
+                    )
+                    agent.call("StartContainer", agent_pb2.StartContainerRequest(container_id=cid))
+                    agent.call(
+                        "WaitProcess", agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid)
+                    )
+                    out = console_run(vm, "grep -E '^Vm(RSS|HWM)' /proc/1/status")
+                    for line in out.splitlines():
+                        if line.startswith(("VmRSS", "VmHWM")):
+                            key = "agent_rss_mib" if line.startswith("VmRSS") else "agent_hwm_mib"
+                            result[key] = int(line.split()[1]) / 1024
+                finally:
+                    agent.close()
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
     return result
 
 
