@@ -22,6 +22,12 @@ path) so the numbers are the agent's, not the client's:
   fresh agent after the idle figure.
 
 Targets (issue 2): start-up <= 80 ms, p50 <= 60 us, p99 <= 300 us, idle RSS <= 25 MiB.
+
+``--cpu N`` pins the client and the agent (which inherits the affinity) to CPU N. A sequential
+round trip between two processes on two CPUs pays two cross-CPU wake-ups; on an idle machine of
+this kind (a VM whose guest halt-polling is off) each costs a vCPU exit and re-entry, which
+measured here moves the Check p50 from ~28 us (one CPU, or two busy CPUs) to 70-100 us (two idle
+CPUs). Pinning measures the agent's own path; run both ways and report both.
 """
 
 from __future__ import annotations
@@ -286,7 +292,10 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=10)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cpu", type=int, help="pin the client and the agent to this CPU")
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
 
     results: dict[str, float] = {}
     results.update(bench_startup(args.starts))
@@ -307,6 +316,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     results.update(bench_first_area_call())
     results["load_average_1m"] = os.getloadavg()[0]
+    results["pinned_cpu"] = -1 if args.cpu is None else args.cpu
 
     if args.json:
         print(json.dumps(results, indent=2))
