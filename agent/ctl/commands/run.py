@@ -66,12 +66,10 @@ async def run_main(ctx: Context, args: argparse.Namespace) -> int:
     cmd = command(args)
     client = await ctx.client()
     cid = args.id or f"ctl-{uuid.uuid4().hex[:12]}"
-    created_sandbox = False
     try:
         await client.agent.CreateSandbox(
             agent_pb2.CreateSandboxRequest(hostname=args.hostname, sandbox_id=cid)
         )
-        created_sandbox = True
     except RpcError as err:
         if err.code != Code.ALREADY_EXISTS:
             raise
@@ -95,7 +93,7 @@ async def run_main(ctx: Context, args: argparse.Namespace) -> int:
             await client.agent.RemoveContainer(
                 agent_pb2.RemoveContainerRequest(container_id=cid, timeout=0)
             )
-        if args.destroy_sandbox and created_sandbox:
+        if args.destroy_sandbox:  # asked for explicitly: also a sandbox an earlier run made
             with contextlib.suppress(RpcError):
                 await client.agent.DestroySandbox(agent_pb2.DestroySandboxRequest())
     return status

@@ -106,3 +106,15 @@ async def test_exec_kill_ps(pod: Pod) -> None:
     code, _, err = await ctl(pod, "kill", "c1", "nope")
     assert code == 1
     assert b"not found" in err
+
+
+async def test_run_destroy_sandbox_ends_the_agent(pod: Pod) -> None:
+    """--destroy-sandbox destroys the sandbox even when an earlier run created it."""
+    code, _, err = await ctl(pod, "run", "--rootfs", str(pod.rootfs), "--", "true")
+    assert code == 0, err
+    code, _, err = await ctl(
+        pod, "run", "--destroy-sandbox", "--rootfs", str(pod.rootfs), "--", "true"
+    )
+    assert code == 0, err
+    await asyncio.to_thread(pod.agent.proc.wait, 30)  # DestroySandbox stops the agent
+    assert not pod.agent.alive()
