@@ -195,10 +195,29 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _spawner_workers(pid: int) -> set[int]:
+    """The children of ``pid``'s engine spawner: its workers (one always waits, forked ahead of
+    the next request). Container processes are never among them (they are reparented to the
+    agent)."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for kid in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"oci.engine.spawner" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                        for t in Path(f"/proc/{kid}/task").glob("*"):
+                            out.update(int(k) for k in (t / "children").read_text().split())
+    return out
+
+
 def live_descendants(pid: int) -> list[int]:
-    """`descendants` without zombies (exited, not yet reaped by their parent)."""
+    """`descendants` without zombies (exited, not yet reaped by their parent) and without the
+    engine spawner's workers (`_spawner_workers`): the spawner itself is counted."""
     alive = []
+    workers = _spawner_workers(pid)
     for p in descendants(pid):
+        if p in workers:
+            continue
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{p}/stat").read_text()
             if stat[stat.rindex(")") + 2] != "Z":
