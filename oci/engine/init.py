@@ -546,7 +546,9 @@ def stage2(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
                     # The state dir is gone without a start (the runtime crashed or cleaned
                     # up): never linger as an orphan.
                     os._exit(137)
-            os.close(cfg.fifo_fd)
+            # Not closed: it closes at execve (or exit), which is how start knows the
+            # program runs (EPOLLHUP on its reader of the fifo).
+            os.set_inheritable(cfg.fifo_fd, False)
             if cfg.hooks_start_container:
                 hooks_mod.run_hooks("startContainer", cfg.hooks_start_container, x.state_json)
         except BaseException as err:

@@ -454,19 +454,28 @@ class Engine:
                 raise InvalidState("cannot start a container that has stopped") from None
             raise
         has_poststart = bool((rec.config.get("hooks") or {}).get("poststart"))
-        before = _exe_of(rec.pid)
         try:
-            os.write(fd, b"0")
+            # Return once the init has exec'd the container's program (after its startContainer
+            # hooks), so callers (and poststart hooks) see the workload, not the engine's init.
+            # The init keeps its end of the fifo (O_RDWR, close-on-exec) open until execve: a
+            # reader of ours reports POLLHUP when the last writer is gone, provided a writer
+            # opened after it, hence the second writer that sends the byte.
+            rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    os.write(wfd, b"0")
+                finally:
+                    os.close(wfd)
+                os.close(fd)
+                fd = -1
+                os.unlink(fifo)
+                _wait_hangup(rfd, 30.0)
+            finally:
+                os.close(rfd)
         finally:
-            os.close(fd)
-        os.unlink(fifo)
-        # Return once the init has exec'd the container's program (after its startContainer
-        # hooks), so callers (and poststart hooks) see the workload, not the engine's init.
-        deadline = time.monotonic() + 30
-        delay = 0.0002
-        while _exe_of(rec.pid) == before and time.monotonic() < deadline:
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+            if fd >= 0:
+                os.close(fd)
         if has_poststart:
             from . import hooks as hooks_mod
 
@@ -850,11 +859,21 @@ def _after_ready(cfg: InitConfig, psock: Any, pid: int) -> int:
     return pid
 
 
-def _exe_of(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return None
+def _wait_hangup(fd: int, timeout: float) -> None:
+    """Wait (at most ``timeout`` s) until the fifo's writers are all gone: EPOLLHUP on our
+    reader. Edge-triggered: the unread start byte (level EPOLLIN) must not make this spin."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    with select.epoll(1) as ep:
+        ep.register(fd, select.EPOLLIN | select.EPOLLET)
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                events = ep.poll(left)
+            except InterruptedError:
+                continue
+            if any(mask & select.EPOLLHUP for _, mask in events):
+                return
 
 
 def _cgroups_path(rec: st.Record) -> str | None:
