@@ -207,14 +207,15 @@ class Engine:
             fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
             opened.append(fifo_fd)
             cfg.fifo_fd = fifo_fd
+            with _cgroup_errors("create cgroup"):
+                mgr = self._cgroup(container_id, linux)  # once: it probes the hierarchies
             state_for_hooks = ocispec.State(
                 id=container_id,
                 status=ocispec.Status.CREATING,
                 bundle=bundle,
                 annotations=spec.annotations,
             )
-            pid = self._launch(cfg, linux, spec, state_for_hooks, container_id)
-            mgr = self._cgroup(container_id, linux)
+            pid = self._launch(cfg, linux, spec, state_for_hooks, container_id, cgroup=mgr)
             freezer = (
                 f"/sys/fs/cgroup/freezer{mgr.path}/freezer.state"
                 if mgr.version == 1
@@ -356,11 +357,13 @@ class Engine:
         hook_state: ocispec.State | None,
         container_id: str,
         cgroup_join: tuple[str, ...] = (),
+        cgroup: CgroupManager | None = None,
     ) -> int:
         """Fork stage-1, walk the sync protocol, return the container process's pid.
 
         ``cgroup_join`` (exec): the files recorded at create through which stage-1 joins the
-        container's cgroup itself; empty: the cgroup manager puts it there."""
+        container's cgroup itself; empty: the cgroup manager puts it there. ``cgroup``: the
+        container's manager when the caller has it already (create)."""
         from . import hooks as hooks_mod
         from . import sync
         from .init import stage1
@@ -376,7 +379,7 @@ class Engine:
         ready = False  # stage-2's "ready" can overtake stage-1's "pid" on the shared socket
         try:
             join = cgroup_join or self._cgroup_add(
-                container_id, pid1, linux, create=cfg.mode == "create"
+                container_id, pid1, linux, create=cfg.mode == "create", mgr=cgroup
             )
             sync.send(psock, "go", cgroup=list(join))
             step = "stage-1"
@@ -718,14 +721,21 @@ class Engine:
         return manager_for(path, container_id=container_id)
 
     def _cgroup_add(
-        self, container_id: str, pid: int, linux: ocispec.Linux | str | None, *, create: bool
+        self,
+        container_id: str,
+        pid: int,
+        linux: ocispec.Linux | str | None,
+        *,
+        create: bool,
+        mgr: CgroupManager | None = None,
     ) -> tuple[str, ...]:
         """Create (and configure) the cgroup and put stage-1 (``pid``) in it; or, when the
         hierarchy allows it, return the files stage-1 writes "0" into to join it itself,
         first thing after "go" (v1: much cheaper, see ``V1Manager.self_join_files``)."""
         step = "create cgroup" if create else "join cgroup"
         with _cgroup_errors(step):
-            mgr = self._cgroup(container_id, linux)
+            if mgr is None:
+                mgr = self._cgroup(container_id, linux)
             resources = None
             if create:
                 assert linux is not None
