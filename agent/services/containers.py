@@ -234,6 +234,13 @@ class ContainerService:
             runtime = runtime_of(entry)
             errors: list[str] = []
             started = time.monotonic()
+            # The bundle and the engine's delete share nothing (the rootfs is detached lazily)
+            # unless poststop hooks run: they get the bundle path and may read config.json.
+            # Without them the bundle goes in a thread while the engine deletes.
+            bundle: asyncio.Future[None] | None = None
+            if not has_poststop(entry):
+                bundle = asyncio.ensure_future(asyncio.to_thread(self._bundles.remove, entry.id))
+                bundle.add_done_callback(_retrieve)
             try:
                 await runtime.destroy()
             except AgentError as err:
@@ -253,7 +260,7 @@ class ContainerService:
                 process.close()
             exited = time.monotonic()
             try:
-                await asyncio.to_thread(self._bundles.remove, entry.id)
+                await (bundle or asyncio.to_thread(self._bundles.remove, entry.id))
             except AgentError as err:
                 errors.append(str(err))
             bundle_done = time.monotonic()
@@ -369,6 +376,17 @@ def _log_abandoned(task: asyncio.Task[Any]) -> None:
     err = task.exception()
     if err is not None and not isinstance(err, AgentError):
         log.error("background lifecycle step failed", exc_info=err)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a side task's outcome as seen (its awaiter reports it, unless it was abandoned)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def has_poststop(entry: ContainerEntry) -> bool:
+    hooks = entry.spec.hooks if entry.spec is not None else None
+    return bool(hooks and hooks.poststop)
 
 
 def check_spec(container_id: str, spec: Spec) -> None:
