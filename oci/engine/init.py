@@ -80,6 +80,9 @@ class InitConfig:
     stdio: tuple[int, int, int] | None = None
     console_fd: int | None = None  # connected console socket (SCM_RIGHTS receiver)
     fifo_fd: int | None = None  # exec.fifo opened O_RDWR (create) — read blocks until start
+    # exec: the cgroup files stage-1 joins through (recorded at create); then the parent has
+    # nothing to do before stage-1 goes on, and sends no "go"
+    cgroup_join: tuple[str, ...] = ()
     preserve_fds: int = 0
     keep_fds: frozenset[int] = field(default_factory=frozenset)
     personality: int | None = None
@@ -121,8 +124,8 @@ def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
     try:
         for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        go = sync.expect(sock, "go", step)
-        for path in go.get("cgroup") or ():  # join the container's cgroup (v1 "tasks" files)
+        join = cfg.cgroup_join or tuple(sync.expect(sock, "go", step).get("cgroup") or ())
+        for path in join:  # join the container's cgroup (v1 "tasks" files)
             step = f"join cgroup {path}"
             sys_.write_file(path, "0")
         for fd, flag, path in cfg.ns_join:

@@ -368,6 +368,7 @@ class Engine:
         from . import sync
         from .init import stage1
 
+        cfg.cgroup_join = cgroup_join  # stage-1 then needs no "go"
         psock, csock = sync.pair()
         pid1 = os.fork()
         if pid1 == 0:  # stage-1: never returns
@@ -378,10 +379,11 @@ class Engine:
         reaped = False
         ready = False  # stage-2's "ready" can overtake stage-1's "pid" on the shared socket
         try:
-            join = cgroup_join or self._cgroup_add(
-                container_id, pid1, linux, create=cfg.mode == "create", mgr=cgroup
-            )
-            sync.send(psock, "go", cgroup=list(join))
+            if not cgroup_join:
+                join = self._cgroup_add(
+                    container_id, pid1, linux, create=cfg.mode == "create", mgr=cgroup
+                )
+                sync.send(psock, "go", cgroup=list(join))
             step = "stage-1"
             while True:
                 msg = sync.recv(psock, step)
