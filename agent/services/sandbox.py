@@ -270,9 +270,18 @@ class Lifecycle:
     engine: OciEngine
 
     async def close(self) -> None:
-        """Agent shutdown: containers still there are removed (bounded), then the engine stops.
-        A guest powers off anyway; an agent run as a plain process must not leave them behind."""
-        if len(self.sandbox.sandbox):
+        """Agent shutdown: a sandbox still there is destroyed as DestroySandbox would (its
+        containers, storages, pinned namespaces and run_dir state; bounded), then the engine
+        stops. A guest powers off anyway; an agent run as a plain process must not leave them
+        behind."""
+        if self.sandbox.sandbox.state is SandboxState.READY:
+            log.info("shutdown: destroying the sandbox")
+            try:
+                async with asyncio.timeout(SHUTDOWN_REMOVE_TIMEOUT):
+                    await self.sandbox.destroy()
+            except (TimeoutError, AgentError) as err:
+                log.warning("shutdown: destroy sandbox failed", extra={"error": str(err)})
+        elif len(self.sandbox.sandbox):
             log.info("shutdown: removing the remaining containers")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_REMOVE_TIMEOUT):

@@ -295,6 +295,10 @@ async def test_agent_shutdown_removes_its_containers(pod: Pod) -> None:
     assert pod.agent.stop() == 0  # SIGTERM: orderly shutdown
     pod.created.clear()
     assert [p for p in workload if _alive(p)] == []
+    # the sandbox went too: pinned namespaces released, no state left in run_dir
+    assert not (pod.agent.sandbox_ns_dir / "ipc").exists()
+    assert not (pod.agent.sandbox_ns_dir / "uts").exists()
+    assert list(pod.agent.run_dir.iterdir()) == []
 
 
 def _comm(pid: int) -> str:
