@@ -22,18 +22,20 @@ with six other engineers' test runs, load average 2-4, so every figure is noisy)
 ``os.fork()`` of the warm spawner + reply      ~3 ms
 =============================================  ===============
 
-bench/oci.py, median of 20 interleaved rounds (ms; load average ~2, after the import-light
-work: model classes without generated methods, lazy validate/logging/cgroups/stats, no
-finalization/GC in the CLI, v1 cgroup self-join through ``tasks``):
+bench/oci.py, median of 20 interleaved rounds (ms; load average ~1, after the import-light
+work — model classes without generated methods, lazy validate/logging/cgroups/stats, no
+finalization/GC in the CLI, v1 cgroup self-join through ``tasks`` — and the latency work: a
+worker forked ahead of each request, an event (not polling) for start's execve, one cgroup
+probe per create):
 
 =======  ========  ====  ====  ========================  ==================
 op       kata-oci  runc  crun  engine via warm spawner   spawner/runc, crun
 =======  ========  ====  ====  ========================  ==================
-run      75-86     33-40 16-18 30-32                     0.8-0.9x, 1.7-2.0x
-create   70-84     24-37 8-9   20-22                     0.6-0.8x, 2.4x
-start    22-27     6-7   4-5   6                         0.9-1.0x, 1.3-1.6x
-exec     57-71     26    6-8   13                        0.5x, 1.7-2.2x
-delete   22-26     6-7   4-5   4                         0.6-0.7x, 0.8-1.0x
+run      75        30    11    24                        0.80x, 2.1x
+create   77        23    8     16                        0.69x, 2.0x
+start    22        6     4     4                         0.65x, 1.0x
+exec     58        24    5     9                         0.38x, 1.7x
+delete   25        6     4     3                         0.55x, 0.8x
 =======  ========  ====  ====  ========================  ==================
 
 A fresh interpreter per launch costs more than runc's whole ``run`` before it does anything,
