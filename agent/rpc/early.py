@@ -20,16 +20,18 @@ import os
 import selectors
 import socket
 import stat
-import struct
 import threading
 from dataclasses import dataclass, field
 
-HEADER = struct.Struct(">IIBB")
-MAX_MESSAGE = 4 << 20
-TYPE_REQUEST = 1
-TYPE_RESPONSE = 2
-# ttrpc.Response{status: {}, payload: HealthCheckResponse{status: SERVING}}
-_CHECK_REPLY_BODY = b"\x0a\x00\x12\x02\x08\x01"
+from agent.rpc.early_wire import (
+    CHECK_REPLY_BODY,
+    HEADER,
+    MAX_MESSAGE,
+    TYPE_REQUEST,
+    TYPE_RESPONSE,
+    is_plain_check,
+)
+
 VMADDR_CID_ANY = 0xFFFFFFFF
 
 
@@ -80,47 +82,6 @@ def bind(address: str) -> socket.socket | None:
     sock.listen(128)
     sock.setblocking(False)
     return sock
-
-
-def _varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < end:
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            break
-    raise ValueError("bad varint")
-
-
-def is_plain_check(body: bytes | bytearray) -> bool:
-    """True for a ttrpc.Request whose service is grpc.Health and method Check (any payload,
-    deadline or metadata: Check ignores them)."""
-    service = method = None
-    pos, end = 0, len(body)
-    try:
-        while pos < end:
-            key, pos = _varint(body, pos, end)
-            field_no, wire = key >> 3, key & 7
-            if wire == 0:
-                _, pos = _varint(body, pos, end)
-            elif wire == 2:
-                length, pos = _varint(body, pos, end)
-                if pos + length > end:
-                    return False
-                if field_no == 1:
-                    service = bytes(body[pos : pos + length])
-                elif field_no == 2:
-                    method = bytes(body[pos : pos + length])
-                pos += length
-            else:
-                return False
-    except ValueError:
-        return False
-    return service == b"grpc.Health" and method == b"Check"
 
 
 class EarlyServer:
@@ -194,7 +155,7 @@ class EarlyServer:
             conn.answered += 1
             self.answered += 1
             self._send(
-                conn, HEADER.pack(len(_CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0) + _CHECK_REPLY_BODY
+                conn, HEADER.pack(len(CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0) + CHECK_REPLY_BODY
             )
 
     @staticmethod

@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import os
 import select
-import struct
 
-# The same wire constants and Check recogniser as agent.rpc.early, repeated here because that
-# module imports dataclasses, socket and selectors (~0.2 s under TCG, on PID 1's critical path).
-HEADER = struct.Struct(">IIBB")
-MAX_MESSAGE = 4 << 20
-TYPE_REQUEST = 1
-TYPE_RESPONSE = 2
-# ttrpc.Response{status: {}, payload: HealthCheckResponse{status: SERVING}}
-_CHECK_REPLY_BODY = b"\x0a\x00\x12\x02\x08\x01"
+from agent.rpc.early_wire import (
+    CHECK_REPLY_BODY,
+    HEADER,
+    MAX_MESSAGE,
+    TYPE_REQUEST,
+    TYPE_RESPONSE,
+    is_plain_check,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,44 +39,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _READ_SIZE = 65536
-
-
-def _varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < end and shift <= 63:
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError("bad varint")
-
-
-def is_plain_check(body: bytes | bytearray) -> bool:
-    """True for a ttrpc.Request for grpc.Health/Check (any payload, deadline or metadata)."""
-    service = method = None
-    pos, end = 0, len(body)
-    try:
-        while pos < end:
-            key, pos = _varint(body, pos, end)
-            field_no, wire = key >> 3, key & 7
-            if wire == 0:
-                _, pos = _varint(body, pos, end)
-            elif wire == 2:
-                length, pos = _varint(body, pos, end)
-                if pos + length > end:
-                    return False
-                if field_no == 1:
-                    service = bytes(body[pos : pos + length])
-                elif field_no == 2:
-                    method = bytes(body[pos : pos + length])
-                pos += length
-            else:
-                return False
-    except ValueError:
-        return False
-    return service == b"grpc.Health" and method == b"Check"
 
 
 class SerialHandover:
@@ -204,8 +165,8 @@ class EarlySerialServer:
                 return
             del buf[: HEADER.size + length]
             h.answered += 1
-            h.outbuf += HEADER.pack(len(_CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0)
-            h.outbuf += _CHECK_REPLY_BODY
+            h.outbuf += HEADER.pack(len(CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0)
+            h.outbuf += CHECK_REPLY_BODY
             self._flush()
 
     def _flush(self) -> None:
