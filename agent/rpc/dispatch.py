@@ -23,6 +23,12 @@ from agent.rpc.status import Code, RpcError
 
 # A handler returns its response message, or its serialized form (agent.rpc.encoded).
 Handler = Callable[[Any], Awaitable["pb_message.Message | PreEncoded[Any]"]]
+# The optional synchronous variant of a handler, ``try_<Method>``: the response when it can answer
+# at once, ``None`` (having changed nothing) when the call has to wait, i.e. take the async
+# handler. The ttrpc server then answers without a task (agent.rpc.server). It must not await, set
+# context variables or need a current task.
+NowHandler = Callable[[Any], "pb_message.Message | PreEncoded[Any] | None"]
+NOW_PREFIX = "try_"
 
 AGENT_SERVICE = "grpc.AgentService"
 HEALTH_SERVICE = "grpc.Health"
@@ -44,6 +50,7 @@ class Method:
 class Bound:
     method: Method
     handler: Handler | None  # None: declared by the contract, not implemented by the servicer
+    now: NowHandler | None = None  # the handler's synchronous variant, if it has one
 
 
 def _service_methods(service: ServiceDescriptor) -> list[Method]:
@@ -98,6 +105,7 @@ class Dispatcher:
         if unknown:
             raise ValueError(f"servicers for services not in the contract: {sorted(unknown)}")
         self._table: dict[str, dict[str, Bound]] = {}
+        self._now: dict[str, dict[str, Bound]] = {}  # the bound methods with a ``now`` variant
         self._deferred = set(deferred) - set(servicers)
         self._ready: asyncio.Event | None = None
         for service in SERVICE_MODULES:
@@ -110,8 +118,12 @@ class Dispatcher:
             handler = getattr(servicer, name, None) if servicer is not None else None
             if handler is not None and not inspect.iscoroutinefunction(handler):
                 raise TypeError(f"{method.path}: handler must be an async method")
-            bound[name] = Bound(method, handler)
+            now = getattr(servicer, NOW_PREFIX + name, None) if handler is not None else None
+            if now is not None and inspect.iscoroutinefunction(now):
+                raise TypeError(f"{method.path}: {NOW_PREFIX}{name} must not be async")
+            bound[name] = Bound(method, handler, now)
         self._table[service] = bound
+        self._now[service] = {name: b for name, b in bound.items() if b.now is not None}
 
     def add(self, service: str, servicer: object) -> None:
         """Bind a deferred service; waiting calls proceed."""
@@ -146,6 +158,12 @@ class Dispatcher:
         if bound is None:
             raise RpcError(Code.UNIMPLEMENTED, f"{method} method does not exist in {service}")
         return bound
+
+    def now_bound(self, service: str, method: str) -> Bound | None:
+        """The bound method if it has a synchronous variant (``Bound.now``), else None (also for
+        unknown and deferred services: the async path answers those)."""
+        methods = self._now.get(service)
+        return methods.get(method) if methods else None
 
     def bound_methods(self) -> list[Bound]:
         return [b for methods in self._table.values() for b in methods.values()]

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.rpc.dispatch import NOW_PREFIX
 from agent.rpc.handlers import HandlerBase
 from agent.services import Services
 
@@ -29,6 +30,7 @@ class Area:
     mixin: str  # the handler mixin's class name
     methods: tuple[str, ...]
     services: tuple[str, ...] = ()  # Services fields the area uses, built on its first call
+    now: tuple[str, ...] = ()  # methods with a synchronous variant (agent.rpc.dispatch.NowHandler)
 
 
 AREAS: dict[str, Area] = {
@@ -56,6 +58,7 @@ AREAS: dict[str, Area] = {
             "WriteStdin",
         ),
         ("sandbox", "containers", "processes", "stdio"),
+        ("ReadStderr", "ReadStdout"),
     ),
     "guest": Area(
         "agent.rpc.handlers.guest",
@@ -140,7 +143,24 @@ def _stub(area: str, method: str) -> Callable[[LazyAgentServicer, Any], Awaitabl
     return call
 
 
+def _now_stub(area: str, method: str) -> Callable[[LazyAgentServicer, Any], Any]:
+    """The synchronous variant: None (take the async stub, which loads the area) until the area
+    is loaded, then the area's own."""
+    name = NOW_PREFIX + method
+
+    def call(self: LazyAgentServicer, req: Any) -> Any:
+        handlers = self._loaded.get(area)
+        if handlers is None:
+            return None
+        return getattr(handlers, name)(req)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 for _area_name, _area in AREAS.items():
     for _method in _area.methods:
         setattr(LazyAgentServicer, _method, _stub(_area_name, _method))
+    for _method in _area.now:
+        setattr(LazyAgentServicer, NOW_PREFIX + _method, _now_stub(_area_name, _method))
 del _area_name, _area, _method

@@ -3,8 +3,20 @@
 One ``Connection`` protocol instance per byte stream (unix socket, vsock connection or serial
 port). Each Request frame becomes its own task, so any number of calls can be in flight on one
 connection (the shim parks ReadStdout/WaitProcess/GetOOMEvent for minutes). Each response is
-written with one ``transport.write`` call, so frames never interleave. When the peer goes away all
-of the connection's in-flight handlers are cancelled.
+written with one ``transport.write``/``writelines`` call, so frames never interleave. When the
+peer goes away all of the connection's in-flight handlers are cancelled.
+
+Synchronous path: a method whose handler has a ``try_<Method>`` variant (``Bound.now``,
+agent.rpc.dispatch; ReadStdout/ReadStderr) is first offered to it right in ``data_received``. If
+it can answer at once (output is there, or EOF is known) the reply is written there and then: no
+task, no done callback, no in-flight bookkeeping -- a task and its steps cost about as much as
+the rest of a 32 KiB ReadStdout (bench/lifecycle.py). If it cannot, it has consumed nothing and
+the call takes the task path with the request already decoded. Nothing changes for the peer:
+the same statuses (errors of the variant go through ``to_status`` as the handler's would), one
+stats count and one debug log line per call; there is nothing to cancel or time out in a call
+that completed before the next frame is looked at. While the transport has paused writing (the
+peer does not read its replies) the synchronous path is not taken, so answers cannot pile up
+faster than through tasks, which wait for the peer after writing.
 
 Protocol errors and their answers:
 
@@ -40,10 +52,10 @@ from google.protobuf.message import DecodeError, Message
 
 from agent import log as agent_log
 from agent.rpc import framing
-from agent.rpc.dispatch import Dispatcher, Method
+from agent.rpc.dispatch import Bound, Dispatcher, Method
 from agent.rpc.early import EarlyConnection
 from agent.rpc.early_serial import SerialHandover
-from agent.rpc.encoded import PreEncoded
+from agent.rpc.encoded import Part, PreEncoded
 from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
 from agent.rpc.status import Code, RpcError, to_status
@@ -178,6 +190,23 @@ class Connection(asyncio.Protocol):
             if sid in self._tasks:
                 self._reply_error(sid, Code.INVALID_ARGUMENT, f"stream id {sid} is already active")
                 return
+            started = time.perf_counter()
+            try:
+                envelope = request_pb2.Request.FromString(frame.data)
+            except DecodeError as err:
+                self._done(sid, "?", Code.INVALID_ARGUMENT, started)
+                self._reply_error(sid, Code.INVALID_ARGUMENT, f"unmarshal request error: {err}")
+                return
+            # Keep only what the call needs: a parked call must not hold the frame or metadata.
+            service, name, payload = envelope.service, envelope.method, envelope.payload
+            timeout_nano = envelope.timeout_nano
+            del envelope
+            req: Message | None = None
+            bound = self._dispatcher.now_bound(service, name)
+            if bound is not None and (self._can_write is None or self._can_write.is_set()):
+                req = self._serve_now(sid, bound, payload, started)
+                if req is None:
+                    return  # answered
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 self._reply_error(
                     sid,
@@ -185,7 +214,9 @@ class Connection(asyncio.Protocol):
                     f"too many calls in flight on this connection (limit {MAX_IN_FLIGHT})",
                 )
                 return
-            task = self._loop.create_task(self._serve(sid, frame.data))
+            task = self._loop.create_task(
+                self._serve(sid, service, name, payload, timeout_nano, req, started)
+            )
             self._tasks[sid] = task
             self._sizes[sid] = len(frame.data)
             self._in_flight_bytes += len(frame.data)
@@ -265,7 +296,7 @@ class Connection(asyncio.Protocol):
             )
 
     async def _call(
-        self, service: str, name: str, payload: bytes
+        self, service: str, name: str, payload: bytes, req: Message | None
     ) -> tuple[Message | PreEncoded[Any], Method]:
         dispatcher = self._dispatcher
         if dispatcher.is_deferred(service):
@@ -275,15 +306,50 @@ class Connection(asyncio.Protocol):
         agent_log.rpc_method.set(method.name)
         if bound.handler is None:
             raise Dispatcher.unimplemented(method)
-        try:
-            req = method.request_type.FromString(payload)
-        except DecodeError as err:
-            raise RpcError(
-                Code.INVALID_ARGUMENT,
-                f"{method.path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
-            ) from None
+        if req is None:
+            req = _decode_request(method, payload)
         del payload
         return await bound.handler(req), method
+
+    def _serve_now(self, sid: int, bound: Bound, payload: bytes, started: float) -> Message | None:
+        """Answer a call at once, without a task, if its handler's synchronous variant can
+        (``Bound.now``: e.g. a ReadStdout with output already there). Returns None when answered,
+        else the decoded request for the task that takes the call (nothing was consumed)."""
+        method = bound.method
+        path = method.path
+        token = agent_log.rpc_method.set(method.name)
+        try:
+            req = _decode_request(method, payload)
+            assert bound.now is not None
+            resp = bound.now(req)
+            if resp is None:
+                return req
+            body, parts, size = _encode_reply(path, method, resp)
+            code = Code.OK
+        except Exception as exc:
+            code, message = to_status(exc, path)
+            body, parts, size = encode_error(code, message), (), 0
+        finally:
+            agent_log.rpc_method.reset(token)
+        self._done(sid, path, code, started)
+        if parts:
+            self._write_parts(sid, body, parts, size)
+        else:
+            self._write(sid, body)
+        return None
+
+    def _done(self, sid: int, path: str, code: int, started: float) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "rpc",
+                extra={
+                    "path": path,
+                    "stream": sid,
+                    "code": Code(code).name,
+                    "duration_us": int((time.perf_counter() - started) * 1e6),
+                },
+            )
+        self._stats.calls += 1
 
     def _write(self, stream_id: int, body: bytes) -> None:
         transport = self._transport
@@ -311,57 +377,34 @@ class Connection(asyncio.Protocol):
 
     # -- one call ------------------------------------------------------------------------------
 
-    async def _serve(self, sid: int, data: bytes) -> None:
-        started = time.perf_counter()
-        path = "?"
+    async def _serve(
+        self,
+        sid: int,
+        service: str,
+        name: str,
+        payload: bytes,
+        timeout_nano: int,
+        req: Message | None,
+        started: float,
+    ) -> None:
+        path = f"/{service}/{name}"
         code: int = Code.OK
-        parts: tuple[bytes | bytearray | memoryview, ...] = ()
+        parts: tuple[Part, ...] = ()
         size = 0
         try:
-            try:
-                envelope = request_pb2.Request.FromString(data)
-            except DecodeError as err:
-                raise RpcError(Code.INVALID_ARGUMENT, f"unmarshal request error: {err}") from None
-            # Keep only what the call needs: a parked call must not hold the frame or metadata.
-            del data
-            service, name, payload = envelope.service, envelope.method, envelope.payload
-            timeout_nano = envelope.timeout_nano
-            del envelope
-            path = f"/{service}/{name}"
             if timeout_nano > 0:
                 timeout = timeout_nano / 1e9
                 try:
                     async with asyncio.timeout(timeout):
-                        resp, method = await self._call(service, name, payload)
+                        resp, method = await self._call(service, name, payload, req)
                 except TimeoutError:
                     raise RpcError(
                         Code.DEADLINE_EXCEEDED, f"{path}: timeout after {timeout:g}s"
                     ) from None
             else:
-                resp, method = await self._call(service, name, payload)
-            pre = resp if isinstance(resp, PreEncoded) else None  # serialized by the handler
-            resp_type: type[Any] = type(resp) if pre is None else pre.message_type
-            if not issubclass(resp_type, method.response_type):
-                raise RpcError(
-                    Code.INTERNAL,
-                    f"{path}: handler returned {resp_type.__name__}, "
-                    f"expected {method.response_type.DESCRIPTOR.full_name}",
-                )
-            if pre is not None:
-                parts, size = pre.parts, pre.size
-            else:
-                serialized = resp.SerializeToString()
-                parts, size = (serialized,), len(serialized)
-            if size + 16 > framing.MAX_MESSAGE:
-                raise RpcError(
-                    Code.RESOURCE_EXHAUSTED,
-                    f"{path}: response of {size} bytes exceeds maximum message size "
-                    f"of {framing.MAX_MESSAGE}",
-                )
-            if len(parts) > 1 or size > _JOIN_MAX:
-                body = _OK_STATUS + b"\x12" + _varint(size)
-            else:
-                body, parts = encode_ok(b"".join(parts)), ()
+                resp, method = await self._call(service, name, payload, req)
+            del payload, req
+            body, parts, size = _encode_reply(path, method, resp)
         except asyncio.CancelledError:
             code = Code.CANCELLED
             raise
@@ -369,23 +412,52 @@ class Connection(asyncio.Protocol):
             code, message = to_status(exc, path)
             body, parts = encode_error(code, message), ()
         finally:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "rpc",
-                    extra={
-                        "path": path,
-                        "stream": sid,
-                        "code": Code(code).name,
-                        "duration_us": int((time.perf_counter() - started) * 1e6),
-                    },
-                )
-            self._stats.calls += 1
+            self._done(sid, path, code, started)
         if parts:
             self._write_parts(sid, body, parts, size)
         else:
             self._write(sid, body)
         if self._can_write is not None and not self._can_write.is_set():
             await self._can_write.wait()  # back-pressure: the peer is not reading
+
+
+def _decode_request(method: Method, payload: bytes) -> Message:
+    try:
+        return method.request_type.FromString(payload)
+    except DecodeError as err:
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            f"{method.path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
+        ) from None
+
+
+def _encode_reply(
+    path: str, method: Method, resp: Message | PreEncoded[Any]
+) -> tuple[bytes, tuple[Part, ...], int]:
+    """(envelope prefix or whole body, payload parts written after it, their size) of an OK
+    Response; RpcError when the handler returned the wrong type or too much."""
+    pre = resp if isinstance(resp, PreEncoded) else None  # serialized by the handler
+    resp_type: type[Any] = type(resp) if pre is None else pre.message_type
+    if not issubclass(resp_type, method.response_type):
+        raise RpcError(
+            Code.INTERNAL,
+            f"{path}: handler returned {resp_type.__name__}, "
+            f"expected {method.response_type.DESCRIPTOR.full_name}",
+        )
+    if pre is not None:
+        parts, size = pre.parts, pre.size
+    else:
+        serialized = resp.SerializeToString()
+        parts, size = (serialized,), len(serialized)
+    if size + 16 > framing.MAX_MESSAGE:
+        raise RpcError(
+            Code.RESOURCE_EXHAUSTED,
+            f"{path}: response of {size} bytes exceeds maximum message size "
+            f"of {framing.MAX_MESSAGE}",
+        )
+    if len(parts) > 1 or size > _JOIN_MAX:
+        return _OK_STATUS + b"\x12" + _varint(size), parts, size
+    return encode_ok(b"".join(parts)), (), size
 
 
 class ServerStats:

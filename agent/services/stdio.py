@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agent.errors import InvalidArgument
 from agent.sandbox import Sandbox
+from agent.sandbox.stdio import Part
 
 
 class StdioService:
@@ -30,14 +31,27 @@ class StdioService:
         process = self._sandbox.get_process(container_id, exec_id)
         return await process.io.stderr.read(length)
 
-    async def read_stdout_parts(self, container_id: str, exec_id: str, length: int) -> list[bytes]:
+    async def read_stdout_parts(self, container_id: str, exec_id: str, length: int) -> list[Part]:
         """`read_stdout` as the pieces read (``[]`` at EOF): the RPC layer sends them unjoined."""
         process = self._sandbox.get_process(container_id, exec_id)
         return await process.io.stdout.read_parts(length)
 
-    async def read_stderr_parts(self, container_id: str, exec_id: str, length: int) -> list[bytes]:
+    async def read_stderr_parts(self, container_id: str, exec_id: str, length: int) -> list[Part]:
         process = self._sandbox.get_process(container_id, exec_id)
         return await process.io.stderr.read_parts(length)
+
+    def try_read_stdout_parts(
+        self, container_id: str, exec_id: str, length: int
+    ) -> list[Part] | None:
+        """`read_stdout_parts` if it can answer without waiting, else ``None`` (nothing read)."""
+        process = self._sandbox.get_process(container_id, exec_id)
+        return process.io.stdout.try_read_parts(length)
+
+    def try_read_stderr_parts(
+        self, container_id: str, exec_id: str, length: int
+    ) -> list[Part] | None:
+        process = self._sandbox.get_process(container_id, exec_id)
+        return process.io.stderr.try_read_parts(length)
 
     def close_stdin(self, container_id: str, exec_id: str) -> None:
         self._sandbox.get_process(container_id, exec_id).io.close_stdin()

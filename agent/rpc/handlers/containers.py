@@ -19,7 +19,8 @@ from agent.services.sandbox import CreateSandbox, KernelModule
 from oci.cgroups.stats import BlkioStatsEntry, CgroupStats, MemoryData
 
 _EMPTY = empty_pb2.Empty
-_DATA_FIELD = agent_pb2.ReadStreamResponse.DESCRIPTOR.fields_by_name["data"].number
+_READ_RESPONSE = agent_pb2.ReadStreamResponse
+_DATA_FIELD = _READ_RESPONSE.DESCRIPTOR.fields_by_name["data"].number
 
 
 class ContainerHandlers(HandlerBase):
@@ -138,6 +139,22 @@ class ContainerHandlers(HandlerBase):
     ) -> PreEncoded[agent_pb2.ReadStreamResponse]:
         parts = await self.services.stdio.read_stderr_parts(req.container_id, req.exec_id, req.len)
         return bytes_field(agent_pb2.ReadStreamResponse, _DATA_FIELD, *parts)
+
+    # Synchronous variants (agent.rpc.dispatch.NowHandler): output already there is answered
+    # without a task; None (nothing read) when the call has to wait.
+    def try_ReadStdout(
+        self, req: agent_pb2.ReadStreamRequest
+    ) -> PreEncoded[agent_pb2.ReadStreamResponse] | None:
+        stdio = self.services.stdio
+        parts = stdio.try_read_stdout_parts(req.container_id, req.exec_id, req.len)
+        return None if parts is None else bytes_field(_READ_RESPONSE, _DATA_FIELD, *parts)
+
+    def try_ReadStderr(
+        self, req: agent_pb2.ReadStreamRequest
+    ) -> PreEncoded[agent_pb2.ReadStreamResponse] | None:
+        stdio = self.services.stdio
+        parts = stdio.try_read_stderr_parts(req.container_id, req.exec_id, req.len)
+        return None if parts is None else bytes_field(_READ_RESPONSE, _DATA_FIELD, *parts)
 
     async def CloseStdin(self, req: agent_pb2.CloseStdinRequest) -> empty_pb2.Empty:
         self.services.stdio.close_stdin(req.container_id, req.exec_id)

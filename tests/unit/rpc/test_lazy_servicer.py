@@ -122,3 +122,37 @@ def test_services_lazy_builds_siblings_together_and_retries_after_a_failure() ->
     assert len(attempts) == 2
     with pytest.raises(AttributeError, match="network"):
         _ = services.network
+
+
+def test_synchronous_variants_match_the_mixins_and_wait_for_the_area(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Area.now`` lists exactly the mixin's ``try_`` methods; the lazy one answers None (take
+    the async stub, which loads the area) until the area is loaded, then delegates."""
+    import importlib
+
+    from agent.rpc.dispatch import NOW_PREFIX
+
+    for area in AREAS.values():
+        cls = getattr(importlib.import_module(area.module), area.mixin)
+        variants = {n[len(NOW_PREFIX) :] for n in vars(cls) if n.startswith(NOW_PREFIX)}
+        assert set(area.now) == variants, area.module
+        assert set(area.now) <= set(area.methods)
+
+    from agent.rpc.handlers import containers
+
+    seen: list[object] = []
+
+    def fake_try(self: Any, req: Any) -> str:
+        seen.append(req)
+        return "at once"
+
+    monkeypatch.setattr(containers.ContainerHandlers, "try_ReadStdout", fake_try)
+    servicer = LazyAgentServicer(Services(config=None))  # type: ignore[arg-type]
+    assert servicer.try_ReadStdout("req") is None  # type: ignore[attr-defined]
+    assert seen == []
+    servicer._loaded["containers"] = containers.ContainerHandlers.__new__(
+        containers.ContainerHandlers
+    )
+    assert servicer.try_ReadStdout("req") == "at once"  # type: ignore[attr-defined]
+    assert seen == ["req"]
