@@ -15,16 +15,21 @@ the synchronous ``oci.engine.Engine`` call and writes one reply ``{"ok": true, .
 ``{"ok": false, "error": <class>, "msg", "step", "errno", "path"}``, then exits. Requests are
 therefore served concurrently, and a slow create never blocks an exec.
 
-Container processes are reparented to the agent (PID 1 / subreaper) when the engine's stage-1
-exits — never to the spawner or a worker — so the agent's single reaper gets every exit status
+Container processes are reparented to the agent (PID 1 / subreaper) when their first parent
+exits — the engine's stage-1 (create), or for exec the worker itself, which joins the
+container's namespaces and forks the process directly (``Engine.exec(in_caller=True)``), then
+replies and exits — never to the spawner, so the agent's single reaper gets every exit status
 (``reaper.adopt(pid)``). The spawner only reaps its own workers. It exits when the agent's end
 of the socket closes, and it has PR_SET_PDEATHSIG=SIGKILL.
+
+The spawner keeps its heap small: every fork copies its page tables, and the worker and the
+container process copy each page they touch; asyncio (the client side's) is imported lazily
+(3 MiB less anonymous memory in every fork).
 """
 
 from __future__ import annotations
 
 import array
-import asyncio
 import contextlib
 import json
 import os
@@ -199,7 +204,8 @@ def _handle(req: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         return {"pid": r.pid}
     if op == "exec":
         proc = ocispec.decode(ocispec.Process, req["process"])[0]
-        r = eng.exec(cid, proc, stdio=stdio)
+        # The worker exits after its reply: it may join the container's namespaces itself.
+        r = eng.exec(cid, proc, stdio=stdio, in_caller=True)
         return {"pid": r.pid}
     if op == "start":
         eng.start(cid)
@@ -314,6 +320,8 @@ class SpawnerClient:
             )
             theirs.close()
             mine.setblocking(False)
+            import asyncio  # here: the spawner itself must not load it (+3 MiB in every fork)
+
             loop = asyncio.get_running_loop()
             data = await loop.sock_recv(mine, 65536)
         finally:
