@@ -26,10 +26,19 @@ M = TypeVar("M", bound=Message)
 Part = bytes | bytearray | memoryview
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def varint(n: int) -> bytes:
     """Protobuf base-128 varint of a non-negative integer."""
     if n < 0x80:
-        return bytes((n,))
+        if n < 0:
+            raise ValueError(f"varint of a negative number: {n}")
+        return _ONE_BYTE[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -43,10 +52,12 @@ class PreEncoded(Generic[M]):
 
     __slots__ = ("message_type", "parts", "size")
 
-    def __init__(self, message_type: type[M], parts: Sequence[Part]) -> None:
+    def __init__(
+        self, message_type: type[M], parts: Sequence[Part], size: int | None = None
+    ) -> None:
         self.message_type = message_type
         self.parts = tuple(parts)
-        self.size = sum(len(p) for p in self.parts)
+        self.size = sum(map(len, self.parts)) if size is None else size
 
     def SerializeToString(self) -> bytes:  # the protobuf Message spelling (gRPC serializes it)
         return b"".join(self.parts)
@@ -59,8 +70,10 @@ class PreEncoded(Generic[M]):
 def bytes_field(message_type: type[M], field_number: int, *data: Part) -> PreEncoded[M]:
     """A message whose only set field is the ``bytes`` field ``field_number``, holding the
     concatenation of ``data`` (the pieces are not joined)."""
-    size = sum(len(d) for d in data)
+    size = sum(map(len, data))
     if not size:
-        return PreEncoded(message_type, ())
+        return PreEncoded(message_type, (), 0)
     head = varint(field_number << 3 | 2) + varint(size)
-    return PreEncoded(message_type, (head, *(d for d in data if len(d))))
+    if not all(data):  # leave out empty pieces
+        data = tuple(d for d in data if len(d))
+    return PreEncoded(message_type, (head, *data), len(head) + size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER = struct.Struct(">IIBB")
 HEADER_SIZE = HEADER.size  # 10
@@ -26,8 +27,7 @@ FLAG_REMOTE_OPEN = 0x02
 FLAG_NO_DATA = 0x04
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):  # a named tuple: a third of a frozen dataclass's cost to build
     stream_id: int
     type: int
     flags: int

@@ -55,7 +55,7 @@ from agent.rpc import framing
 from agent.rpc.dispatch import Bound, Dispatcher, Method
 from agent.rpc.early import EarlyConnection
 from agent.rpc.early_serial import SerialHandover
-from agent.rpc.encoded import Part, PreEncoded
+from agent.rpc.encoded import Part, PreEncoded, varint
 from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
 from agent.rpc.status import Code, RpcError, to_status
@@ -73,23 +73,11 @@ _OK_STATUS = (
 )
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def encode_ok(payload: bytes) -> bytes:
     """Serialized ttrpc.Response{status: {}, payload} without building message objects."""
     if not payload:
         return _OK_STATUS
-    return _OK_STATUS + b"\x12" + _varint(len(payload)) + payload
+    return _OK_STATUS + b"\x12" + varint(len(payload)) + payload
 
 
 def encode_error(code: int, message: str) -> bytes:
@@ -456,7 +444,7 @@ def _encode_reply(
             f"of {framing.MAX_MESSAGE}",
         )
     if len(parts) > 1 or size > _JOIN_MAX:
-        return _OK_STATUS + b"\x12" + _varint(size), parts, size
+        return _OK_STATUS + b"\x12" + varint(size), parts, size
     return encode_ok(b"".join(parts)), (), size
 
 
