@@ -228,62 +228,63 @@ class OutputStream:
 
     def _try_read(self, n: int) -> list[Part] | None:
         """The parts of one read of at most ``n`` bytes, ``[]`` at EOF, ``None`` when the caller
-        has to wait for the fd (nothing is buffered or readable, EOF not known yet)."""
+        has to wait for the fd (nothing is buffered or readable, EOF not known yet).
+
+        What the previous read took beyond its reply comes first (no syscall at all if it is
+        enough). The fd is read for at least ``READ_AHEAD`` bytes and topped up while it keeps
+        filling the reads: fewer, fuller replies when the process writes faster than the client
+        reads. A read the fd did not fill means it is empty, so no further read is tried then
+        (it would fail with EAGAIN), except after a FIONREAD-sized one: that is where a large
+        ``len`` catches what the writer adds meanwhile."""
         n = min(_check_len(self.name, n), MAX_READ)
+        parts: list[Part] = []
+        got = 0
         ahead = self._ahead
         if ahead is not None:
-            # Read ahead by the previous read: serve it first (no syscall at all if it is enough).
-            size = len(ahead)
-            if size > n:
-                self._ahead = ahead[n:]
-                return [ahead[:n]]
             self._ahead = None
-            if size == n:
-                return [ahead]
-            return self._read_more([ahead], size, n)
-        if self._eof:
+            if len(ahead) >= n:
+                return self._keep_rest(parts, got, ahead, n)
+            parts.append(ahead)
+            got = len(ahead)
+        elif self._eof:
             return []
-        data = self._read_now(max(n, READ_AHEAD))
-        if data:
-            return self._take([], 0, data, n)
-        if data == b"":
-            self._finish()
-            return []
-        exited = self._exited_at
-        if exited is not None and exited + self._drain_after_exit - time.monotonic() <= 0:
-            self._finish()  # exited, drained, and the drain time is over (module docstring)
-            return []
-        return None
-
-    def _take(self, parts: list[Part], got: int, data: bytes, n: int) -> list[Part]:
-        """Append ``data`` to the reply ``parts`` (``got`` bytes so far) up to ``n`` bytes; the
-        rest of ``data`` is kept for the next read. Tops up when ``data`` fell short."""
-        size = len(data)
-        if got + size > n:
-            view = memoryview(data)
-            self._ahead = view[n - got :]
-            parts.append(view[: n - got])
-            return parts
-        parts.append(data)
-        got += size
-        if got == n:
-            return parts
-        return self._read_more(parts, got, n)
-
-    def _read_more(self, parts: list[Part], got: int, n: int) -> list[Part]:
-        """Top up the reply with whatever else is readable right now, up to ``n`` bytes: fewer,
-        fuller replies when the process writes faster than the client reads. Never waits."""
-        if self._eof:
-            return parts
         while got < n:
-            more = self._read_now(max(n - got, READ_AHEAD))
-            if not more:  # nothing more now (None), or EOF (b""): reported by the next read
-                break
-            size = len(more)
-            if got + size > n:
-                return self._take(parts, got, more, n)
-            parts.append(more)
+            want = max(n - got, READ_AHEAD)
+            try:
+                data = self._read_now(want)
+            except Internal:
+                if parts:
+                    break  # what was read ahead goes out first; the error comes with the next read
+                raise
+            if not data:
+                if parts:
+                    break  # nothing more now (None), or EOF (b""): reported by the next read
+                if data is None:
+                    exited = self._exited_at
+                    if exited is None or exited + self._drain_after_exit - time.monotonic() > 0:
+                        return None  # wait for the fd
+                    # exited, drained, and the drain time is over (module docstring)
+                self._finish()
+                return []
+            size = len(data)
+            if got + size >= n:
+                return self._keep_rest(parts, got, data, n)
+            parts.append(data)
             got += size
+            if size < want <= DIRECT_READ_MAX:
+                break  # the fd is empty (see above)
+        return parts
+
+    def _keep_rest(self, parts: list[Part], got: int, data: Part, n: int) -> list[Part]:
+        """``parts`` (``got`` bytes) and ``data`` up to ``n`` bytes in all; the rest of ``data``
+        (a slice, not a copy) is kept for the next read."""
+        take = n - got
+        if len(data) == take:
+            parts.append(data)
+            return parts
+        view = memoryview(data)
+        self._ahead = view[take:]
+        parts.append(view[:take])
         return parts
 
     def _finish(self) -> None:

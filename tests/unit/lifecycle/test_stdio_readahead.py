@@ -195,3 +195,33 @@ async def test_pty_reads_ahead_and_hangs_up_after_the_rest() -> None:
         got += data
     assert got.replace(b"\r", b"") == b"0123456789"
     io.close()
+
+
+async def test_reads_per_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The syscalls behind the replies: one read for two 32 KiB replies from a full pipe, none
+    for the second; a read the pipe did not fill is not retried (it would only fail with EAGAIN);
+    a large len keeps topping up after FIONREAD-sized reads."""
+
+    calls: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd: int, n: int) -> bytes:
+        calls.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", counting_read)
+    out, w = make_output()
+    os.write(w, b"a" * READ_AHEAD)
+    assert len(joined(out.try_read_parts(32768))) == 32768
+    assert calls == [READ_AHEAD]
+    assert len(joined(out.try_read_parts(32768))) == 32768
+    assert calls == [READ_AHEAD]  # served from what was read ahead
+    os.write(w, b"b" * 10)
+    assert joined(out.try_read_parts(32768)) == b"b" * 10
+    assert calls == [READ_AHEAD, READ_AHEAD]  # short: the pipe is empty, no second read
+    calls.clear()
+    os.write(w, b"c" * 1000)
+    assert joined(out.try_read_parts(1 << 20)) == b"c" * 1000
+    assert calls == [1000, (1 << 20) - 1000]  # sized by FIONREAD, then a top-up finding nothing
+    os.close(w)
+    out.close()
