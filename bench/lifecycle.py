@@ -25,6 +25,15 @@ measure the client more than the agent. It still does what the shim does (one Re
 ``len`` at a time, the next sent when the reply is in; ReadStderr parked meanwhile; every reply
 decoded with protobuf, its status checked, its bytes counted; see its docstring).
 
+``--cpu N`` pins this client and the agent, and so the container processes (they inherit the
+agent's affinity), to CPU N, as ``bench/rpc.py --cpu`` does. On this machine (a VM whose idle
+vCPUs halt) each wake-up of a process on the other, idle CPU costs the waker tens of microseconds:
+phase 3 unpinned pays two per ReadStdout (client -> agent -> client) plus one per 64 KiB
+(agent -> writer), which measured here more than doubles the agent's CPU per MiB (2.2-2.8 ms vs
+0.9-1.0 ms pinned, quiet machine) and halves the rate. Pinned, the figure is the agent's own
+path; one CPU is also what Kata's default guest has (``default_vcpus = 1``: agent and container
+share it). Run both ways and report both.
+
 The agent's run dir (bundles, engine state) is on tmpfs (/dev/shm), as /run/kata-containers is in
 the guest; ``--disk-run-dir`` keeps the test support's default on /tmp.
 
@@ -208,7 +217,8 @@ async def bench(args: argparse.Namespace) -> None:
             i = runs.index(statistics.median_low(runs))  # the median run's CPU and replies
             print(
                 f"{'ReadStdout throughput, len=' + str(length):<44} {runs[i]:7.1f} MiB/s "
-                f"({args.mib} MiB, pipe {args.pipe_size or 'default'}; target >= 300 MiB/s)"
+                f"({args.mib} MiB, pipe {args.pipe_size or 'default'}, "
+                f"{'unpinned' if args.cpu is None else f'CPU {args.cpu}'}; target >= 300 MiB/s)"
             )
             print(
                 f"{'':<44} CPU per MiB: agent {cpu[length][i][0]:.2f} ms, "
@@ -394,6 +404,9 @@ def main() -> None:
     p.add_argument("--only-throughput", action="store_true", help="skip phases 1 and 2")
     p.add_argument("--bs", type=int, default=1024, help="the writer's block size in KiB")
     p.add_argument(
+        "--cpu", type=int, help="pin this client, the agent and its containers to this CPU"
+    )
+    p.add_argument(
         "--throughput-runs", type=int, default=3, help="runs per len in phase 3 (the median)"
     )
     p.add_argument("--keep-log", action="store_true", help="print the agent's log path")
@@ -411,6 +424,8 @@ def main() -> None:
         help="keep the agent's run dir on /tmp (disk) instead of tmpfs like the guest's /run",
     )
     args = p.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # inherited by the agent and its children
     if not args.no_tune_malloc:
         tune_malloc()
     if args.quick:
