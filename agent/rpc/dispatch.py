@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import message as pb_message
@@ -40,10 +40,10 @@ class Method:
     name: str
     request_type: type[pb_message.Message]
     response_type: type[pb_message.Message]
+    path: str = field(init=False)  # "/service/Method", built once (every call uses it)
 
-    @property
-    def path(self) -> str:
-        return f"/{self.service}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", f"/{self.service}/{self.name}")
 
 
 @dataclass(frozen=True, slots=True)
