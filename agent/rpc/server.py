@@ -124,6 +124,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for event in self._parser.feed(data):
+            if self._transport is None:
+                return  # a reply written here failed and closed the connection: drop the rest
             if isinstance(event, framing.Frame):
                 self._on_frame(event)
             else:

@@ -167,3 +167,30 @@ def test_no_synchronous_answers_while_the_peer_does_not_read(loop_name: str) -> 
         b.close()
 
     _run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_frames_after_a_failed_synchronous_reply_are_dropped(loop_name: str) -> None:
+    """A reply written from data_received fails (the peer shut its reading side) and closes the
+    connection at once (FdTransport): the frames still in that chunk must not start calls that
+    nobody would ever cancel."""
+
+    async def main() -> None:
+        streams = Streams()
+        streams.ready.append(b"x" * 1000)
+        server = TtrpcServer(Dispatcher({"grpc.AgentService": streams}))
+        a, b = socket.socketpair()
+        conn = server.protocol_factory("pair")()
+        FdTransport(a.detach(), conn, is_socket=True)
+        body = request_pb2.Request(
+            service="grpc.AgentService", method="ReadStdout", payload=_read().SerializeToString()
+        ).SerializeToString()
+        b.sendall(framing.encode(1, 1, body) + framing.encode(3, 1, body))
+        b.shutdown(socket.SHUT_RD)
+        await asyncio.wait_for(conn.closed, 10)
+        await asyncio.sleep(0)  # a task created for stream 3 would have started by now
+        assert streams.now_calls == 1
+        assert streams.async_calls == []
+        b.close()
+
+    _run(loop_name, main)
