@@ -529,7 +529,7 @@ class Engine:
 
         ``in_caller``: the calling process is disposable (the spawner's worker, which exits
         right after replying): it joins the container's namespaces itself and forks the
-        container process directly, one fork instead of stage-1's two (``_exec_in_caller``).
+        container process directly, one fork instead of stage-1's two (``oci.engine.inplace``).
         The caller is left inside those namespaces, and the container process is its child
         until the caller exits (then it is reparented to the subreaper, as it is when stage-1
         exits). Not with ``pid_file`` (written in the caller's mount namespace)."""
@@ -586,7 +586,9 @@ class Engine:
             )
             join = tuple(str(f) for f in rec.cgroup.get("join") or ())
             if in_caller and join and not pid_file:
-                pid = self._exec_in_caller(cfg, join)
+                from .inplace import exec_in_caller
+
+                pid = exec_in_caller(cfg, self.sys, join)
             else:
                 pid = self._launch(cfg, _cgroups_path(rec), None, None, container_id, join)
             if pid_file:
@@ -595,63 +597,6 @@ class Engine:
         finally:
             for fd in opened:
                 os.close(fd)
-
-    def _exec_in_caller(self, cfg: InitConfig, cgroup_join: tuple[str, ...]) -> int:
-        """exec without stage-1: join the container's namespaces here, fork the container
-        process, walk its half of the sync protocol ("warn", "ready" or "error", then EOF at
-        execve) and return its pid. The cgroup files are opened before the namespaces are
-        joined (the kernel checks a migration against the opener's credentials and cgroup
-        namespace); the child writes "0" into them first thing, so this process never enters
-        the container's cgroup (it would be counted, frozen and charged there until it exits).
-        """
-        from . import sync
-
-        fds: list[tuple[int, str]] = []
-        pid = 0
-        psock = csock = None
-        try:
-            for path in cgroup_join:
-                try:
-                    fds.append((os.open(path, os.O_WRONLY | os.O_CLOEXEC), path))
-                except OSError as err:
-                    raise InitError(
-                        "join cgroup", os.strerror(err.errno or 0), err.errno or 0, path
-                    ) from None
-            _join_namespaces(self.sys, cfg.ns_join)
-            psock, csock = sync.pair()
-            pid = os.fork()
-            if pid == 0:  # the container process: never returns
-                psock.close()
-                _exec_child(cfg, self.sys, csock, fds)
-            csock.close()
-            for fd, _ in fds:
-                os.close(fd)
-            fds.clear()
-            step = "container process"
-            while True:
-                msg = sync.recv(psock, step)
-                t = msg["t"]
-                if t == "error":
-                    raise sync.error_from(msg)
-                if t == "warn":
-                    _log().warning("container %s: %s", cfg.container_id, msg.get("msg"))
-                elif t == "ready":
-                    return _after_ready(cfg, psock, pid)
-                else:
-                    raise InitError(step, f"protocol error: unexpected message {t!r}")
-        except BaseException:
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-            raise
-        finally:
-            for fd, _ in fds:
-                os.close(fd)
-            for s in (psock, csock):
-                if s is not None:
-                    s.close()
 
     # -- kill / delete / state ----------------------------------------------------------------
 
@@ -956,51 +901,6 @@ def _rmdir_cgroup_fast(rec: st.Record) -> bool:
         except OSError:
             return False
     return True
-
-
-def _join_namespaces(sys_: Syscalls, joins: tuple[tuple[int, int, str], ...]) -> None:
-    """Join ``joins`` (fd, CLONE_NEW*, path) in stage-1's order: the user namespace first
-    (then become its root), the mount namespace last. pid and time namespaces apply to the
-    children forked afterwards. Raises InitError naming the namespace."""
-    last = [j for j in joins if j[1] == c.CLONE_NEWUSER]
-    last += [j for j in joins if j[1] not in (c.CLONE_NEWUSER, c.CLONE_NEWNS)]
-    last += [j for j in joins if j[1] == c.CLONE_NEWNS]
-    for fd, flag, path in last:
-        user = flag == c.CLONE_NEWUSER
-        step = f"join user namespace {path}" if user else f"join namespace {path}"
-        try:
-            sys_.setns(fd, flag, path)
-        except OSError as err:
-            raise InitError(step, os.strerror(err.errno or 0), err.errno or 0) from None
-        if user:
-            with contextlib.suppress(OSError):  # 0 not mapped: the process sets its user later
-                sys_.setresgid(0)
-                sys_.setresuid(0)
-
-
-def _exec_child(
-    cfg: InitConfig, sys_: Syscalls, sock: Any, cgroup_fds: list[tuple[int, str]]
-) -> None:
-    """The container process of ``_exec_in_caller``: join the cgroup, then the init's exec
-    steps (``oci.engine.init.stage2``). Never returns."""
-    import gc
-
-    from . import sync
-    from .init import stage2
-
-    gc.disable()  # a short-lived fork: never let a collection dirty the inherited pages
-    step = "reset signals"
-    try:
-        for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        for fd, path in cgroup_fds:
-            step = f"join cgroup {path}"
-            os.write(fd, b"0")
-    except BaseException as err:
-        sync.send_error(sock, step, err)
-        os._exit(1)
-    stage2(cfg, sys_, sock)
-    os._exit(127)  # not reached: stage2 execs or exits
 
 
 def _after_ready(cfg: InitConfig, psock: Any, pid: int) -> int:

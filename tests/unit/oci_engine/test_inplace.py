@@ -1,0 +1,87 @@
+"""`oci.engine.inplace` without processes: which execs take the lean path, the namespace join
+order, and the environment the program gets."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+
+import pytest
+
+from oci import spec as ocispec
+from oci.engine.errors import InitError
+from oci.engine.init import InitConfig
+from oci.engine.inplace import exec_env, is_lean, join_namespaces
+from oci.engine.process import plan_process
+from oci.syscalls import consts as c
+from oci.syscalls.fake import RecordingSyscalls
+
+
+def _cfg(**process: object) -> InitConfig:
+    proc = ocispec.Process(args=("true",), cwd="/", **process)  # type: ignore[arg-type]
+    return InitConfig(
+        mode="exec", container_id="c", process=plan_process(proc, None), stdio=(4, 5, 6)
+    )
+
+
+def test_plain_and_terminal_execs_are_lean() -> None:
+    assert is_lean(_cfg())
+    assert is_lean(_cfg(terminal=True))
+    assert is_lean(_cfg(no_new_privileges=True, user=ocispec.User(uid=1000, gid=1000)))
+
+
+def test_what_must_happen_in_the_process_takes_the_init_steps() -> None:
+    seccomp = ocispec.LinuxSeccomp(default_action="SCMP_ACT_ALLOW")
+    proc = ocispec.Process(args=("true",), cwd="/")
+    with_seccomp = InitConfig(
+        mode="exec", container_id="c", process=plan_process(proc, seccomp), stdio=(4, 5, 6)
+    )
+    assert not is_lean(with_seccomp)
+    assert not is_lean(_cfg(apparmor_profile="p"))
+    assert not is_lean(_cfg(selinux_label="l"))
+    assert not is_lean(dataclasses.replace(_cfg(), console_fd=7))
+    assert not is_lean(dataclasses.replace(_cfg(), preserve_fds=1))
+    assert not is_lean(dataclasses.replace(_cfg(), stdio=None))
+    assert not is_lean(dataclasses.replace(_cfg(), mode="create"))
+
+
+def test_namespaces_are_joined_user_first_mount_last() -> None:
+    sys_ = RecordingSyscalls()
+    join_namespaces(
+        sys_,
+        (
+            (10, c.CLONE_NEWNS, "/proc/1/ns/mnt"),
+            (11, c.CLONE_NEWPID, "/proc/1/ns/pid"),
+            (12, c.CLONE_NEWUSER, "/proc/1/ns/user"),
+            (13, c.CLONE_NEWIPC, "/proc/1/ns/ipc"),
+        ),
+    )
+    setns = [call.args for call in sys_.calls if call.name == "setns"]
+    assert setns == [
+        (c.CLONE_NEWUSER, "/proc/1/ns/user"),
+        (c.CLONE_NEWPID, "/proc/1/ns/pid"),
+        (c.CLONE_NEWIPC, "/proc/1/ns/ipc"),
+        (c.CLONE_NEWNS, "/proc/1/ns/mnt"),
+    ]
+    names = [call.name for call in sys_.calls]
+    # root of the joined user namespace right after joining it
+    assert names[1:3] == ["setresgid", "setresuid"]
+
+
+def test_a_failed_join_names_the_namespace() -> None:
+    sys_ = RecordingSyscalls()
+    sys_.fail("setns", errno.EPERM)
+    with pytest.raises(InitError) as info:
+        join_namespaces(sys_, ((10, c.CLONE_NEWNET, "/proc/9/ns/net"),))
+    assert info.value.step == "join namespace /proc/9/ns/net"
+    assert info.value.errno == errno.EPERM
+    assert "Operation not permitted" in str(info.value)
+
+
+def test_exec_env_adds_home_only_when_missing() -> None:
+    plan = _cfg(env=("A=1", "B=x=y")).process
+    env = exec_env(plan)
+    assert env["A"] == "1"
+    assert env["B"] == "x=y"
+    assert "HOME" in env
+    assert exec_env(_cfg(env=("HOME=/h",)).process) == {"HOME": "/h"}
