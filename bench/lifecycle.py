@@ -338,7 +338,7 @@ class ShimStreamReader:
 
 
 def cpus_label() -> str:
-    """ "unpinned", or the CPUs this process (and so the agent) may run on (``--cpu``, taskset)."""
+    """The CPUs this process (and so the agent) may run on (``--cpu``, taskset), or unpinned."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= (os.cpu_count() or 1):
         return "unpinned"
