@@ -866,6 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     # importing and none it needs collected; the cyclic GC would cost milliseconds of walks.
     # (`events`, which may run for long, turns it back on.)
     gc.disable()
+    _defer("inspect")
     code = _main(sys.argv[1:])
     # The command line: skip the interpreter's finalization (module teardown and collection
     # cost ~10 ms after an engine command); nothing of ours needs it (no atexit work, every
@@ -876,6 +877,30 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         return code  # let the regular exit report it
     os._exit(code)
+
+
+class _Deferred(type(sys)):  # type: ignore[misc]  # a module object
+    """A stand-in in ``sys.modules`` for a module that is imported on first attribute access
+    (``importlib.util.LazyLoader``'s idea, without importing importlib.util)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        __import__(name)
+        real = sys.modules[name]
+        self.__dict__.update(real.__dict__)  # later lookups on this object hit the real names
+        return getattr(real, attr)
+
+
+def _defer(name: str) -> None:
+    """dataclasses imports ``inspect`` (ast, dis, tokenize, importlib.machinery, ...: ~8 ms,
+    the largest import of create, run and exec) for one call: the signature it puts in the
+    docstring of a dataclass that has none; every dataclass of the engine's path has one, and
+    oci.spec reads annotations without inspect. A command that does need it gets the real
+    module on first use."""
+    if name not in sys.modules:
+        sys.modules[name] = _Deferred(name)
 
 
 def _main(argv: list[str]) -> int:

@@ -42,6 +42,8 @@ from .process import ProcessPlan, env_get, find_executable, home_for
 
 @dataclass(frozen=True, slots=True)
 class DevicePlan:
+    """A device node to create in the container's /dev."""
+
     path: str
     kind: str
     major: int

@@ -17,6 +17,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True, slots=True)
 class ProcessPlan:
+    """The container process resolved ahead of the fork (names to numbers, the executable)."""
+
     args: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str

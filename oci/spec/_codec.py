@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import inspect
 import json
 import sys
 import types
@@ -195,6 +194,8 @@ def camel(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _FieldInfo:
+    """How the codec reads and writes one field of a model class."""
+
     name: str
     key: str
     hint: Any
@@ -239,8 +240,9 @@ def _type_hints(cls: type) -> dict[str, Any]:
     every `kata-oci create` pays for the first decode of each class)."""
     out: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
-        ann = inspect.get_annotations(klass)  # (inspect is loaded by dataclasses anyway)
-        if not ann:
+        # inspect.get_annotations(klass) without inspect (kata-oci defers that import)
+        ann = klass.__dict__.get("__annotations__")  # noqa: RUF063
+        if not isinstance(ann, dict) or not ann:
             continue
         module = sys.modules[klass.__module__]
         for name, value in ann.items():

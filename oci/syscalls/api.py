@@ -15,6 +15,8 @@ from .libseccomp import ArgCondition
 
 @dataclass(frozen=True, slots=True)
 class SeccompRule:
+    """One seccomp rule: an action for some syscalls, under argument conditions."""
+
     action: int
     names: tuple[str, ...]
     conditions: tuple[ArgCondition, ...] = ()
@@ -32,6 +34,8 @@ class SeccompPlan:
 
 @dataclass(frozen=True, slots=True)
 class CapabilitySets:
+    """The five capability sets of a process, as capability numbers."""
+
     bounding: frozenset[int]
     effective: frozenset[int]
     permitted: frozenset[int]

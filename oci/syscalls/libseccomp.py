@@ -64,6 +64,8 @@ class _ArgCmp(ctypes.Structure):
 
 @dataclass(frozen=True, slots=True)
 class ArgCondition:
+    """One argument comparison of a seccomp rule (scmp_arg_cmp)."""
+
     index: int
     op: int
     value: int
