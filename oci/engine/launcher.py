@@ -533,9 +533,42 @@ class Engine:
         The caller is left inside those namespaces, and the container process is its child
         until the caller exits (then it is reparented to the subreaper, as it is when stage-1
         exits). Not with ``pid_file`` (written in the caller's mount namespace)."""
-        from .init import InitConfig
         from .process import plan_process
 
+        return self.exec_planned(
+            container_id,
+            plan_process(process, None),
+            init_caps=process.capabilities is None,
+            stdio=stdio,
+            console_socket=console_socket,
+            pid_file=pid_file,
+            preserve_fds=preserve_fds,
+            in_caller=in_caller,
+        )
+
+    def exec_planned(
+        self,
+        container_id: str,
+        plan: ProcessPlan,
+        *,
+        init_caps: bool,
+        stdio: tuple[int, int, int] | None = None,
+        console_socket: int | None = None,
+        pid_file: str | None = None,
+        preserve_fds: int = 0,
+        in_caller: bool = False,
+    ) -> Launched:
+        """``exec`` of a process already planned (``plan_process(process, None)``; the
+        spawner's client plans it in the agent, so its worker decodes no spec): the
+        container's seccomp profile is added here, and with ``init_caps`` (the process named
+        no capabilities) the init's capabilities."""
+        import dataclasses
+
+        from .init import InitConfig
+        from .process import plan_caps, plan_seccomp
+
+        if plan.seccomp is not None:
+            raise InvalidArgument("exec: the process plan must not carry a seccomp profile")
         rec = st.load(self.root, container_id)
         status = self.status(rec)
         if status not in ("created", "running"):
@@ -544,17 +577,12 @@ class Engine:
         # capabilities): the full spec costs milliseconds.
         raw_linux = rec.config.get("linux") or {}
         raw_caps = (rec.config.get("process") or {}).get("capabilities")
-        seccomp = (
-            ocispec.decode(ocispec.LinuxSeccomp, raw_linux["seccomp"])[0]
-            if raw_linux.get("seccomp")
-            else None
-        )
-        if process.capabilities is None and raw_caps:
-            import dataclasses
-
+        if raw_linux.get("seccomp"):
+            seccomp = ocispec.decode(ocispec.LinuxSeccomp, raw_linux["seccomp"])[0]
+            plan = dataclasses.replace(plan, seccomp=plan_seccomp(seccomp))
+        if init_caps and raw_caps:
             caps = ocispec.decode(ocispec.LinuxCapabilities, raw_caps)[0]
-            process = dataclasses.replace(process, capabilities=caps)
-        plan = plan_process(process, seccomp)
+            plan = dataclasses.replace(plan, caps=plan_caps(caps))
         opened: list[int] = []
         try:
             joins: list[tuple[int, int, str]] = []

@@ -85,3 +85,36 @@ def test_exec_env_adds_home_only_when_missing() -> None:
     assert env["B"] == "x=y"
     assert "HOME" in env
     assert exec_env(_cfg(env=("HOME=/h",)).process) == {"HOME": "/h"}
+
+
+def test_a_process_plan_crosses_the_spawner_socket_unchanged() -> None:
+    import json
+
+    from oci.engine.spawner import plan_from_wire, plan_to_wire
+
+    proc = ocispec.Process(
+        args=("sh", "-c", "x"),
+        cwd="/w",
+        env=("A=1",),
+        user=ocispec.User(uid=7, gid=8, additional_gids=(9, 10), umask=0o027),
+        rlimits=(ocispec.POSIXRlimit(type="RLIMIT_NOFILE", soft=1, hard=2),),
+        capabilities=ocispec.LinuxCapabilities(bounding=("CAP_KILL",), ambient=("CAP_CHOWN",)),
+        no_new_privileges=True,
+        terminal=True,
+        console_size=ocispec.Box(height=3, width=4),
+        oom_score_adj=5,
+    )
+    plan = plan_process(proc, None)
+    assert plan_from_wire(json.loads(json.dumps(plan_to_wire(plan)))) == plan
+    bare = plan_process(ocispec.Process(args=("true",), cwd="/"), None)
+    assert plan_from_wire(json.loads(json.dumps(plan_to_wire(bare)))) == bare
+
+
+def test_a_plan_with_a_seccomp_profile_is_not_sent() -> None:
+    from oci.engine.errors import InvalidArgument
+    from oci.engine.spawner import plan_to_wire
+
+    seccomp = ocispec.LinuxSeccomp(default_action="SCMP_ACT_ALLOW")
+    plan = plan_process(ocispec.Process(args=("true",), cwd="/"), seccomp)
+    with pytest.raises(InvalidArgument):
+        plan_to_wire(plan)
