@@ -24,7 +24,6 @@ import gc
 import os
 import select
 import signal
-import socket
 import struct
 import sys
 import termios
@@ -38,6 +37,10 @@ from . import hooks as hooks_mod
 from . import rootfs as rfs
 from . import sync
 from .process import ProcessPlan, env_get, find_executable, home_for
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _socket  # the sync socket: sync.pair() gives _socket.socket objects
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ class InitConfig:
 
 
 class _Ctx:
-    def __init__(self, cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
+    def __init__(self, cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
         self.cfg = cfg
         self.sys = sys_
         self.sock = sock
@@ -119,7 +122,7 @@ Step = tuple[str, Callable[[_Ctx], None]]
 # stage-1
 
 
-def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
+def stage1(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
     """Entry point of the forked stage-1 process; never returns."""
     step = "wait for the parent"
     gc.disable()  # a short-lived fork: never let a collection dirty the inherited pages
@@ -327,6 +330,8 @@ def _console(x: _Ctx) -> None:
     if x.cfg.process.console_size is not None:
         rows, cols = x.cfg.process.console_size
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    import socket  # only a --console-socket create or exec needs it (~3 ms to import)
+
     sock = socket.socket(fileno=x.cfg.console_fd)
     try:
         socket.send_fds(sock, [b"/dev/ptmx"], [master])
@@ -520,7 +525,7 @@ def steps_for(cfg: InitConfig) -> tuple[Step, ...]:
     return CREATE_STEPS if cfg.has_mntns else CREATE_STEPS_NO_MNTNS
 
 
-def stage2(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
+def stage2(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
     """The container process: run the steps, report ready, wait for start, exec. Never returns."""
     x = _Ctx(cfg, sys_, sock)
     name = "init"

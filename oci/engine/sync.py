@@ -28,30 +28,39 @@ an ``InitError`` naming the last step it heard of.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
-from typing import Any
+
+# The C socket type, not socket.socket: the socket module costs every kata-oci create, run
+# and exec ~3 ms to import (enum conversions of its constants) for a wrapper this protocol
+# does not need. _socket.socket is socket.socket's base class: send, recv, close, fileno,
+# detach; a socket.socket is one too.
+from _socket import AF_UNIX, SOCK_SEQPACKET, socket, socketpair
 
 from .errors import InitError
 
-Message = dict[str, Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+Message = dict[str, "Any"]
 
 
-def pair() -> tuple[socket.socket, socket.socket]:
-    """(parent end, child end); the child end is inheritable, both are blocking."""
-    p, c = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    c.set_inheritable(True)
+def pair() -> tuple[Any, Any]:
+    """(parent end, child end); the child end is inheritable, both are blocking. Both are
+    ``_socket.socket`` objects (typed Any: callers annotate them as socket.socket, whose
+    extra methods must not be used on them)."""
+    p, c = socketpair(AF_UNIX, SOCK_SEQPACKET)
+    os.set_inheritable(c.fileno(), True)
     return p, c
 
 
-def send(sock: socket.socket, t: str, **fields: Any) -> None:
+def send(sock: socket, t: str, **fields: Any) -> None:
     fields["t"] = t
     sock.send(json.dumps(fields).encode())
 
 
-def recv(sock: socket.socket, last_step: str = "init") -> Message:
+def recv(sock: socket, last_step: str = "init") -> Message:
     data = sock.recv(65536)
     if not data:
         raise InitError(last_step, "container init exited unexpectedly")
@@ -59,7 +68,7 @@ def recv(sock: socket.socket, last_step: str = "init") -> Message:
     return msg
 
 
-def expect(sock: socket.socket, t: str, step: str) -> Message:
+def expect(sock: socket, t: str, step: str) -> Message:
     msg = recv(sock, step)
     if msg["t"] == "error":
         raise error_from(msg)
@@ -77,7 +86,7 @@ def error_from(msg: Message) -> InitError:
     )
 
 
-def send_error(sock: socket.socket, step: str, err: BaseException) -> None:
+def send_error(sock: socket, step: str, err: BaseException) -> None:
     if isinstance(err, OSError):
         errno = err.errno or 0
         path = err.filename if isinstance(err.filename, str) else None
@@ -88,5 +97,7 @@ def send_error(sock: socket.socket, step: str, err: BaseException) -> None:
         errno, path, text = err.errno, err.path, err.detail
     else:
         errno, path, text = 0, None, str(err) or type(err).__name__
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - no contextlib here (import cost, see above)
         send(sock, "error", step=step, errno=errno, msg=text, path=path)
+    except OSError:
+        pass
