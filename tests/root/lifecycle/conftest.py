@@ -212,10 +212,14 @@ def _spawner_workers(pid: int) -> set[int]:
 
 def live_descendants(pid: int) -> list[int]:
     """`descendants` without zombies (exited, not yet reaped by their parent) and without the
-    engine spawner's workers (`_spawner_workers`): the spawner itself is counted."""
+    engine spawner's workers (`_spawner_workers`): the spawner itself is counted. The workers
+    are listed after the descendants: the spawner forks a worker's replacement when the worker
+    has finished, i.e. just after the call the test made, so one forked in between is either
+    in both lists or in neither."""
     alive = []
+    everyone = descendants(pid)
     workers = _spawner_workers(pid)
-    for p in descendants(pid):
+    for p in everyone:
         if p in workers:
             continue
         with contextlib.suppress(OSError):

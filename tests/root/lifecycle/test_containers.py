@@ -271,7 +271,8 @@ async def test_nothing_left_after_remove_and_destroy(pod: Pod) -> None:
         assert cgroup_dirs(f"{pod.cgroup_parent}/{cid}") == []
     assert agent_fds(agent) == fds_before
     # only the engine's spawner is left below the agent
-    assert len(live_descendants(agent.pid)) == 1
+    left = live_descendants(agent.pid)
+    assert len(left) == 1, [(p, _comm(p)) for p in left]
     await pod.create("last", ["sleep", "1000"])
     await pod.a.DestroySandbox(agent_pb2.DestroySandboxRequest())
     pod.created.clear()
@@ -290,11 +291,13 @@ async def test_nothing_left_after_remove_and_destroy(pod: Pod) -> None:
 async def test_agent_shutdown_removes_its_containers(pod: Pod) -> None:
     await pod.create("c1", ["sleep", "1000"])
     await pod.exec("c1", "e1", ["sleep", "1000"])
-    workload = [p for p in live_descendants(pod.agent.pid) if _comm(p) == "sleep"]
-    assert len(workload) == 2
-    assert pod.agent.stop() == 0  # SIGTERM: orderly shutdown
+    below = live_descendants(pod.agent.pid)
+    workload = [p for p in below if _comm(p) == "sleep"]
+    assert len(workload) == 2, [(p, _comm(p)) for p in below]
+    code = pod.agent.stop()  # SIGTERM: orderly shutdown
     pod.created.clear()
-    assert [p for p in workload if _alive(p)] == []
+    assert code == 0, pod.agent.log_path.read_text()[-4000:]
+    assert [(p, _comm(p)) for p in workload if _alive(p)] == []
     # the sandbox went too: pinned namespaces released, no state left in run_dir
     assert not (pod.agent.sandbox_ns_dir / "ipc").exists()
     assert not (pod.agent.sandbox_ns_dir / "uts").exists()
