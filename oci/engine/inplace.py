@@ -19,8 +19,9 @@ itself never enters the container's cgroup (it would be counted, frozen and char
 until it exits). The container process is the worker's child until the worker exits; then it
 is reparented to the subreaper (the agent), as it is after stage-1's exit in ``kata-oci``.
 
-Measured with bench/lifecycle.py (ExecProcess to first byte, the worker's share): stage-1 +
-stage-2 ~11.5 ms; one fork + stage-2 ~5.7 ms; the lean child (see the launcher docstring).
+Measured with bench/lifecycle.py (the worker's share of an ExecProcess, medians at load ~1):
+stage-1 + stage-2 ~11.5 ms; one fork + the init's steps ~5.7 ms; the lean child ~5 ms, the
+rest of the gain from the spawner (see the launcher docstring).
 """
 
 from __future__ import annotations

@@ -50,14 +50,17 @@ process and exits, so the container process is reparented to the nearest subreap
 (PID 1 or PR_SET_CHILD_SUBREAPER) or ``kata-oci run/exec`` (which set themselves subreaper).
 The engine never waits for container processes: the caller reaps them.
 
-exec through the spawner skips stage-1 (``Engine.exec(in_caller=True)``): the worker is
-disposable, so it joins the container's namespaces itself and forks the container process
-directly, which moves itself into the container's cgroup through files the worker opened
-before joining; the worker replies and exits, and the process is reparented to the agent.
-One fork of a ~10 MiB-anon Python instead of two, and no wait for stage-1's exit: the engine
-part of an agent exec (request to reply, worker side) went from ~11.5 to ~5.7 ms (median,
-load ~0.5), together with the spawner no longer importing asyncio (13.0 -> 10.1 MiB anon:
-fork, copy-on-write faults and execve all scale with it). kata-oci exec keeps stage-1: the
+exec through the spawner skips stage-1 (``Engine.exec(in_caller=True)``, ``oci.engine.inplace``):
+the worker is disposable, so it joins the container's namespaces itself, takes on a plain
+process's rlimits, capabilities, user, cwd and umask, and forks the container process, which
+only moves itself into the container's cgroup (through files the worker opened before
+joining), starts its session, takes its stdio and execs; the worker replies and exits, and the
+process is reparented to the agent. One fork of a ~10 MiB-anon Python instead of two, no wait
+for stage-1's exit, almost no Python in the child. With the spawner's side of it (asyncio no
+longer imported: 13.0 -> 10.1 MiB anon, fork, copy-on-write faults and execve all scale with
+it; the process planned in the agent; workers that rehearse a request before waiting) the
+worker's share of an agent exec went from ~11.5 to ~5 ms and ExecProcess to first byte (bench/
+lifecycle.py) from ~11-14 to ~6-8.5 ms (medians, load 0.5-2). kata-oci exec keeps stage-1: the
 CLI process goes on after the launch (pid file, waiting) in its own namespaces.
 """
 

@@ -9,11 +9,13 @@ The agent starts this process ONCE, at start-up, through its own spawner/reaper:
 
 Each request carries a fresh socketpair end (SCM_RIGHTS) for its reply plus the fds it needs
 (the process's stdio). The spawner forks one worker per request (~1-2 ms; the spawner is a warm,
-single-threaded Python with ``oci.engine`` imported; the next worker is forked ahead of its
-request, so that cost is off the request's path) and goes back to waiting; the worker runs
-the synchronous ``oci.engine.Engine`` call and writes one reply ``{"ok": true, ...}`` or
+single-threaded Python with ``oci.engine`` imported; workers are forked ahead of their
+requests, see ``_Pool``, so that cost is off the request's path); the worker runs the
+synchronous ``oci.engine.Engine`` call and writes one reply ``{"ok": true, ...}`` or
 ``{"ok": false, "error": <class>, "msg", "step", "errno", "path"}``, then exits. Requests are
-therefore served concurrently, and a slow create never blocks an exec.
+therefore served concurrently, and a slow create never blocks an exec. An exec request
+carries the process already planned by the client (``plan_to_wire``): the worker, a fresh
+fork, would pay a copy-on-write fault for every page the spec decoder touches.
 
 Container processes are reparented to the agent (PID 1 / subreaper) when their first parent
 exits — the engine's stage-1 (create), or for exec the worker itself, which joins the
