@@ -19,7 +19,9 @@ Synchronous core — ``oci.engine.Engine`` (used by ``kata-oci`` and inside the 
 * Every method blocks until done (create: until the init is set up and waiting for start;
   start and exec: until the process has exec'd the container's program). Not thread-safe:
   one call at a time, from a single-threaded process — it forks. **The agent must not call
-  it in its own process**; it uses ``oci.engine.spawner`` (below).
+  it in its own process**; it uses ``oci.engine.spawner`` (below). Exception: ``start`` and
+  ``delete`` of a container without poststart / poststop hooks neither fork nor change the
+  calling process; the agent runs them in a thread (``agent.sandbox.oci_runtime``).
 * Terminal: either ``console_socket`` (runc's way: the init makes the pty inside the
   container and sends the master over it) or a pty slave made by the caller passed as
   ``stdio`` with ``process.terminal`` set (the agent's way: it keeps the master).

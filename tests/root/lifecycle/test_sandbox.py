@@ -58,7 +58,9 @@ async def test_guest_hooks_and_dns(
 ) -> None:
     hooks = tmp_path / "hooks"
     record = tmp_path / "hook-ran.json"
-    for kind in ("prestart", "poststop"):
+    # poststart and poststop hooks are child processes: with them the container is started
+    # and deleted by the engine's spawner, not in the agent (agent.sandbox.oci_runtime)
+    for kind in ("prestart", "poststart", "poststop"):
         (hooks / kind).mkdir(parents=True)
         script = hooks / kind / "record.sh"
         script.write_text(f"#!/bin/sh\ncat > {record}.{kind}\n")
@@ -83,6 +85,8 @@ async def test_guest_hooks_and_dns(
     state = json.loads(read(f"{record}.prestart"))
     assert state["id"] == "c1"
     assert state["pid"] > 0
+    poststart = json.loads(read(f"{record}.poststart"))
+    assert (poststart["id"], poststart["status"]) == ("c1", "running")
     assert json.loads(read(f"{record}.poststop"))["id"] == "c1"
 
 
