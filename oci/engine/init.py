@@ -28,10 +28,11 @@ import struct
 import sys
 import termios
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from oci.syscalls import Syscalls
 from oci.syscalls import consts as c
+from oci.syscalls.valueclass import value_class
 
 from . import hooks as hooks_mod
 from . import rootfs as rfs
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     import _socket  # the sync socket: sync.pair() gives _socket.socket objects
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class DevicePlan:
     """A device node to create in the container's /dev."""
 
@@ -56,7 +57,7 @@ class DevicePlan:
     gid: int
 
 
-@dataclass(slots=True)
+@value_class(slots=True)
 class InitConfig:
     """Everything the container side needs, decided by the launcher before the fork."""
 

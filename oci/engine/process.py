@@ -4,18 +4,18 @@ process exists) and applied in the init: capabilities, seccomp, rlimits, user, e
 from __future__ import annotations
 
 import errno as _errno
-from dataclasses import dataclass
 
 from oci.syscalls import CapabilitySets, SeccompPlan, SeccompRule
 from oci.syscalls import consts as c
 from oci.syscalls import libseccomp as ls
+from oci.syscalls.valueclass import value_class
 
 from .errors import InvalidArgument
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class ProcessPlan:
     """The container process resolved ahead of the fork (names to numbers, the executable)."""
 

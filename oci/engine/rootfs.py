@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from dataclasses import dataclass
 
 from oci.syscalls import Syscalls
 from oci.syscalls import consts as c
+from oci.syscalls.valueclass import value_class
 
 # option → (set flags, clear flags)
 _FLAGS: dict[str, tuple[int, int]] = {
@@ -79,7 +79,7 @@ _ST_KEEP = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class MountOp:
     """One spec mount, parsed: what ``mount_one`` does for it."""
 

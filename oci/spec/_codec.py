@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union, dataclass_transform
 
+from oci.syscalls.valueclass import value_class
+
 JSON = Any
 """Any JSON value (the result of `json.loads`)."""
 
@@ -41,7 +43,7 @@ _ALWAYS = "oci_always"
 _EXTRA = "oci_extra"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class Problem:
     """One finding about a spec: the JSON path of the field and what is wrong with it."""
 
@@ -192,7 +194,7 @@ def camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class _FieldInfo:
     """How the codec reads and writes one field of a model class."""
 

@@ -7,13 +7,14 @@ there is one, ``filename`` naming the path involved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 from .libseccomp import ArgCondition
+from .valueclass import value_class
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class SeccompRule:
     """One seccomp rule: an action for some syscalls, under argument conditions."""
 
@@ -22,7 +23,7 @@ class SeccompRule:
     conditions: tuple[ArgCondition, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class SeccompPlan:
     """A libseccomp filter as data (built by oci.engine.seccomp, loaded by the seam)."""
 
@@ -32,7 +33,7 @@ class SeccompPlan:
     rules: tuple[SeccompRule, ...] = field(default=())
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class CapabilitySets:
     """The five capability sets of a process, as capability numbers."""
 

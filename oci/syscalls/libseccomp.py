@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+
+from .valueclass import value_class
 
 SCMP_ACT_KILL_PROCESS = 0x80000000
 SCMP_ACT_KILL_THREAD = 0x00000000
@@ -62,7 +63,7 @@ class _ArgCmp(ctypes.Structure):
     )
 
 
-@dataclass(frozen=True, slots=True)
+@value_class(frozen=True, slots=True)
 class ArgCondition:
     """One argument comparison of a seccomp rule (scmp_arg_cmp)."""
 
