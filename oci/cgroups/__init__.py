@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupNotFound, CgroupUnsupported
 from .oom import OomWatcher
@@ -39,7 +38,10 @@ from .v2 import V2Manager
 
 # Import-light: the spec model and the stats dataclasses are loaded on first use (every
 # `kata-oci` command is a fresh interpreter; `delete` needs neither).
+TYPE_CHECKING = False  # not typing's: kata-oci create/run/exec never import typing (~3 ms)
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from oci.spec import LinuxResources
 
     from .stats import CgroupStats
@@ -62,6 +64,10 @@ __all__ = [
     "resolve_cgroups_path",
     "v1_controllers",
 ]
+
+
+if not TYPE_CHECKING:
+    Protocol = object  # a protocol is for the type checker: nothing checks it at run time
 
 
 class CgroupManager(Protocol):

@@ -7,10 +7,13 @@ import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from .errors import CgroupBusy, CgroupError, from_oserror
 from .fs import read_lines
+
+TYPE_CHECKING = False  # not typing's (kata-oci create never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class LazyLogger:

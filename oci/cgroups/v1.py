@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from ._base import LazyLogger, as_dir, list_pids, signal_all, wait_empty
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupUnsupported
@@ -21,6 +20,7 @@ from .oom import OomWatcher, V1OomWatcher
 from .paths import DEFAULT_ROOT, v1_controllers
 
 # Import-light: `kata-oci delete` needs neither the spec model, the stats dataclasses nor logging.
+TYPE_CHECKING = False  # not typing's (kata-oci create never imports typing)
 if TYPE_CHECKING:
     from oci.spec import LinuxResources
 

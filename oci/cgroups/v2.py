@@ -23,7 +23,6 @@ import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from ._base import (
     LazyLogger,
@@ -40,6 +39,7 @@ from .oom import FileChangeWatcher, OomWatcher, V2OomWatcher
 from .paths import DEFAULT_ROOT
 
 # Import-light: `kata-oci delete` needs neither the spec model, the stats dataclasses nor logging.
+TYPE_CHECKING = False  # not typing's (kata-oci create never imports typing)
 if TYPE_CHECKING:
     from oci.spec import LinuxResources
 

@@ -25,17 +25,32 @@ import enum
 import json
 import sys
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union, dataclass_transform
 
 from oci.syscalls.valueclass import value_class
 
-JSON = Any
-"""Any JSON value (the result of `json.loads`)."""
+# No typing at run time: every kata-oci create, run and exec imports this module, and typing
+# costs ~3 ms to import. Field hints are builtin generics (`tuple[str, ...]`, `str | None`,
+# `Mapping[str, X]`) read through their __origin__/__args__; `JSON` is a stand-in for Any.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Literal, TypeVar, dataclass_transform
 
-UnknownPolicy = Literal["keep", "ignore", "error"]
+    JSON = Any
+    UnknownPolicy = Literal["keep", "ignore", "error"]
+    _M = TypeVar("_M", bound=type)
+else:
+
+    class JSON:
+        """Any JSON value (the result of `json.loads`): `typing.Any` for the type checker."""
+
+    UnknownPolicy = str
+
+    def dataclass_transform(**_: object) -> Any:
+        return lambda f: f
+
 
 _KEY = "oci_key"
 _REQUIRED = "oci_required"
@@ -58,16 +73,13 @@ class Problem:
 class SpecError(ValueError):
     """A spec could not be decoded or is invalid; `problems` lists every error found."""
 
-    def __init__(self, problems: typing.Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
 
     @classmethod
     def at(cls, path: str, message: str) -> SpecError:
         return cls([Problem(path, message)])
-
-
-_M = TypeVar("_M", bound=type)
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
@@ -286,7 +298,15 @@ def _json_type(value: JSON) -> str:
     return type(value).__name__
 
 
-T = TypeVar("T", bound=SpecObject)
+if TYPE_CHECKING:
+    T = TypeVar("T", bound=SpecObject)
+
+
+def _is_typing(obj: object, name: str) -> bool:
+    """`obj is typing.<name>`, without importing typing (hints made by typing exist only when
+    something has imported it)."""
+    typing = sys.modules.get("typing")
+    return typing is not None and obj is getattr(typing, name)
 
 
 class _Decoder:
@@ -299,16 +319,16 @@ class _Decoder:
         self.problems.append(Problem(path, message))
 
     def value(self, hint: Any, raw: JSON, path: str) -> Any:
-        origin = typing.get_origin(hint)
-        if origin is Union or origin is types.UnionType:
-            members = [a for a in typing.get_args(hint) if a is not type(None)]
+        origin = getattr(hint, "__origin__", None)
+        if isinstance(hint, types.UnionType) or _is_typing(origin, "Union"):
+            members = [a for a in hint.__args__ if a is not type(None)]
             if raw is None:
                 return None
             return self.value(members[0], raw, path)
-        if hint is Any:
+        if hint is JSON or _is_typing(hint, "Any"):
             return raw
         if origin is tuple:
-            (item,) = typing.get_args(hint)[:1]
+            (item,) = hint.__args__[:1]
             if raw is None:
                 return ()
             if not isinstance(raw, list):
@@ -316,8 +336,8 @@ class _Decoder:
                 return ()
             return tuple(self.value(item, v, f"{path}[{i}]") for i, v in enumerate(raw))
         if origin in (Mapping, dict) or hint is dict:
-            args = typing.get_args(hint)
-            vhint = args[1] if len(args) == 2 else Any
+            args: tuple[Any, ...] = getattr(hint, "__args__", ())
+            vhint = args[1] if len(args) == 2 else JSON
             if raw is None:
                 return {}
             if not isinstance(raw, dict):

@@ -7,11 +7,14 @@ resources, ...). Numbers are those of x86_64/aarch64 Linux.
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Final
 
 # The kernel numbers live once, with the engine's other UAPI constants (a data-only module that
 # imports nothing); here they are read-only views.
 from oci.syscalls import consts as _kernel
+
+TYPE_CHECKING = False  # Final is only an annotation (not evaluated): no typing import
+if TYPE_CHECKING:
+    from typing import Final
 
 NAMESPACES: Final = frozenset({"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"})
 
