@@ -1,11 +1,12 @@
 """exec from a disposable caller (the spawner's worker): ``Engine.exec(..., in_caller=True)``.
 
 The worker serves one request and exits, so it may change itself for the container process it
-starts: it joins the container's namespaces, and for a plain process (no seccomp profile, LSM
-label, console socket or preserved fds) it also takes on the process's rlimits, capabilities,
-user, working directory and umask itself, then forks. The child then runs almost no Python:
-it moves itself into the container's cgroup, starts a session, takes its stdio (and
-controlling tty), and execs. Every step before the fork fails in the worker with the step's
+starts: it joins the container's namespaces, and for a plain process (no LSM label, console
+socket or preserved fds; a seccomp profile only with no_new_privs) it also takes on the
+process's rlimits, capabilities, user, working directory and umask itself, then forks. The
+child then runs almost no Python: it moves itself into the container's cgroup, starts a
+session, takes its stdio (and controlling tty), loads the seccomp filter (last, as the init
+does with no_new_privs), and execs. Every step before the fork fails in the worker with the step's
 name; the child reports its own failures through a close-on-exec pipe, whose EOF also tells
 the worker that the program runs. An ``execve`` failure is what the init's reports are: a line
 on the process's stderr and exit status 127.
@@ -78,15 +79,16 @@ def exec_in_caller(cfg: InitConfig, sys_: Syscalls, cgroup_join: tuple[str, ...]
 
 def is_lean(cfg: InitConfig) -> bool:
     """Whether the process can be set up in the caller before the fork: what must happen in
-    the process itself (a seccomp filter, an LSM exec label, a console socket, preserved fds)
-    takes the init's steps instead."""
+    the process itself (an LSM exec label, a console socket, preserved fds; a seccomp filter
+    without no_new_privs, which the init loads while it still has CAP_SYS_ADMIN) takes the
+    init's steps instead."""
     p = cfg.process
     return (
         cfg.mode == "exec"
         and cfg.stdio is not None
         and cfg.console_fd is None
         and not cfg.preserve_fds
-        and p.seccomp is None
+        and (p.seccomp is None or p.no_new_privs)
         and not p.apparmor_profile
         and not p.selinux_label
     )
@@ -202,6 +204,9 @@ def _lean_child(
                 os.set_inheritable(fd, True)
         if p.terminal:
             sys_.set_controlling_tty(0)
+        if p.seccomp is not None:  # with no_new_privs (is_lean): the last step before execve
+            step = "seccomp"
+            sys_.load_seccomp(p.seccomp)
     except BaseException as err:
         errno, text = 0, str(err)
         if isinstance(err, OSError):

@@ -173,7 +173,10 @@ def test_in_caller_exec_takes_the_process_settings(bundle: Bundle, tmp_path: Pat
     bundle.assert_clean(cid)
 
 
-def test_in_caller_exec_applies_the_seccomp_profile(bundle: Bundle, tmp_path: Path) -> None:
+@pytest.mark.parametrize("nnp", [False, True], ids=["init-steps", "lean-no-new-privs"])
+def test_in_caller_exec_applies_the_seccomp_profile(
+    bundle: Bundle, tmp_path: Path, nnp: bool
+) -> None:
     bundle.config["linux"]["seccomp"] = {
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
@@ -181,11 +184,14 @@ def test_in_caller_exec_applies_the_seccomp_profile(bundle: Bundle, tmp_path: Pa
     cid, init = _running(bundle)
     try:
         out = tmp_path / "out"
-        script = "grep ^Seccomp: /proc/self/status; mkdir /tmp/nope || echo refused"
-        res = _caller(bundle, cid, out, _sh(script))
+        script = (
+            "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /tmp/nope || echo refused"
+        )
+        res = _caller(bundle, cid, out, _sh(script, no_new_privileges=nnp))
         assert res["code"] == 0, out.read_text()
         text = out.read_text()
         assert "Seccomp:\t2" in text
+        assert f"NoNewPrivs:\t{int(nnp)}" in text
         assert "Operation not permitted" in text
         assert "refused" in text
         assert not (bundle.rootfs / "tmp" / "nope").exists()

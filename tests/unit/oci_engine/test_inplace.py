@@ -37,6 +37,12 @@ def test_what_must_happen_in_the_process_takes_the_init_steps() -> None:
         mode="exec", container_id="c", process=plan_process(proc, seccomp), stdio=(4, 5, 6)
     )
     assert not is_lean(with_seccomp)
+    # with no_new_privs the filter is loaded last, by the process itself: lean
+    nnp = ocispec.Process(args=("true",), cwd="/", no_new_privileges=True)
+    with_seccomp_nnp = InitConfig(
+        mode="exec", container_id="c", process=plan_process(nnp, seccomp), stdio=(4, 5, 6)
+    )
+    assert is_lean(with_seccomp_nnp)
     assert not is_lean(_cfg(apparmor_profile="p"))
     assert not is_lean(_cfg(selinux_label="l"))
     assert not is_lean(dataclasses.replace(_cfg(), console_fd=7))
