@@ -41,9 +41,37 @@ delete   25        6     4     3                         0.55x, 0.8x
 A fresh interpreter per launch costs more than runc's whole ``run`` before it does anything,
 so it cannot meet the targets; forking a warm process costs ~1-3 ms. Fork wins, and it is what
 the agent uses (the spawner column). The kata-oci CLI is itself a fresh interpreter per
-command: its figures are dominated by the interpreter's start-up (~12 ms) and what create and
-exec must import (dataclasses + inspect, typing, json, the spec model, the init code), which no
-process model can hide; start, kill, state, list and delete stay import-light.
+command (``python3.11 -I -S -c pass`` alone: ~10-12 ms here, more than runc's whole start or
+delete), so its figures are that floor plus what the command imports plus the engine's work.
+The import diet, second pass (same bench; two runs of 20 rounds, load average 0.8-1.4; the
+second run below, the first within 0-2 ms of it except exec, 39.9):
+
+* start, kill, state, delete import no json (the state file is read through ``_json``'s C
+  scanner: ``state._json_loads``), no signal, contextlib or typing: json pulls in re and
+  enum, ~10 ms together.
+* create, run, exec: ``inspect`` is deferred by the CLI (``cli._defer``; dataclasses imports
+  it for a docstring signature only; ast, dis, tokenize: ~8 ms), no typing (protocols exist
+  for the type checker only; the spec codec reads builtin generic hints), no socket module
+  (the sync socket is ``_socket.socket``), and the engine's value classes are dataclasses
+  without generated methods (``oci.syscalls.valueclass``: ~5 ms of exec'd code).
+
+=======  ============  ====  ====  ========================  ====================
+op       kata-oci      runc  crun  engine via warm spawner   kata-oci/runc, crun
+=======  ============  ====  ====  ========================  ====================
+run      75 -> 56.0    33.6  15.4  25.6                      1.67x, 3.6x
+create   77 -> 56.8    22.9  8.0   17.9                      2.48x, 7.1x
+start    22 -> 14.5    5.5   3.9   3.6                       2.61x, 3.7x
+exec     58 -> 37.6    24.8  6.2   7.7                       1.52x, 6.1x
+delete   25 -> 13.0    6.3   4.2   3.3                       2.06x, 3.1x
+=======  ============  ====  ====  ========================  ====================
+
+start and delete are now the interpreter's floor plus ~3 ms: no runc ratio <= 1.0 is reachable
+with a CPython process per command.
+
+What create and exec still import is mostly dataclasses (and re, enum with it; the spec model
+and the plans are dataclasses, which the agent relies on), the spec model itself, pathlib
+(oci.cgroups' API), ctypes and the init code; start must also wait for the init's execve,
+which frees the forked Python's address space first (~4 ms, the spawner's whole start).
 
 Per launch: stage-1 is forked (it enters/creates the namespaces), it forks the container
 process and exits, so the container process is reparented to the nearest subreaper: the agent
