@@ -118,3 +118,31 @@ async def test_engine_errors_become_domain_errors_in_the_agent_too(engine: Any) 
 def test_module_keeps_the_engine_import_lazy() -> None:
     # the agent imports oci_runtime at start-up; the launcher is loaded on the first start
     assert not hasattr(oci_runtime, "Engine")
+
+
+def test_the_cgroup_layout_is_probed_once_mounted(tmp_path: Any) -> None:
+    from pathlib import PurePosixPath
+
+    from oci.cgroups import V1Manager
+
+    eng = oci_runtime.OciEngine(client=FakeClient(), reaper=None, cgroup_root=tmp_path)  # type: ignore[arg-type]
+    # nothing mounted yet: not remembered
+    first = eng._cgroup_manager("/pod/c1", "c1")
+    assert isinstance(first, V1Manager)
+    assert first.dirs == {}
+    for name in ("cpu,cpuacct", "memory"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cgroup.procs").write_text("")
+    second = eng._cgroup_manager("/pod/c1", "c1")
+    assert isinstance(second, V1Manager)
+    assert second.path == PurePosixPath("/pod/c1")
+    assert second.dirs == {
+        "cpu": tmp_path / "cpu,cpuacct" / "pod" / "c1",
+        "cpuacct": tmp_path / "cpu,cpuacct" / "pod" / "c1",
+        "memory": tmp_path / "memory" / "pod" / "c1",
+    }
+    # remembered from then on (the hierarchies do not move while the agent runs)
+    (tmp_path / "memory" / "cgroup.procs").unlink()
+    third = eng._cgroup_manager(None, "c2")
+    assert isinstance(third, V1Manager)
+    assert set(third.dirs) == {"cpu", "cpuacct", "memory"}
