@@ -871,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     # (`events`, which may run for long, turns it back on.)
     gc.disable()
     _defer("inspect")
+    _defer("ipaddress")  # urllib.parse (imported by pathlib, oci.cgroups') binds it: ~1.3 ms
     code = _main(sys.argv[1:])
     # The command line: skip the interpreter's finalization (module teardown and collection
     # cost ~10 ms after an engine command); nothing of ours needs it (no atexit work, every
@@ -898,10 +899,13 @@ class _Deferred(type(sys)):  # type: ignore[misc]  # a module object
 
 
 def _defer(name: str) -> None:
-    """dataclasses imports ``inspect`` (ast, dis, tokenize, importlib.machinery, ...: ~8 ms,
+    """Let a top-level module that the command's imports only bind be imported on first use.
+
+    dataclasses imports ``inspect`` (ast, dis, tokenize, importlib.machinery, ...: ~8 ms,
     the largest import of create, run and exec) for one call: the signature it puts in the
     docstring of a dataclass that has none; every dataclass of the engine's path has one, and
-    oci.spec reads annotations without inspect. A command that does need it gets the real
+    oci.spec reads annotations without inspect. urllib.parse (pathlib imports it) binds
+    ``ipaddress`` for bracketed URL hosts. A command that does need either gets the real
     module on first use."""
     if name not in sys.modules:
         sys.modules[name] = _Deferred(name)

@@ -22,6 +22,7 @@ def test_create_path_never_loads_inspect() -> None:
     out = _run(
         "from oci import cli\n"
         "cli._defer('inspect')\n"
+        "cli._defer('ipaddress')\n"
         "from oci import spec as ocispec\n"
         "from oci.engine import Engine, init, rootfs\n"
         "from oci.engine.process import plan_process\n"
@@ -29,9 +30,10 @@ def test_create_path_never_loads_inspect() -> None:
         "s = ocispec.loads(ocispec.default_spec().to_json())\n"
         "plan_process(s.process, None)\n"
         "ocispec.decode(ocispec.Process, s.process.to_dict())\n"
-        "print(type(sys.modules['inspect']).__name__, 'typing' in sys.modules)\n"
+        "print(type(sys.modules['inspect']).__name__, type(sys.modules['ipaddress']).__name__,"
+        " 'typing' in sys.modules)\n"
     )
-    assert out == "_Deferred False"
+    assert out == "_Deferred _Deferred False"
 
 
 def test_deferred_module_loads_on_use() -> None:
@@ -56,3 +58,14 @@ def test_short_commands_import_little() -> None:
         "print([m for m in heavy if m in sys.modules])\n"
     )
     assert out == "[]"
+
+
+def test_deferred_ipaddress_behind_urllib_parse() -> None:
+    out = _run(
+        "from oci import cli\n"
+        "cli._defer('ipaddress')\n"
+        "import pathlib, urllib.parse\n"
+        "print(urllib.parse.urlsplit('http://[::1]:80/x').hostname,"
+        " pathlib.PurePosixPath('/a b').as_uri(), type(sys.modules['ipaddress']).__name__)\n"
+    )
+    assert out == "::1 file:///a%20b module"
