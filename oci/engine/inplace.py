@@ -28,13 +28,18 @@ rest of the gain from the spawner (see the launcher docstring).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 from typing import TYPE_CHECKING
 
 from oci.syscalls import consts as c
 
+# Everything this module runs after joining the container's mount namespace is imported here:
+# the Python library is not visible from there.
+from . import sync
 from .errors import InitError
+from .init import stage2
 from .process import env_get, find_executable, home_for
 
 if TYPE_CHECKING:
@@ -55,6 +60,8 @@ def exec_in_caller(cfg: InitConfig, sys_: Syscalls, cgroup_join: tuple[str, ...]
     exec'd. Leaves this process inside the container's namespaces (and, on the lean path,
     with the process's credentials): the caller must exit soon after."""
     lean = is_lean(cfg)
+    if not lean:
+        import logging  # noqa: F401 - the init's steps may send a warning to log (see above)
     if lean:
         # Before the mount namespace changes what /proc/self is: nothing of ours but the
         # stdio the child dup2()s survives its execve.
@@ -267,8 +274,6 @@ def _init_error(step: str, err: OSError) -> InitError:
 def _stage2_exec(cfg: InitConfig, sys_: Syscalls, cgroup_fds: list[tuple[int, str]]) -> int:
     """Fork the container process, which joins the cgroup and runs the init's exec steps;
     walk its half of the sync protocol ("warn", "ready" or "error", then EOF at execve)."""
-    from . import sync
-
     psock, csock = sync.pair()
     pid = 0
     try:
@@ -312,11 +317,6 @@ def _stage2_exec(cfg: InitConfig, sys_: Syscalls, cgroup_fds: list[tuple[int, st
 def _stage2_child(
     cfg: InitConfig, sys_: Syscalls, sock: socket, cgroup_fds: list[tuple[int, str]]
 ) -> None:
-    import gc
-
-    from . import sync
-    from .init import stage2
-
     gc.disable()  # a short-lived fork: never let a collection dirty the inherited pages
     step = "reset signals"
     try:
