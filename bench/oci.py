@@ -1,6 +1,7 @@
 """Benchmark kata-oci against runc and crun on the same bundle.
 
     .venv/bin/python bench/oci.py [--iterations N] [--runtimes kata-oci,runc,crun]
+                                  [--baseline DIR]
 
 Measures, interleaved (one round = every runtime once, in rotating order), the wall time of:
 
@@ -12,6 +13,10 @@ Measures, interleaved (one round = every runtime once, in rotating order), the w
 
 and prints the median of each, plus kata-oci's ratio to runc and to crun against the targets
 (every ratio vs runc <= 1.0; run and exec within 1.5x of crun).
+
+``--baseline DIR`` adds a column ``kata-base``: the kata-oci of another tree of the project
+(DIR holds its ``oci`` package, e.g. ``git archive <commit> oci | tar -x -C DIR``), run the
+same way in the same interleaved rounds, for a before/after comparison on a noisy machine.
 
 The ``oci`` package is byte-compiled first (``compileall``): with PYTHONDONTWRITEBYTECODE=1 no
 .pyc would be written and every command would recompile what it imports.
@@ -190,6 +195,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--runtimes", default="kata-oci,runc,crun")
+    ap.add_argument("--baseline", metavar="DIR", help="also run the kata-oci of DIR/oci")
     ap.add_argument(
         "--no-spawner",
         action="store_true",
@@ -216,8 +222,22 @@ def main() -> int:
     if os.path.ismount("/sys/fs/cgroup/unified"):
         subprocess.run(["umount", "/sys/fs/cgroup/unified"], check=True)
     names = [n for n in args.runtimes.split(",") if n]
+    if args.baseline:
+        base = os.path.abspath(args.baseline)
+        RUNTIMES["kata-base"] = [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {base!r}); from oci.cli import main; sys.exit(main())",
+        ]
+        names.insert(0, "kata-base")
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", os.path.join(base, "oci")],
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
     for n in names:
-        if n != "kata-oci" and shutil.which(RUNTIMES[n][0]) is None:
+        if not n.startswith("kata-") and shutil.which(RUNTIMES[n][0]) is None:
             print(f"{n} not installed", file=sys.stderr)
             return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-up below
