@@ -43,29 +43,35 @@ so it cannot meet the targets; forking a warm process costs ~1-3 ms. Fork wins, 
 the agent uses (the spawner column). The kata-oci CLI is itself a fresh interpreter per
 command (``python3.11 -I -S -c pass`` alone: ~10-12 ms here, more than runc's whole start or
 delete), so its figures are that floor plus what the command imports plus the engine's work.
-The import diet, second pass (same bench; two runs of 20 rounds, load average 0.8-1.4; the
-second run below, the first within 0-2 ms of it except exec, 39.9):
+The import diet, second pass:
 
 * start, kill, state, delete import no json (the state file is read through ``_json``'s C
   scanner: ``state._json_loads``), no signal, contextlib or typing: json pulls in re and
   enum, ~10 ms together.
-* create, run, exec: ``inspect`` is deferred by the CLI (``cli._defer``; dataclasses imports
-  it for a docstring signature only; ast, dis, tokenize: ~8 ms), no typing (protocols exist
-  for the type checker only; the spec codec reads builtin generic hints), no socket module
-  (the sync socket is ``_socket.socket``), and the engine's value classes are dataclasses
-  without generated methods (``oci.syscalls.valueclass``: ~5 ms of exec'd code).
+* create, run, exec: ``inspect`` and ``ipaddress`` are deferred by the CLI (``cli._defer``;
+  dataclasses imports inspect for a docstring signature only: ast, dis, tokenize, ~8 ms), no
+  typing (protocols exist for the type checker only; the spec codec reads builtin generic
+  hints), no socket module (the sync socket is ``_socket.socket``), and the engine's value
+  classes are dataclasses without generated methods (``oci.syscalls.valueclass``: ~5 ms of
+  exec'd code).
 
-=======  ============  ====  ====  ========================  ====================
-op       kata-oci      runc  crun  engine via warm spawner   kata-oci/runc, crun
-=======  ============  ====  ====  ========================  ====================
-run      75 -> 56.0    33.6  15.4  25.6                      1.67x, 3.6x
-create   77 -> 56.8    22.9  8.0   17.9                      2.48x, 7.1x
-start    22 -> 14.5    5.5   3.9   3.6                       2.61x, 3.7x
-exec     58 -> 37.6    24.8  6.2   7.7                       1.52x, 6.1x
-delete   25 -> 13.0    6.3   4.2   3.3                       2.06x, 3.1x
-=======  ============  ====  ====  ========================  ====================
+``bench/oci.py --baseline`` with the tree before it (56b1cbc) in the same interleaved rounds
+(20 rounds, four runtimes, load average 1.0-1.4; two runs agree within ~3 ms), ms:
 
-start and delete are now the interpreter's floor plus ~3 ms: no runc ratio <= 1.0 is reachable
+=======  ======  ========  ====  ====  ================  ==================
+op       before  kata-oci  runc  crun  kata-oci/before   kata-oci/runc
+=======  ======  ========  ====  ====  ================  ==================
+run      102.5   66.9      36.1  19.6  0.65              1.85x
+create   92.8    65.7      26.6  9.6   0.71              2.47x
+start    29.2    17.9      7.3   4.7   0.61              2.45x
+exec     77.8    51.0      31.5  7.3   0.66              1.62x
+delete   29.6    17.5      7.6   5.4   0.59              2.31x
+=======  ======  ========  ====  ====  ================  ==================
+
+With three runtimes (no baseline; less load) the same tree measures run 56-61, create 56-58,
+start 14.5-17, exec 38-46, delete 13-16.5 ms (runc 32-35, 23-34, 5.5-7, 25-28, 6-7).
+
+start and delete are now the interpreter's floor plus 3-6 ms: no runc ratio <= 1.0 is reachable
 with a CPython process per command.
 
 What create and exec still import is mostly dataclasses (and re, enum with it; the spec model
