@@ -9,7 +9,6 @@ initramfs), read-only root, masked and read-only paths.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
@@ -360,8 +359,10 @@ def setup_dev_links(rootfs: str) -> None:
         dest = secure_join(rootfs, link)
         if link == "/dev/ptmx" and os.path.lexists(dest):
             os.unlink(dest)
-        with contextlib.suppress(FileExistsError):
+        try:  # noqa: SIM105 - no contextlib on kata-oci's path (~0.7 ms to import)
             os.symlink(target, dest)
+        except FileExistsError:
+            pass
 
 
 def set_root_propagation(sys: Syscalls, propagation: str | None) -> None:
@@ -372,8 +373,10 @@ def set_root_propagation(sys: Syscalls, propagation: str | None) -> None:
 def make_parent_private(sys: Syscalls, rootfs: str) -> None:
     """pivot_root needs the parent mount of the new root not to be shared."""
     mp = _mount_point_of(rootfs)
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - no contextlib on kata-oci's path (~0.7 ms to import)
         sys.mount(None, mp, None, c.MS_PRIVATE, None)
+    except OSError:
+        pass
 
 
 def _mount_point_of(path: str) -> str:
