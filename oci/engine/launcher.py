@@ -56,16 +56,17 @@ The import diet, second pass:
   exec'd code).
 
 ``bench/oci.py --baseline`` with the tree before it (56b1cbc) in the same interleaved rounds
-(20 rounds, four runtimes, load average 1.0-1.4; two runs agree within ~3 ms), ms:
+(20 rounds, four runtimes, load average 1.2-1.3; earlier runs of the same comparison agree
+within ~5 ms), ms:
 
 =======  ======  ========  ====  ====  ================  ==================
 op       before  kata-oci  runc  crun  kata-oci/before   kata-oci/runc
 =======  ======  ========  ====  ====  ================  ==================
-run      102.5   66.9      36.1  19.6  0.65              1.85x
-create   92.8    65.7      26.6  9.6   0.71              2.47x
-start    29.2    17.9      7.3   4.7   0.61              2.45x
-exec     77.8    51.0      31.5  7.3   0.66              1.62x
-delete   29.6    17.5      7.6   5.4   0.59              2.31x
+run      90.6    57.4      37.7  13.9  0.63              1.52x
+create   88.4    57.5      24.5  10.1  0.65              2.34x
+start    26.9    17.0      6.6   4.2   0.63              2.60x
+exec     73.7    42.9      28.3  6.4   0.58              1.52x
+delete   24.6    15.5      7.1   5.0   0.63              2.20x
 =======  ======  ========  ====  ====  ================  ==================
 
 With three runtimes (no baseline; less load) the same tree measures run 56-61, create 56-58,
