@@ -7,6 +7,10 @@ API summary
   -> CgroupManager`: resolve `linux.cgroupsPath` (empty → `/<container_id>`; kata's
   `slice:prefix:name` → `slice/prefix/name`; see `paths.py`) and return a `V1Manager` or a
   `V2Manager` (`mode` forces one; by default `detect_mode(root)`). Nothing is created yet.
+  `layout`: the hierarchy layout as `probe_layout(root)` returned it, so a long-lived caller
+  (the engine's spawner) probes once, not per container.
+* `probe_layout(root) -> CgroupLayout | None`: `(mode, v1 controllers)`; None while nothing is
+  mounted under `root` yet (probe again later).
 * `CgroupManager` (Protocol): `create()`, `add_pid(pid)`, `apply(resources)` / `update(...)`
   (an `oci.spec.LinuxResources`), `freeze(timeout=)` (waits for FROZEN), `thaw()`,
   `freezer_state()`, `can_freeze()`, `pids()` (recursive), `kill_all(sig=SIGKILL, timeout=)`
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 
     from .stats import CgroupStats
 
+    # (mode, v1 controller -> hierarchy directory): ``probe_layout``; annotations only
+    CgroupLayout = tuple[CgroupMode, dict[str, Path]]
+
 __all__ = [
     "DEFAULT_ROOT",
     "CgroupBusy",
@@ -61,6 +68,7 @@ __all__ = [
     "V2Manager",
     "detect_mode",
     "manager_for",
+    "probe_layout",
     "resolve_cgroups_path",
     "v1_controllers",
 ]
@@ -119,12 +127,27 @@ def manager_for(
     container_id: str,
     root: Path = DEFAULT_ROOT,
     mode: CgroupMode | None = None,
+    layout: CgroupLayout | None = None,
 ) -> CgroupManager:
     """The manager for a container's cgroup (see the module docstring)."""
     path = resolve_cgroups_path(cgroups_path, container_id)
+    if layout is not None and mode is None:
+        if layout[0] is CgroupMode.V2:
+            return V2Manager(path, root=root)
+        return V1Manager(path, root=root, controllers=layout[1])
     if (mode or detect_mode(root)) is CgroupMode.V2:
         return V2Manager(path, root=root)
     return V1Manager(path, root=root)
+
+
+def probe_layout(root: Path = DEFAULT_ROOT) -> CgroupLayout | None:
+    """The hierarchy layout under ``root``: v2, or v1 and its controllers' directories; None
+    when nothing is mounted there yet."""
+    mode = detect_mode(root)
+    if mode is CgroupMode.V2:
+        return (mode, {})
+    controllers = v1_controllers(root)
+    return (mode, controllers) if controllers else None
 
 
 def __getattr__(name: str) -> Any:

@@ -125,10 +125,11 @@ TYPE_CHECKING = False  # not typing's: start/kill/state need no typing module (~
 if TYPE_CHECKING:
     import contextlib
     import signal
+    from collections.abc import Callable
     from typing import Any
 
     from oci import spec as ocispec
-    from oci.cgroups import CgroupManager
+    from oci.cgroups import CgroupLayout, CgroupManager
     from oci.syscalls import Syscalls
 
     from .init import InitConfig
@@ -184,11 +185,21 @@ class Engine:
     """Synchronous container engine. Not thread-safe; one call at a time per process.
 
     ``root`` is the state directory (``/run/kata-oci`` for the CLI; the agent passes its own).
+    ``cgroup_layout``: the cgroup hierarchy layout (``oci.cgroups.probe_layout``) when the
+    caller has probed it already (the spawner, once for all its workers); else it is probed
+    per call.
     """
 
-    def __init__(self, root: str, *, syscalls: Syscalls | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        syscalls: Syscalls | None = None,
+        cgroup_layout: CgroupLayout | None = None,
+    ) -> None:
         self.root = os.path.abspath(root)
         self._sys = syscalls
+        self._cgroup_layout = cgroup_layout
 
     @property
     def sys(self) -> Syscalls:
@@ -271,27 +282,46 @@ class Engine:
                 bundle=bundle,
                 annotations=spec.annotations,
             )
-            pid = self._launch(cfg, linux, spec, state_for_hooks, container_id, cgroup=mgr)
-            freezer = (
-                f"/sys/fs/cgroup/freezer{mgr.path}/freezer.state"
-                if mgr.version == 1
-                else f"/sys/fs/cgroup{mgr.path}/cgroup.events"
-            )
-            rec = st.Record(
-                cgroup={
+            the_spec = spec
+            record: dict[str, Any] = {}
+
+            def prepare_record() -> None:
+                # The state record's pid-independent part, built while stage-1 and the init
+                # set the container up (the other core), not after they are done (~0.5 ms).
+                freezer = (
+                    f"/sys/fs/cgroup/freezer{mgr.path}/freezer.state"
+                    if mgr.version == 1
+                    else f"/sys/fs/cgroup{mgr.path}/cgroup.events"
+                )
+                record["cgroup"] = {
                     "path": str(mgr.path),
                     "version": mgr.version,
                     "freezer": freezer,
                     # exec joins through these without loading oci.cgroups (see _launch)
                     "join": list(mgr.self_join_files()),
-                },
+                }
+                record["config"] = the_spec.to_dict()
+
+            pid = self._launch(
+                cfg,
+                linux,
+                spec,
+                state_for_hooks,
+                container_id,
+                cgroup=mgr,
+                meanwhile=prepare_record,
+            )
+            if not record:
+                prepare_record()
+            rec = st.Record(
+                cgroup=record["cgroup"],
                 id=container_id,
                 pid=pid,
                 pid_start=st.proc_start_time(pid) or 0,
                 bundle=bundle,
                 rootfs=rootfs,
                 created=st.rfc3339_now(),
-                config=spec.to_dict(),
+                config=record["config"],
                 namespaces=[n.type for n in linux.namespaces],
             )
             st.save(self.root, rec)
@@ -414,12 +444,14 @@ class Engine:
         container_id: str,
         cgroup_join: tuple[str, ...] = (),
         cgroup: CgroupManager | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> int:
         """Fork stage-1, walk the sync protocol, return the container process's pid.
 
         ``cgroup_join`` (exec): the files recorded at create through which stage-1 joins the
         container's cgroup itself; empty: the cgroup manager puts it there. ``cgroup``: the
-        container's manager when the caller has it already (create)."""
+        container's manager when the caller has it already (create). ``meanwhile``: the
+        caller's own work, run once stage-1 may go on (a failure is a failed launch)."""
         from . import hooks as hooks_mod
         from . import sync
         from .init import stage1
@@ -440,6 +472,8 @@ class Engine:
                     container_id, pid1, linux, create=cfg.mode == "create", mgr=cgroup
                 )
                 sync.send(psock, "go", cgroup=list(join))
+            if meanwhile is not None:
+                meanwhile()
             step = "stage-1"
             while True:
                 msg = sync.recv(psock, step)
@@ -817,7 +851,7 @@ class Engine:
         from oci.cgroups import manager_for
 
         path = linux if isinstance(linux, str) else (linux.cgroups_path if linux else None)
-        return manager_for(path, container_id=container_id)
+        return manager_for(path, container_id=container_id, layout=self._cgroup_layout)
 
     def _cgroup_add(
         self,
