@@ -64,6 +64,15 @@ def write(path: Path, value: str | int) -> None:
 
 def mkdir_p(path: Path) -> list[Path]:
     """Create `path` and missing parents; return the directories created, top-down."""
+    try:  # the usual case, a new leaf under an existing parent: one syscall
+        os.mkdir(path)
+        return [path]
+    except FileExistsError:
+        return []
+    except FileNotFoundError:
+        pass  # missing parents: below
+    except OSError as e:
+        raise from_oserror(f"mkdir {path}", e) from None
     missing: list[Path] = []
     p = path
     while not p.exists():

@@ -49,11 +49,8 @@ class V1Manager:
     # --- structure -----------------------------------------------------------------------------
 
     def _unique_dirs(self) -> list[Path]:
-        seen: list[Path] = []
-        for d in self.dirs.values():
-            if d not in seen:
-                seen.append(d)
-        return seen
+        # in order, each once (a dict, not list membership: Path.__eq__ is slow)
+        return list(dict.fromkeys(self.dirs.values()))
 
     def _dir(self, controller: str, what: str) -> Path:
         d = self.dirs.get(controller)
