@@ -97,6 +97,26 @@ it; the process planned in the agent; workers that rehearse a request before wai
 worker's share of an agent exec went from ~11.5 to ~5 ms and ExecProcess to first byte (bench/
 lifecycle.py) from ~11-14 to ~6-8.5 ms (medians, load 0.5-2). kata-oci exec keeps stage-1: the
 CLI process goes on after the launch (pid file, waiting) in its own namespaces.
+
+create through the spawner, where its time goes (a worker, ms, load ~1; timestamps in the
+processes): the worker before the fork (config.json decoded, planned, state dir, fifo) ~2.5,
+the fork ~0.8, the cgroup (mkdir in each v1 hierarchy, device rules) ~2, while stage-1 starts
+(its copy-on-write start-up is hidden there); stage-1 joins (~0.6), unshares (~0.9, mostly the
+network namespace) and forks (~0.8); the init's steps ~3.5; the state file. The worker's code
+costs 2-3x what it costs warm: every page it first writes (reference counts) is copied.
+Changes (commits 8c8a5f1..4285a59): the spawner probes the cgroup layout once
+(``Engine(cgroup_layout=)``) instead of each worker (-0.5 ms); the state record's
+pid-independent part and its config's JSON are built while stage-1 and the init work
+(``_launch(meanwhile=)``), the state file is written without a text layer, v1 mkdir tries the
+leaf first. ``bench/oci.py --iterations 20``, in-agent line, base tree and this one alternated
+(load 1.4-2.0), ms: run 25.1, 23.9 -> 21.0, 21.7; create 16.5, 17.1 -> 14.9, 15.3; start, exec,
+delete unchanged within noise (3.3-4.6, 6.9-8.7, 2.7-3.1). Two spawners side by side, 100
+alternated rounds: create 16.5 -> 15.4 and 14.5 -> 13.4, run 24.8 -> 23.9 and 21.1 -> 20.2.
+Measured and not kept: rehearsing a config.json decode in each pre-forked worker (create -0.5
+ms, but the replacement worker's rehearsal then competes with the next request: delete +1 ms,
+exec +0.3-1 ms back to back); creating the cgroup before the fork so stage-1 needs no "go":
+that puts stage-1's start-up (~0.8 ms) after the cgroup work instead of beside it, slower than
+the ~0.3 ms wake-up it saves.
 """
 
 from __future__ import annotations
