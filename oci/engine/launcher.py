@@ -114,9 +114,11 @@ delete unchanged within noise (3.3-4.6, 6.9-8.7, 2.7-3.1). Two spawners side by 
 alternated rounds: create 16.5 -> 15.4 and 14.5 -> 13.4, run 24.8 -> 23.9 and 21.1 -> 20.2.
 Measured and not kept: rehearsing a config.json decode in each pre-forked worker (create -0.5
 ms, but the replacement worker's rehearsal then competes with the next request: delete +1 ms,
-exec +0.3-1 ms back to back); creating the cgroup before the fork so stage-1 needs no "go":
-that puts stage-1's start-up (~0.8 ms) after the cgroup work instead of beside it, slower than
-the ~0.3 ms wake-up it saves.
+exec +0.3-1 ms back to back). Not tried, by the timeline above: creating the cgroup before
+the fork so stage-1 needs no "go" puts stage-1's start-up (~0.8 ms) after the cgroup work
+instead of beside it, more than the ~0.3 ms wake-up it saves; applying the resources (device
+rules ~0.55 ms with their plan) after "go" needs a second sync point before the init's device
+nodes.
 """
 
 from __future__ import annotations
