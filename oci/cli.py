@@ -35,19 +35,7 @@ else:
     # start, kill and delete need none of these: json imports re and enum, signal imports
     # enum, contextlib imports collections and functools (~10 ms together on this machine,
     # as much as the interpreter's own start-up). They are imported on first use.
-
-    class _Lazy:
-        __slots__ = ("_name",)
-
-        def __init__(self, name: str) -> None:
-            self._name = name
-
-        def __getattr__(self, attr: str) -> Any:
-            mod = sys.modules.get(self._name)
-            if mod is None:
-                __import__(self._name)
-                mod = sys.modules[self._name]
-            return getattr(mod, attr)
+    from oci.lazy import LazyModule as _Lazy
 
     contextlib = _Lazy("contextlib")
     json = _Lazy("json")

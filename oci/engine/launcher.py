@@ -157,17 +157,7 @@ if TYPE_CHECKING:
     from .init import InitConfig
     from .process import ProcessPlan
 else:
-
-    class _Lazy:
-        def __init__(self, name: str) -> None:
-            self._name = name
-
-        def __getattr__(self, attr: str) -> Any:
-            mod = sys.modules.get(self._name)
-            if mod is None:
-                __import__(self._name)
-                mod = sys.modules[self._name]
-            return getattr(mod, attr)
+    from oci.lazy import LazyModule as _Lazy
 
     ocispec = _Lazy("oci.spec")
     # start, kill and delete need neither (signal imports enum, contextlib collections and
