@@ -36,7 +36,7 @@ from oci.syscalls.valueclass import value_class
 from . import hooks as hooks_mod
 from . import rootfs as rfs
 from . import sync
-from .process import ProcessPlan, env_get, find_executable, home_for
+from .process import ProcessPlan, exec_env, find_executable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -544,7 +544,7 @@ def stage2(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
     except BaseException as err:
         sync.send_error(sock, name, err)
         os._exit(1)
-    env = _final_env(cfg.process)
+    env = exec_env(cfg.process)
     sync.send(sock, "ready")
     if cfg.mode == "exec":
         # Keep the socket open, close-on-exec: the parent sees EOF exactly at execve.
@@ -579,16 +579,6 @@ def stage2(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
         os.execve(x.exe, list(cfg.process.args), env)
     except OSError as err:
         _die(f"exec {x.exe}: {err.strerror}")
-
-
-def _final_env(p: ProcessPlan) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for e in p.env:
-        k, _, v = e.partition("=")
-        env[k] = v
-    if env_get(p.env, "HOME") is None:
-        env["HOME"] = home_for(p.uid)
-    return env
 
 
 def _die(msg: str) -> None:

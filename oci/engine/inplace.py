@@ -40,7 +40,7 @@ from oci.syscalls import consts as c
 from . import sync
 from .errors import InitError
 from .init import stage2
-from .process import env_get, find_executable, home_for
+from .process import exec_env, find_executable
 
 if TYPE_CHECKING:
     from socket import socket
@@ -176,10 +176,7 @@ def _lean_exec(cfg: InitConfig, sys_: Syscalls, cgroup_fds: list[tuple[int, str]
         return pid
     except BaseException:
         if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            _kill_and_reap(pid)
         raise
     finally:
         os.close(rpipe)
@@ -229,16 +226,12 @@ def _lean_child(
     os._exit(127)
 
 
-def exec_env(p: ProcessPlan) -> dict[str, str]:
-    """The environment the program gets: the plan's, plus HOME from the container's
-    /etc/passwd when it has none (as the init's)."""
-    env: dict[str, str] = {}
-    for e in p.env:
-        k, _, v = e.partition("=")
-        env[k] = v
-    if env_get(p.env, "HOME") is None:
-        env["HOME"] = home_for(p.uid)
-    return env
+def _kill_and_reap(pid: int) -> None:
+    """Undo a fork whose set-up failed: the child is killed and reaped."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _all_cloexec() -> None:
@@ -304,10 +297,7 @@ def _stage2_exec(cfg: InitConfig, sys_: Syscalls, cgroup_fds: list[tuple[int, st
                 raise InitError(step, f"protocol error: unexpected message {t!r}")
     except BaseException:
         if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            _kill_and_reap(pid)
         raise
     finally:
         psock.close()

@@ -176,6 +176,18 @@ def home_for(uid: int, passwd: str = "/etc/passwd") -> str:
     return "/"
 
 
+def exec_env(p: ProcessPlan) -> dict[str, str]:
+    """The environment the program gets: the plan's, plus HOME from the container's
+    /etc/passwd when it has none (runc's rule)."""
+    env: dict[str, str] = {}
+    for e in p.env:
+        k, _, v = e.partition("=")
+        env[k] = v
+    if env_get(p.env, "HOME") is None:
+        env["HOME"] = home_for(p.uid)
+    return env
+
+
 def find_executable(arg0: str, env: tuple[str, ...]) -> str:
     """Resolve ``arg0`` in the container (after pivot_root) like execvp; OSError if missing."""
     import os
