@@ -19,7 +19,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 # Where each contract file lands below proto/ and under which name it is imported.
-HEADER = "// Generated from kata-protocol contract.json by proto/from_contract.py; edit with care.\n"
+HEADER = (
+    "// Generated from kata-protocol contract.json by proto/from_contract.py; edit with care.\n"
+)
 
 
 def _type(field: dict[str, Any]) -> str:

@@ -49,9 +49,8 @@ def _rewrite(text: str, depth: int) -> str:
 
 
 def generate(out: Path) -> list[Path]:
-    from grpc_tools import protoc  # dev-only dependency
-
     import grpc_tools
+    from grpc_tools import protoc  # dev-only dependency
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +74,9 @@ def generate(out: Path) -> list[Path]:
     for directory in sorted(dirs):
         init = directory / "__init__.py"
         if not init.exists():
-            init.write_text('"""Generated protobuf modules; do not edit (see proto/generate.py)."""\n')
+            init.write_text(
+                '"""Generated protobuf modules; do not edit (see proto/generate.py)."""\n'
+            )
             written.append(init)
     return written
 
