@@ -166,6 +166,28 @@ else:
     signal = _Lazy("signal")
 
 
+def cgroup_checks_at_open(release: str | None = None) -> bool:
+    """Whether the kernel checks a cgroup migration against the credentials and cgroup namespace
+    of whoever opened ``cgroup.procs``/``tasks`` rather than of the writer (Linux >= 5.16).
+    The in-caller exec (``oci.engine.inplace``) relies on it: its child joins the container's
+    cgroup through files the worker opened as root before it joined the container's namespaces
+    and took on the process's user. On older kernels an exec takes stage-1's path, where the
+    parent moves the process from outside."""
+
+    def leading_int(text: str) -> int:
+        digits = ""
+        for ch in text:
+            if not ch.isdigit():
+                break
+            digits += ch
+        return int(digits) if digits else -1
+
+    parts = (release or os.uname().release).split(".")
+    if len(parts) < 2:
+        return False
+    return (leading_int(parts[0]), leading_int(parts[1])) >= (5, 16)
+
+
 def _log() -> Any:
     import logging
 
@@ -699,7 +721,7 @@ class Engine:
                 keep_fds=frozenset(fd for fd in (console_socket,) if fd is not None),
             )
             join = tuple(str(f) for f in rec.cgroup.get("join") or ())
-            if in_caller and join and not pid_file:
+            if in_caller and join and not pid_file and cgroup_checks_at_open():
                 from .inplace import exec_in_caller
 
                 pid = exec_in_caller(cfg, self.sys, join)

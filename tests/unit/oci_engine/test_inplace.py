@@ -11,8 +11,9 @@ import pytest
 from oci import spec as ocispec
 from oci.engine.errors import InitError
 from oci.engine.init import InitConfig
-from oci.engine.inplace import exec_env, is_lean, join_namespaces
-from oci.engine.process import plan_process
+from oci.engine.inplace import is_lean, join_namespaces
+from oci.engine.launcher import cgroup_checks_at_open
+from oci.engine.process import exec_env, plan_process
 from oci.syscalls import consts as c
 from oci.syscalls.fake import RecordingSyscalls
 
@@ -124,3 +125,22 @@ def test_a_plan_with_a_seccomp_profile_is_not_sent() -> None:
     plan = plan_process(ocispec.Process(args=("true",), cwd="/"), seccomp)
     with pytest.raises(InvalidArgument):
         plan_to_wire(plan)
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [
+        ("5.15.0-100-generic", False),
+        ("5.4.0", False),
+        ("4.19.300", False),
+        ("5.16.0", True),
+        ("6.1.0-13-amd64", True),
+        ("6.18.44-fc-v595", True),
+        ("6.1-rc1", True),
+        ("garbage", False),
+    ],
+)
+def test_in_caller_exec_only_where_cgroup_migration_uses_the_openers_credentials(
+    release: str, expected: bool
+) -> None:
+    assert cgroup_checks_at_open(release) is expected
