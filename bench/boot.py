@@ -43,6 +43,7 @@ from tests.vm.guest import (  # noqa: E402
     GuestAgent,
     console_run,
     load_image_build,
+    shared_storage,
 )
 
 
@@ -145,17 +146,7 @@ def one_round(
                         agent_pb2.CreateSandboxRequest(
                             hostname="bench",
                             sandbox_id=f"bench-{uuid.uuid4().hex[:8]}",
-                            storages=[
-                                agent_pb2.Storage(
-                                    driver="virtio-fs" if vm.share_mode == "virtio-fs" else "9p",
-                                    source="kataShared",
-                                    fstype="virtiofs" if vm.share_mode == "virtio-fs" else "9p",
-                                    mount_point=GUEST_SHARED + "/",
-                                    options=[]
-                                    if vm.share_mode == "virtio-fs"
-                                    else ["trans=virtio,version=9p2000.L,cache=mmap", "nodev"],
-                                )
-                            ],
+                            storages=[shared_storage(vm.share_mode)],
                         ),
                     )
                     cid = "bench1"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.rpc.pb import agent_pb2
-from tests.vm.guest import GUEST_SHARED, GuestAgent, console_run
+from tests.vm.guest import GUEST_SHARED, GuestAgent, console_run, shared_storage
 
 pytestmark = pytest.mark.vm
 
@@ -34,17 +34,7 @@ def test_cgroup_v1_when_asked_for(boot_guest: Callable[..., Any]) -> None:
             agent_pb2.CreateSandboxRequest(
                 hostname="v1",
                 sandbox_id=f"v1-{uuid.uuid4().hex[:8]}",
-                storages=[
-                    agent_pb2.Storage(
-                        driver="virtio-fs" if vm.share_mode == "virtio-fs" else "9p",
-                        source="kataShared",
-                        fstype="virtiofs" if vm.share_mode == "virtio-fs" else "9p",
-                        mount_point=GUEST_SHARED + "/",
-                        options=[]
-                        if vm.share_mode == "virtio-fs"
-                        else ["trans=virtio,version=9p2000.L,cache=mmap", "nodev"],
-                    )
-                ],
+                storages=[shared_storage(vm.share_mode)],
             ),
         )
         make_busybox_rootfs(share / "v1c" / "rootfs")

@@ -19,7 +19,7 @@ import pytest
 
 from agent.rpc.pb import agent_pb2, health_pb2
 from agent.rpc.status import Code, RpcError
-from tests.vm.guest import GUEST_SHARED, GuestAgent, console_run
+from tests.vm.guest import GUEST_SHARED, GuestAgent, console_run, shared_storage
 
 pytestmark = pytest.mark.vm
 
@@ -128,7 +128,7 @@ def sandbox(guest: Any, agent: GuestAgent) -> Path:
     agent.call(
         "CreateSandbox",
         agent_pb2.CreateSandboxRequest(
-            hostname="vm-test", storages=[_shared_storage(guest.share_mode)], sandbox_id=SANDBOX_ID
+            hostname="vm-test", storages=[shared_storage(guest.share_mode)], sandbox_id=SANDBOX_ID
         ),
     )
     return Path(guest.describe()["shared_dir"])
@@ -193,24 +193,6 @@ def test_destroy_sandbox_powers_the_guest_off(guest: Any, agent: GuestAgent, san
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _shared_storage(share_mode: str) -> agent_pb2.Storage:
-    """The storage the Go runtime sends for the shared directory (kata_agent.go)."""
-    if share_mode == "virtio-fs":
-        return agent_pb2.Storage(
-            driver="virtio-fs",
-            source="kataShared",
-            fstype="virtiofs",
-            mount_point=GUEST_SHARED + "/",
-        )
-    return agent_pb2.Storage(
-        driver="9p",
-        source="kataShared",
-        fstype="9p",
-        mount_point=GUEST_SHARED + "/",
-        options=["trans=virtio,version=9p2000.L,cache=mmap", "nodev", "msize=512000"],
-    )
 
 
 def _make_container_rootfs(guest: Any, cid: str) -> None:

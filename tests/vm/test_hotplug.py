@@ -216,6 +216,7 @@ def test_virtio_blk_by_pci_path_mounted_as_volume(
     disk found by PCI path; a container whose rootfs is on the share writes into the volume."""
     from agent.ctl.container_spec import container_spec
     from tests.support.rootfs import make_busybox_rootfs
+    from tests.vm.guest import shared_storage
 
     cid = "hpc1"
     make_busybox_rootfs(hotplug_vm.config.shared_dir / cid / "rootfs")
@@ -223,12 +224,7 @@ def test_virtio_blk_by_pci_path_mounted_as_volume(
     shared = "/run/kata-containers/shared/containers/"
     mp = "/run/kata-containers/sandbox/storage/vol0"
     share_type = "virtiofs" if hotplug_vm.share_mode == "virtio-fs" else "9p"
-    share = agent_pb2.Storage(
-        driver="virtio-fs" if share_type == "virtiofs" else "9p",
-        source="kataShared",
-        fstype=share_type,
-        mount_point=shared,
-    )
+    share = shared_storage(hotplug_vm.share_mode)
     vol = agent_pb2.Storage(driver="blk", source="10/00", fstype="ext4", mount_point=mp)
     _plug_disk(qmp, img, "vol0", "hp0")  # after the agent is up: a real hot-plug
     hp_agent.call(
