@@ -23,14 +23,7 @@ import stat
 import threading
 from dataclasses import dataclass, field
 
-from agent.rpc.early_wire import (
-    CHECK_REPLY_BODY,
-    HEADER,
-    MAX_MESSAGE,
-    TYPE_REQUEST,
-    TYPE_RESPONSE,
-    is_plain_check,
-)
+from agent.rpc.early_wire import take_check
 
 VMADDR_CID_ANY = 0xFFFFFFFF
 
@@ -140,23 +133,16 @@ class EarlyServer:
             sel.unregister(conn.sock)  # keep buffering nothing more: the kernel buffers for us
 
     def _answer(self, conn: EarlyConnection) -> None:
-        buf = conn.inbuf
-        while len(buf) >= HEADER.size:
-            length, sid, typ, flags = HEADER.unpack_from(buf)
-            if length > MAX_MESSAGE or len(buf) < HEADER.size + length:
-                if length > MAX_MESSAGE:
-                    conn.early = False
-                return
-            body = buf[HEADER.size : HEADER.size + length]
-            if typ != TYPE_REQUEST or flags or sid % 2 == 0 or not is_plain_check(body):
+        while True:
+            reply = take_check(conn.inbuf)
+            if reply is None:
                 conn.early = False
                 return
-            del buf[: HEADER.size + length]
+            if not reply:
+                return
             conn.answered += 1
             self.answered += 1
-            self._send(
-                conn, HEADER.pack(len(CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0) + CHECK_REPLY_BODY
-            )
+            self._send(conn, reply)
 
     @staticmethod
     def _send(conn: EarlyConnection, frame: bytes) -> None:

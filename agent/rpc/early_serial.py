@@ -24,14 +24,7 @@ from __future__ import annotations
 import os
 import select
 
-from agent.rpc.early_wire import (
-    CHECK_REPLY_BODY,
-    HEADER,
-    MAX_MESSAGE,
-    TYPE_REQUEST,
-    TYPE_RESPONSE,
-    is_plain_check,
-)
+from agent.rpc.early_wire import take_check
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -151,22 +144,15 @@ class EarlySerialServer:
 
     def _answer(self) -> None:
         h = self.h
-        buf = h.inbuf
-        while len(buf) >= HEADER.size:
-            length, sid, typ, flags = HEADER.unpack_from(buf)
-            if length > MAX_MESSAGE:
+        while True:
+            reply = take_check(h.inbuf)
+            if reply is None:
                 self._early = False
                 return
-            if len(buf) < HEADER.size + length:
+            if not reply:
                 return
-            body = buf[HEADER.size : HEADER.size + length]
-            if typ != TYPE_REQUEST or flags or sid % 2 == 0 or not is_plain_check(body):
-                self._early = False
-                return
-            del buf[: HEADER.size + length]
             h.answered += 1
-            h.outbuf += HEADER.pack(len(CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0)
-            h.outbuf += CHECK_REPLY_BODY
+            h.outbuf += reply
             self._flush()
 
     def _flush(self) -> None:

@@ -1,6 +1,6 @@
 """The ttrpc wire bits both phase-0 servers need (``agent.rpc.early`` for stream listeners,
 ``agent.rpc.early_serial`` for a virtio-serial port): frame constants, the constant Health.Check
-reply and a recogniser for a plain Check request.
+reply, a recogniser for a plain Check request and `take_check`, which answers one.
 
 Imports only ``struct``: the serial phase 0 runs on PID 1's critical path in a guest under TCG,
 where every import costs tens of milliseconds.
@@ -55,3 +55,22 @@ def is_plain_check(body: bytes | bytearray) -> bool:
     except ValueError:
         return False
     return service == b"grpc.Health" and method == b"Check"
+
+
+def take_check(buf: bytearray) -> bytes | None:
+    """Answer the next frame of ``buf`` if it is a plain Health.Check request: the frame is
+    removed from ``buf`` and the reply frame returned. ``b""``: ``buf`` holds no whole frame yet
+    (nothing removed). None: the next frame is anything else, or too large (nothing removed):
+    phase 0 is over for this connection and the full server takes its bytes as they are."""
+    if len(buf) < HEADER.size:
+        return b""
+    length, sid, typ, flags = HEADER.unpack_from(buf)
+    if length > MAX_MESSAGE:
+        return None
+    if len(buf) < HEADER.size + length:
+        return b""
+    body = buf[HEADER.size : HEADER.size + length]
+    if typ != TYPE_REQUEST or flags or sid % 2 == 0 or not is_plain_check(body):
+        return None
+    del buf[: HEADER.size + length]
+    return HEADER.pack(len(CHECK_REPLY_BODY), sid, TYPE_RESPONSE, 0) + CHECK_REPLY_BODY

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.rpc import early, framing
+from agent.rpc import early, early_wire, framing
 from agent.rpc.client import TtrpcClient
 from agent.rpc.dispatch import Dispatcher
 from agent.rpc.health_servicer import HealthServicer
@@ -57,7 +57,7 @@ def _recv_frame(sock: socket.socket) -> framing.Frame:
     ],
 )
 def test_is_plain_check(body: bytes, expected: bool) -> None:
-    assert early.is_plain_check(body) is expected
+    assert early_wire.is_plain_check(body) is expected
 
 
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])

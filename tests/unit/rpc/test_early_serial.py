@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from agent.rpc import early_serial, framing
+from agent.rpc import early_serial, early_wire, framing
 from agent.rpc.dispatch import Dispatcher
 from agent.rpc.health_servicer import HealthServicer
 from agent.rpc.pb import health_pb2, request_pb2
@@ -82,7 +82,7 @@ class _Phase0:
     ],
 )
 def test_is_plain_check(body: bytes, expected: bool) -> None:
-    assert early_serial.is_plain_check(body) is expected
+    assert early_wire.is_plain_check(body) is expected
 
 
 def test_check_answered_then_port_adopted_without_loss() -> None:
