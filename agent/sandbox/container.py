@@ -68,14 +68,27 @@ class ContainerEntry:
     # -- processes -------------------------------------------------------------------------------
 
     def add_process(self, process: ProcessEntry) -> None:
-        if process.exec_id in self._processes:
-            raise AlreadyExists(f"container {self.id}: exec id {process.exec_id} already exists")
+        """A waited-for process whose output is still held (`agent.sandbox.process`) gives its
+        exec id up to a new one: the host reused the id, so its readers are done with the old."""
+        old = self._processes.get(process.exec_id)
+        if old is not None:
+            if not old.waited:
+                raise AlreadyExists(
+                    f"container {self.id}: exec id {process.exec_id} already exists"
+                )
+            old.close()
         self._processes[process.exec_id] = process
+        process.on_retire(self._forget)
         if process.is_init:
             self.init_pid = process.pid
 
+    def _forget(self, process: ProcessEntry) -> None:
+        if self._processes.get(process.exec_id) is process:
+            del self._processes[process.exec_id]
+
     def get_process(self, exec_id: str) -> ProcessEntry:
-        """``exec_id == ""`` names the init. Unknown → NotFound."""
+        """``exec_id == ""`` names the init. Unknown → NotFound. A process already waited for is
+        still found while its output is being read."""
         key = exec_id or self.id
         process = self._processes.get(key)
         if process is None:
@@ -84,7 +97,9 @@ class ContainerEntry:
         return process
 
     def has_process(self, exec_id: str) -> bool:
-        return (exec_id or self.id) in self._processes
+        """A process of that id that was not waited for yet."""
+        process = self._processes.get(exec_id or self.id)
+        return process is not None and not process.waited
 
     def remove_process(self, exec_id: str) -> ProcessEntry | None:
         return self._processes.pop(exec_id or self.id, None)

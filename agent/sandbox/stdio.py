@@ -16,6 +16,9 @@ means EOF** and the shim waits for EOF on every output before it calls ``WaitPro
 * What a read took from the fd beyond its reply (read-ahead, below) is returned, in order, before
   anything else, before EOF too; it is dropped only by `OutputStream.close` (as what is still in
   the pipe is).
+* Nothing here closes a stream because the process exited or was waited for: the streams live
+  until their readers have seen EOF, or the process entry releases them (its grace period,
+  RemoveContainer; see `agent.sandbox.process`).
 
 For a terminal there is one pty master: stdin writes go to it, and stdout and stderr are the same
 `OutputStream`. The slave end is given to the process and closed here right after the spawn, so the
@@ -146,6 +149,8 @@ class OutputStream:
         self._exited_at: float | None = None
         self._lock = asyncio.Lock()
         self._readers = 0  # long-poll reads pending (waiting for the lock or the fd)
+        self.reads = 0  # reads asked of this stream so far: tells an exited process's grace
+        # period whether a reader came (agent.sandbox.process)
         # What the last read took from the fd beyond its reply (fewer than READ_AHEAD bytes):
         # the next read returns it first.
         self._ahead: memoryview | None = None
@@ -155,6 +160,23 @@ class OutputStream:
     def at_eof(self) -> bool:
         """EOF was returned (or the stream closed); nothing read ahead is left to return."""
         return self._eof and self._ahead is None
+
+    @property
+    def reading(self) -> bool:
+        """A long-poll read is pending."""
+        return self._readers > 0
+
+    def unread(self) -> int:
+        """Bytes still to be returned (read ahead, and in the pipe): what closing would drop."""
+        ahead = len(self._ahead) if self._ahead is not None else 0
+        fd = self._fd
+        if fd is None:
+            return ahead
+        try:
+            pending: int = _INT.unpack(fcntl.ioctl(fd, termios.FIONREAD, _INT_ZERO))[0]
+        except OSError:
+            return ahead
+        return ahead + pending
 
     def mark_exited(self, when: float | None = None) -> None:
         """The process has exited: from now on an empty pipe waits at most ``drain_after_exit``."""
@@ -205,6 +227,7 @@ class OutputStream:
         """`read_parts` if it can answer without waiting (data is there, or EOF is known), else
         ``None`` and nothing is consumed. Also ``None`` while a long-poll read is pending: that
         one is served first."""
+        self.reads += 1
         if self._readers:
             _check_len(self.name, n)
             return None
@@ -213,6 +236,7 @@ class OutputStream:
     async def read_parts(self, n: int) -> list[Part]:
         """`read`, as the pieces read (no joining copy: the RPC layer writes them as they are);
         an empty list means EOF."""
+        self.reads += 1
         self._readers += 1
         try:
             async with self._lock:
@@ -436,10 +460,33 @@ class ProcessIO:
         for fd in sorted({child.stdin, child.stdout, child.stderr}):
             os.close(fd)
 
+    def _outputs(self) -> tuple[OutputStream, ...]:
+        if self.stderr is self.stdout:
+            return (self.stdout,)
+        return (self.stdout, self.stderr)
+
     def mark_exited(self, when: float | None = None) -> None:
-        self.stdout.mark_exited(when)
-        if self.stderr is not self.stdout:
-            self.stderr.mark_exited(when)
+        for out in self._outputs():
+            out.mark_exited(when)
+
+    @property
+    def drained(self) -> bool:
+        """Every output returned EOF to a reader (or was closed): nothing is left to deliver."""
+        return all(out.at_eof for out in self._outputs())
+
+    @property
+    def reading(self) -> bool:
+        """A long-poll read of an output is pending."""
+        return any(out.reading for out in self._outputs())
+
+    @property
+    def reads(self) -> int:
+        """Reads asked of the outputs so far."""
+        return sum(out.reads for out in self._outputs())
+
+    def unread(self) -> int:
+        """Output bytes not yet returned to a reader (see `OutputStream.unread`)."""
+        return sum(out.unread() for out in self._outputs())
 
     def close_stdin(self) -> None:
         """CloseStdin: the process sees EOF on a pipe. For a tty the master stays open (closing it
@@ -458,9 +505,8 @@ class ProcessIO:
         """Release every fd this object still holds; pending reads return EOF."""
         self.close_child_ends()
         self.stdin.close()
-        self.stdout.close()
-        if self.stderr is not self.stdout:
-            self.stderr.close()
+        for out in self._outputs():
+            out.close()
         fd, self._tty_fd = self._tty_fd, None
         if fd is not None:
             os.close(fd)

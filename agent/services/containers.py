@@ -34,6 +34,7 @@ from agent.sandbox import ContainerEntry, ContainerStatus, ProcessEntry, Process
 from agent.sandbox.bundle import Bundles
 from agent.sandbox.engine import ContainerRuntime, Engine, Launched
 from agent.sandbox.netdev import InterfaceStats, read_net_dev
+from agent.sandbox.process import STDIO_GRACE
 from agent.sandbox.specs import prepare_spec
 from agent.storage import Storage
 from oci.cgroups.stats import CgroupStats
@@ -72,6 +73,7 @@ class LifecycleSettings:
     pipe_size: int = 0
     guest_resolv_conf: Path | None = Path("/etc/resolv.conf")
     kill_timeout: float = 10.0
+    stdio_grace: float = STDIO_GRACE  # agent.sandbox.process
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,7 +189,14 @@ class ContainerService:
             storages=tuple(mount_points),
             spec=prepared,
         )
-        init = ProcessEntry(container_id=cid, exec_id=cid, pid=launched.pid, io=io, is_init=True)
+        init = ProcessEntry(
+            container_id=cid,
+            exec_id=cid,
+            pid=launched.pid,
+            io=io,
+            is_init=True,
+            stdio_grace=self._settings.stdio_grace,
+        )
         entry.add_process(init)
         init.add_exit_callback(lambda _p: entry.mark_stopped())
         attach_exit(init, launched)

@@ -88,7 +88,12 @@ class ProcessService:
             raise
         io.close_child_ends()
         proc = ProcessEntry(
-            container_id=container_id, exec_id=exec_id, pid=launched.pid, io=io, is_init=False
+            container_id=container_id,
+            exec_id=exec_id,
+            pid=launched.pid,
+            io=io,
+            is_init=False,
+            stdio_grace=self._settings.stdio_grace,
         )
         entry.add_process(proc)
         attach_exit(proc, launched)
@@ -132,11 +137,12 @@ class ProcessService:
             raise NotFound(f"{process.label} (pid {pid}): {ESRCH_TEXT}") from None
 
     async def wait(self, container_id: str, exec_id: str) -> int:
-        """Wait for the exit; then the process is gone (a second wait gets NOT_FOUND)."""
+        """Wait for the exit and return the status, once: a later wait gets NOT_FOUND. The
+        process's output stays readable to EOF (`agent.sandbox.process`)."""
         entry = self._sandbox.get_container(container_id)
         process = entry.get_process(exec_id)
+        if process.waited:
+            raise NotFound(f"{process.label} not found (already waited for)")
         status = await process.wait()
-        if entry.has_process(exec_id) and entry.get_process(exec_id) is process:
-            entry.remove_process(exec_id)
-            process.close()
+        process.mark_waited()
         return status

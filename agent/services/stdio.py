@@ -1,13 +1,14 @@
 """Process I/O use cases: WriteStdin, ReadStdout, ReadStderr, CloseStdin, TtyWinResize.
 
 The rules themselves (long-poll, EOF only after the drain, 500 ms after exit) live in
-`agent.sandbox.stdio`; this layer finds the process and applies Kata's conventions.
+`agent.sandbox.stdio`; this layer finds the process and applies Kata's conventions. A read that
+returns EOF may retire a process already waited for (`agent.sandbox.process`).
 """
 
 from __future__ import annotations
 
 from agent.errors import InvalidArgument
-from agent.sandbox import Sandbox
+from agent.sandbox import ProcessEntry, Sandbox
 from agent.sandbox.stdio import Part
 
 
@@ -24,34 +25,34 @@ class StdioService:
         return await process.io.stdin.write(data)
 
     async def read_stdout(self, container_id: str, exec_id: str, length: int) -> bytes:
-        process = self._sandbox.get_process(container_id, exec_id)
-        return await process.io.stdout.read(length)
+        return b"".join(await self.read_stdout_parts(container_id, exec_id, length))
 
     async def read_stderr(self, container_id: str, exec_id: str, length: int) -> bytes:
-        process = self._sandbox.get_process(container_id, exec_id)
-        return await process.io.stderr.read(length)
+        return b"".join(await self.read_stderr_parts(container_id, exec_id, length))
 
     async def read_stdout_parts(self, container_id: str, exec_id: str, length: int) -> list[Part]:
         """`read_stdout` as the pieces read (``[]`` at EOF): the RPC layer sends them unjoined."""
         process = self._sandbox.get_process(container_id, exec_id)
-        return await process.io.stdout.read_parts(length)
+        return _settled(process, await process.io.stdout.read_parts(length))
 
     async def read_stderr_parts(self, container_id: str, exec_id: str, length: int) -> list[Part]:
         process = self._sandbox.get_process(container_id, exec_id)
-        return await process.io.stderr.read_parts(length)
+        return _settled(process, await process.io.stderr.read_parts(length))
 
     def try_read_stdout_parts(
         self, container_id: str, exec_id: str, length: int
     ) -> list[Part] | None:
         """`read_stdout_parts` if it can answer without waiting, else ``None`` (nothing read)."""
         process = self._sandbox.get_process(container_id, exec_id)
-        return process.io.stdout.try_read_parts(length)
+        parts = process.io.stdout.try_read_parts(length)
+        return parts if parts is None else _settled(process, parts)
 
     def try_read_stderr_parts(
         self, container_id: str, exec_id: str, length: int
     ) -> list[Part] | None:
         process = self._sandbox.get_process(container_id, exec_id)
-        return process.io.stderr.try_read_parts(length)
+        parts = process.io.stderr.try_read_parts(length)
+        return parts if parts is None else _settled(process, parts)
 
     def close_stdin(self, container_id: str, exec_id: str) -> None:
         self._sandbox.get_process(container_id, exec_id).io.close_stdin()
@@ -61,3 +62,10 @@ class StdioService:
         if rows > 0xFFFF or columns > 0xFFFF:
             raise InvalidArgument(f"{process.label}: window size {rows}x{columns} is too large")
         process.io.resize(rows, columns)
+
+
+def _settled(process: ProcessEntry, parts: list[Part]) -> list[Part]:
+    """After EOF the process may be done with (waited for, every output delivered)."""
+    if not parts:
+        process.settle()
+    return parts

@@ -263,7 +263,9 @@ def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
 #     cancelled" when the client goes away;
 #   * GetDiagnosticData returns int(container_id) bytes of data (oversized responses);
 #   * SetPolicy is removed (a contract method without a handler -> UNIMPLEMENTED);
-#   * SetGuestDateTime's clock is a fake that logs "fake clock set" instead of touching the host.
+#   * SetGuestDateTime's clock is a fake that logs "fake clock set" instead of touching the host;
+#   * KATA_TEST_STDIO_GRACE in the environment: the grace period (seconds) after which the stdio
+#     of an exited process nobody reads is released (agent.sandbox.process), instead of a minute.
 
 
 def _test_main(argv: list[str]) -> int:
@@ -310,6 +312,18 @@ def _test_main(argv: list[str]) -> int:
 
     app.build_services = build_services
     app.build_servicers = build_servicers
+    grace = os.environ.get("KATA_TEST_STDIO_GRACE")
+    if grace is not None:
+        import dataclasses
+
+        from agent.services import sandbox as lifecycle
+
+        real_settings = lifecycle.lifecycle_settings
+
+        def settings(config: Any) -> Any:
+            return dataclasses.replace(real_settings(config), stdio_grace=float(grace))
+
+        lifecycle.lifecycle_settings = settings  # type: ignore[assignment]
     return cli.main(argv)
 
 

@@ -346,6 +346,59 @@ async def test_exec_stdin_echo_signal_wait(world: World) -> None:
     assert w.engine.runtimes["c1"].killed_all == [9]
 
 
+async def test_output_outlives_wait_in_every_order(world: World) -> None:
+    """WaitProcess first, then the reads (long-poll and the RPC server's synchronous variant):
+    every byte, then NOT_FOUND once both outputs returned EOF; a second wait is NOT_FOUND."""
+    w = world
+    await ready(w)
+    await w.containers.create(CreateContainer(container_id="c1", spec=w.spec()))
+    await w.containers.start("c1")
+    await w.processes.exec("c1", "e1", Process(args=("cat",), cwd="/"))
+    proc = w.engine.runtimes["c1"].execs["e1"]
+    proc.write(b"o" * 5000)
+    proc.write(b"e" * 10, err=True)
+    proc.finish(0)
+    assert await w.processes.wait("c1", "e1") == 0
+    with pytest.raises(NotFound, match="process e1 not found \\(already waited for\\)"):
+        await w.processes.wait("c1", "e1")
+    got = b""
+    while parts := w.stdio.try_read_stdout_parts("c1", "e1", 1024):
+        got += b"".join(parts)
+    assert got == b"o" * 5000
+    w.stdio.close_stdin("c1", "e1")  # after the exit and the wait: still allowed
+    assert await read_all(w, "c1", "e1", err=True) == b"e" * 10
+    with pytest.raises(NotFound, match="process e1 not found"):
+        await w.stdio.read_stdout("c1", "e1", 10)
+    # the wait can also come last, and the exec id is free again after it
+    await w.processes.exec("c1", "e1", Process(args=("cat",), cwd="/"))
+    proc = w.engine.runtimes["c1"].execs["e1"]
+    reader = asyncio.create_task(read_all(w, "c1", "e1"))
+    proc.write(b"again")
+    proc.finish(5)
+    assert await read_all(w, "c1", "e1", err=True) == b""
+    assert await reader == b"again"
+    assert await w.processes.wait("c1", "e1") == 5
+    with pytest.raises(NotFound):
+        await w.stdio.read_stdout("c1", "e1", 10)
+    await w.containers.remove("c1")
+
+
+async def test_remove_releases_output_nobody_read(world: World) -> None:
+    w = world
+    await ready(w)
+    await w.containers.create(CreateContainer(container_id="c1", spec=w.spec()))
+    await w.containers.start("c1")
+    await w.processes.exec("c1", "e1", Process(args=("cat",), cwd="/"))
+    proc = w.engine.runtimes["c1"].execs["e1"]
+    proc.write(b"unread")
+    proc.finish(0)
+    assert await w.processes.wait("c1", "e1") == 0
+    process = w.sandbox.get_process("c1", "e1")
+    assert not process.io.drained
+    await w.containers.remove("c1")
+    assert process.io.drained
+
+
 async def test_signal_real_process_and_sigterm_upgrade(world: World) -> None:
     """SIGTERM to an init that does not handle it becomes SIGKILL (checked on a real child)."""
     w = world

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,10 +68,28 @@ def entry(cid: str = "c1") -> ContainerEntry:
     )
 
 
-def proc(cid: str, eid: str, *, init: bool = False) -> ProcessEntry:
+def proc(cid: str, eid: str, *, init: bool = False, grace: float = 60.0) -> ProcessEntry:
     return ProcessEntry(
-        container_id=cid, exec_id=eid, pid=4242, io=ProcessIO.pipes(name=eid), is_init=init
+        container_id=cid,
+        exec_id=eid,
+        pid=4242,
+        io=ProcessIO.pipes(name=eid),
+        is_init=init,
+        stdio_grace=grace,
     )
+
+
+def exited_with_output(p: ProcessEntry, out: bytes, status: int = 0) -> None:
+    """The "process" writes ``out`` to stdout and exits."""
+    os.write(p.io.child.stdout, out)
+    p.io.close_child_ends()
+    p.set_exited(status)
+
+
+async def until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not check():  # noqa: ASYNC110 - the grace period runs on loop timers
+            await asyncio.sleep(0.01)
 
 
 def test_sandbox_lifecycle_and_registry() -> None:
@@ -113,7 +132,9 @@ def test_container_processes_and_status() -> None:
     c.add_process(ex)
     with pytest.raises(AlreadyExists, match="exec id e1 already exists"):
         c.add_process(proc("c1", "e1"))
+    assert c.has_process("e1")
     assert c.remove_process("e1") is ex
+    assert not c.has_process("e1")
     with pytest.raises(FailedPrecondition, match="cannot move from created to created"):
         c.move_to(S.CREATED)
     c.move_to(S.RUNNING)
@@ -154,6 +175,96 @@ async def test_process_exit_wakes_waiters_and_readers() -> None:
     late: list[int | None] = []
     p.add_exit_callback(lambda e: late.append(e.exit_status))
     assert late == [137]
+    p.close()
+
+
+async def test_waited_process_stays_until_its_output_is_read() -> None:
+    c = entry()
+    p = proc("c1", "e1")
+    c.add_process(p)
+    exited_with_output(p, b"abc")
+    assert await p.wait() == 0
+    p.mark_waited()
+    assert c.get_process("e1") is p  # output left: still there for the readers
+    assert not c.has_process("e1")  # but no longer a live exec id
+    assert await p.io.stdout.read(2) == b"ab"
+    p.settle()
+    assert c.get_process("e1") is p
+    assert await p.io.stdout.read(10) == b"c"
+    assert await p.io.stdout.read(10) == b""
+    p.settle()
+    assert c.get_process("e1") is p  # stderr has not returned EOF yet
+    assert await p.io.stderr.read(10) == b""
+    p.settle()
+    with pytest.raises(NotFound, match="process e1 not found"):
+        c.get_process("e1")
+
+
+async def test_output_read_before_the_wait_retires_at_the_wait() -> None:
+    c = entry()
+    p = proc("c1", "e1")
+    c.add_process(p)
+    exited_with_output(p, b"x")
+    assert await p.io.stdout.read(10) == b"x"
+    assert await p.io.stdout.read(10) == b""
+    assert await p.io.stderr.read(10) == b""
+    p.settle()
+    assert c.get_process("e1") is p  # not waited for yet: the status is still to be collected
+    p.mark_waited()
+    with pytest.raises(NotFound):
+        c.get_process("e1")
+
+
+async def test_waited_exec_id_is_given_up_to_a_new_exec() -> None:
+    c = entry()
+    old = proc("c1", "e1")
+    c.add_process(old)
+    exited_with_output(old, b"never read")
+    old.mark_waited()
+    new = proc("c1", "e1")
+    c.add_process(new)
+    assert c.get_process("e1") is new
+    assert old.io.drained  # released
+    old.settle()  # a late settle of the old entry must not drop the new one
+    assert c.get_process("e1") is new
+    new.close()
+
+
+async def test_unread_output_is_released_after_the_grace_period() -> None:
+    c = entry()
+    waited = proc("c1", "e1", grace=0.05)
+    unwaited = proc("c1", "e2", grace=0.05)
+    c.add_process(waited)
+    c.add_process(unwaited)
+    exited_with_output(waited, b"lost")
+    exited_with_output(unwaited, b"lost too", status=3)
+    waited.mark_waited()
+    await until(lambda: not c.has_process("e1") and unwaited.io.drained)
+    with pytest.raises(NotFound):
+        c.get_process("e1")
+    # not waited for: the status stays, the output is gone
+    assert c.get_process("e2") is unwaited
+    assert await unwaited.io.stdout.read(10) == b""
+    assert await unwaited.wait() == 3
+    unwaited.mark_waited()
+    with pytest.raises(NotFound):
+        c.get_process("e2")
+
+
+async def test_grace_period_counts_from_the_last_read() -> None:
+    c = entry()
+    p = proc("c1", "e1", grace=0.2)
+    c.add_process(p)
+    data = bytes(range(256)) * 60
+    exited_with_output(p, data)
+    p.mark_waited()
+    got = b""
+    for _ in range(len(data) // 1024):
+        got += await p.io.stdout.read(1024)
+        await asyncio.sleep(0.02)  # slower than the grace period in all, but reading
+    assert got == data
+    assert await p.io.stdout.read(10) == b""
+    assert c.get_process("e1") is p
     p.close()
 
 
