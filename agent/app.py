@@ -119,6 +119,7 @@ def build_services(config: AgentConfig) -> Services:
             spawner=spawn.Spawner(default_reaper()),
         )
         services.sandbox, services.containers = lc.sandbox, lc.containers
+        services.hardware.set_cpuset_updater(lc.containers.refresh_cpusets)
         services.processes, services.stdio = lc.processes, lc.stdio
         if services.shutdown_requested is not None:  # DestroySandbox ends the agent
             lc.sandbox.shutdown_requested = services.shutdown_requested

@@ -44,6 +44,10 @@ class ContainerRuntime(Protocol):
 
     async def update(self, resources: LinuxResources) -> None: ...
 
+    async def refresh_cpuset(self) -> None:
+        """Give the container's cgroup the CPUs that came online (OnlineCPUMem), keeping its
+        own cpuset if the spec or an update set one."""
+
     async def stats(self) -> CgroupStats: ...
 
     def pids(self) -> list[int]: ...

@@ -123,11 +123,13 @@ class OciContainer:
         cgroup: CgroupManager,
         start_hooks: bool = True,
         stop_hooks: bool = True,
+        cpus: str | None = None,
     ) -> None:
         self.id = container_id
         self._client = client
         self._reaper = reaper
         self._cgroup = cgroup
+        self._cpus = cpus  # the container's own cpuset (spec, then updates): refresh_cpuset
         self._oom: OomWatcher | None = None
         # poststart / poststop hooks run as child processes: then only the spawner may start /
         # delete the container (the agent never forks)
@@ -173,6 +175,12 @@ class OciContainer:
     async def update(self, resources: LinuxResources) -> None:
         with domain_errors(f"update container {self.id}"):
             await asyncio.to_thread(self._cgroup.apply, resources)
+        if resources.cpu is not None and resources.cpu.cpus:
+            self._cpus = resources.cpu.cpus
+
+    async def refresh_cpuset(self) -> None:
+        with domain_errors(f"container {self.id}: cpuset after CPU hot-plug"):
+            await asyncio.to_thread(self._cgroup.refresh_cpuset, self._cpus)
 
     async def stats(self) -> CgroupStats:
         with domain_errors(f"stats of container {self.id}"):
@@ -281,6 +289,7 @@ class OciEngine:
             cgroup=cgroup,
             start_hooks=bool(hooks and hooks.poststart),
             stop_hooks=bool(hooks and hooks.poststop),
+            cpus=_spec_cpus(spec),
         )
         return container, Launched(pid, _shell_status(loop, self._reaper.adopt(pid)))
 
@@ -292,6 +301,14 @@ class OciEngine:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await self._child.wait()
+
+
+def _spec_cpus(spec: Spec) -> str | None:
+    resources = spec.linux.resources if spec.linux is not None else None
+    cpu = resources.cpu if resources is not None else None
+    if cpu is None or not cpu.cpus:
+        return None
+    return cpu.cpus
 
 
 def manager_for_layout(

@@ -317,6 +317,19 @@ class ContainerService:
             raise FailedPrecondition(f"container {container_id}: cannot update: it is stopped")
         await runtime_of(entry).update(resources)
 
+    async def refresh_cpusets(self) -> None:
+        """After OnlineCPUMem: every container's cpuset gets the CPUs that came online (the
+        Kata agent does this for each container); every container is tried, then the errors
+        are reported together."""
+        errors: list[str] = []
+        for entry in self._sandbox.containers():
+            try:
+                await runtime_of(entry).refresh_cpuset()
+            except AgentError as err:
+                errors.append(str(err))
+        if errors:
+            raise Internal("; ".join(errors))
+
     async def stats(self, container_id: str) -> tuple[CgroupStats, list[InterfaceStats]]:
         """Cgroup statistics and the (guest-wide) interface counters.
         No lock: stats must never hold up signal/wait/remove (Kata issue #13452)."""

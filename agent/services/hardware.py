@@ -2,7 +2,7 @@
 
 Built once by `agent.app` (`HardwareService.build`). The lifecycle reaches the storage manager
 (`.storage`) and the device manager (`.devices`) through it, and gives it a callback that re-applies
-the containers' cpusets after CPUs were onlined.
+the containers' cpusets after OnlineCPUMem.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from agent.storage.paths import StorageRoots
 
 log = logging.getLogger(__name__)
 
+# How long OnlineCPUMem waits for hot-plugged CPUs to appear (Kata's 100 x 50 ms): the VMM plugs
+# them just before the call, and the guest kernel adds them asynchronously.
 ONLINE_RETRIES = 100
 ONLINE_RETRY_DELAY = 0.05
 
@@ -54,21 +56,14 @@ def _inodes(files: int, free: int) -> VolumeUsage:
     return VolumeUsage(total=files, used=max(files - free, 0), available=free)
 
 
-def widen_v1_cpusets(cpuset_root: Path, old: str, new: str) -> int:
-    """cgroup v1 does not give new CPUs to existing cpusets: every cpuset that had all the CPUs
-    online before (`old`) gets all of them now (`new`), parents first. cgroup v2 needs nothing
-    (an empty cpuset.cpus follows its parent). Returns how many cpusets were widened."""
-    if not old or not new or old == new or not (cpuset_root / "cpuset.cpus").is_file():
-        return 0
+def cpu_count(cpulist: str) -> int:
+    """How many CPUs a kernel CPU list names (``0-3,6`` -> 5; empty -> 0)."""
     count = 0
-    for dirpath, _dirnames, _files in os.walk(cpuset_root):  # top-down: parents first
-        f = Path(dirpath) / "cpuset.cpus"
-        try:
-            if f.read_text().strip() == old:
-                f.write_text(new)
-                count += 1
-        except OSError as err:
-            log.warning("widen cpuset", extra={"file": str(f), "error": errname(err)})
+    for item in cpulist.strip().split(","):
+        if not item:
+            continue
+        first, _, last = item.partition("-")
+        count += int(last or first) - int(first) + 1
     return count
 
 
@@ -84,7 +79,6 @@ class HardwareService:
         sysfs: Path = Path("/sys"),
         proc: Path = Path("/proc"),
         command_timeout: float = 120.0,
-        cgroup_root: Path = Path("/sys/fs/cgroup"),
     ) -> None:
         self.uevents = uevents
         self.lookup = lookup
@@ -95,7 +89,6 @@ class HardwareService:
         self._proc = proc
         self._timeout = command_timeout
         self._cpuset_updater: CpusetUpdater | None = None
-        self._cgroup_root = cgroup_root
 
     @classmethod
     def build(
@@ -143,6 +136,8 @@ class HardwareService:
         self.uevents.stop()
 
     def set_cpuset_updater(self, fn: CpusetUpdater) -> None:
+        """``fn`` re-applies every container's cpuset (the lifecycle sets it when it is built;
+        before that there are no containers)."""
         self._cpuset_updater = fn
 
     # --- CPU and memory hot-plug -------------------------------------------------------------
@@ -173,39 +168,63 @@ class HardwareService:
         return count
 
     async def online_cpu_mem(self, nb_cpus: int, cpu_only: bool) -> None:
-        cpu_dir = self._sysfs / "devices" / "system" / "cpu"
-        before = self._online_cpus()
+        """OnlineCPUMem, as the Kata agent: ``nb_cpus`` > 0 is the number of CPUs that must be
+        online afterwards (the Go runtime sends the sandbox's new total); unless ``cpu_only``,
+        every offline memory block is onlined too. Then every container's cpuset is re-applied
+        (cgroup v1 does not hand new CPUs to existing cpusets), even when the CPUs were already
+        online (some VMMs online them themselves)."""
         if nb_cpus > 0:
-            done = 0
-            for _ in range(ONLINE_RETRIES):
-                done += await asyncio.to_thread(
-                    self._online_some, cpu_dir, r"cpu[0-9]+", nb_cpus - done
-                )
-                if done >= nb_cpus:
-                    break
-                await asyncio.sleep(ONLINE_RETRY_DELAY)
-            if done < nb_cpus:
-                raise Internal(
-                    f"online {nb_cpus} CPUs: only {done} came online after {ONLINE_RETRIES} tries"
-                )
-            log.info("CPUs onlined", extra={"count": done})
+            await self._online_cpus(nb_cpus)
         if not cpu_only:
             mem_dir = self._sysfs / "devices" / "system" / "memory"
             n = await asyncio.to_thread(self._online_some, mem_dir, r"memory[0-9]+", None)
             log.info("memory blocks onlined", extra={"count": n})
-        if nb_cpus > 0:
-            if self._cpuset_updater is not None:
-                await self._cpuset_updater()
-            else:
-                await asyncio.to_thread(
-                    widen_v1_cpusets, self._cgroup_root / "cpuset", before, self._online_cpus()
-                )
+        if nb_cpus > 0 and self._cpuset_updater is not None:
+            await self._cpuset_updater()
 
-    def _online_cpus(self) -> str:
+    async def _online_cpus(self, total: int) -> None:
+        """Online CPUs until ``total`` are online. More than the guest can ever have (its
+        ``possible`` CPUs) fails at once; fewer may still be arriving (hot-plugged just before
+        the call), so they are waited for, as long as Kata does."""
+        cpu_dir = self._sysfs / "devices" / "system" / "cpu"
+        possible = self._cpu_list("possible")
+        if possible is not None and total > cpu_count(possible):
+            raise InvalidArgument(
+                f"online {total} CPUs: the guest can have at most {cpu_count(possible)} "
+                f"(possible CPUs {possible})"
+            )
+        online = self._online_count()
+        if online >= total:
+            return
+        onlined = 0
+        for _ in range(ONLINE_RETRIES):
+            onlined += await asyncio.to_thread(
+                self._online_some, cpu_dir, r"cpu[0-9]+", total - online
+            )
+            online = self._online_count()
+            if online >= total:
+                log.info("CPUs onlined", extra={"count": onlined, "online": online})
+                return
+            await asyncio.sleep(ONLINE_RETRY_DELAY)
+        raise Internal(
+            f"online {total} CPUs: still {online} online after "
+            f"{ONLINE_RETRIES * ONLINE_RETRY_DELAY:g}s (present CPUs {self._cpu_list('present')})"
+        )
+
+    def _cpu_list(self, name: str) -> str | None:
+        """/sys/devices/system/cpu/<name> (``online``, ``possible``, ``present``), if readable."""
         try:
-            return (self._sysfs / "devices" / "system" / "cpu" / "online").read_text().strip()
+            return (self._sysfs / "devices" / "system" / "cpu" / name).read_text().strip()
         except OSError:
-            return ""
+            return None
+
+    def _online_count(self) -> int:
+        online = self._cpu_list("online")
+        if online is None:
+            raise Internal(
+                f"online CPUs: cannot read {self._sysfs / 'devices/system/cpu/online'}"
+            )
+        return cpu_count(online)
 
     async def mem_hotplug_by_probe(self, addresses: Sequence[int]) -> None:
         probe = self._sysfs / "devices" / "system" / "memory" / "probe"

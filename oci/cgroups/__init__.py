@@ -13,7 +13,8 @@ API summary
   mounted under `root` yet (probe again later).
 * `CgroupManager` (Protocol): `create()`, `add_pid(pid)`, `apply(resources)` / `update(...)`
   (an `oci.spec.LinuxResources`), `freeze(timeout=)` (waits for FROZEN), `thaw()`,
-  `freezer_state()`, `can_freeze()`, `pids()` (recursive), `kill_all(sig=SIGKILL, timeout=)`
+  `freezer_state()`, `can_freeze()`, `refresh_cpuset(cpus)` (after CPU hot-plug),
+  `pids()` (recursive), `kill_all(sig=SIGKILL, timeout=)`
   (freeze, signal every pid, thaw; v2 uses cgroup.kill; waits until empty for SIGKILL),
   `stats() -> CgroupStats` (typed dataclasses in `stats.py`), `oom_watcher() -> OomWatcher`,
   `destroy(timeout=)` (removes the cgroup and its children, retrying while EBUSY), `exists()`.
@@ -101,6 +102,10 @@ class CgroupManager(Protocol):
     def apply(self, r: LinuxResources) -> None: ...
 
     def update(self, r: LinuxResources) -> None: ...
+
+    def refresh_cpuset(self, cpus: str | None) -> None:
+        """Give the cgroup the CPUs that came online (``cpus``: its own list, if it has one)."""
+        ...
 
     def can_freeze(self) -> bool: ...
 

@@ -95,6 +95,23 @@ class V1Manager:
                 if not read_text(d / name).strip():
                     write(d / name, read_text(d.parent / name).strip() or "\n")
 
+    def refresh_cpuset(self, cpus: str | None) -> None:
+        """After CPUs came online: a v1 cpuset keeps the CPUs it had (the kernel only widens the
+        hierarchy root), so every level from the top down to this cgroup gets the root's CPUs,
+        then this cgroup its own list (``cpus``, the spec's ``cpu.cpus``) if it has one."""
+        leaf = self.dirs.get("cpuset")
+        if leaf is None or not leaf.is_dir():
+            return
+        chain = [leaf]
+        while (chain[-1].parent / "cpuset.cpus").exists():
+            chain.append(chain[-1].parent)
+        if len(chain) == 1:
+            return  # the hierarchy root itself: the kernel keeps it
+        online = read_text(chain[-1] / "cpuset.cpus").strip()
+        for d in reversed(chain[1:-1]):  # parents first: a child must stay within its parent
+            write(d / "cpuset.cpus", online)
+        write(leaf / "cpuset.cpus", cpus or online)
+
     def add_pid(self, pid: int) -> None:
         for d in self._unique_dirs():
             write(d / "cgroup.procs", pid)

@@ -113,6 +113,12 @@ class V2Manager:
 
     # --- resources -----------------------------------------------------------------------------
 
+    def refresh_cpuset(self, cpus: str | None) -> None:
+        """After CPUs came online. v2 recomputes every effective cpuset itself; only a list of
+        the cgroup's own (``cpus``, the spec's ``cpu.cpus``) is written again, as Kata does."""
+        if cpus and self.dir.is_dir():
+            self._write("cpuset.cpus", cpus, "cpu.cpus")
+
     def _write(self, name: str, value: str | int, what: str) -> None:
         path = self.dir / name
         if not path.exists() and self.dir.exists():

@@ -88,6 +88,33 @@ def test_cpuset_inherited_on_create(parent: PurePosixPath) -> None:
     assert (m.dirs["cpuset"] / "cpuset.mems").read_text().strip() != ""
 
 
+def test_refresh_cpuset_widens_the_chain_to_the_online_cpus(
+    parent: PurePosixPath, children: list[Child]
+) -> None:
+    """After CPU hot-plug (OnlineCPUMem): a cpuset made while fewer CPUs were online (narrowed
+    here to CPU 0: the host's own CPUs are never offlined) gets every online CPU, parent first;
+    a container's own list is kept. A process inside moves with it."""
+    m = make(parent)
+    leaf = m.dirs["cpuset"]
+    online = Path("/sys/fs/cgroup/cpuset/cpuset.cpus").read_text().strip()
+    if online == "0":
+        pytest.skip("one CPU: nothing to widen to")
+    c = Child("import time; time.sleep(100)")
+    children.append(c)
+    m.add_pid(c.pid)
+    for d in (leaf, leaf.parent):  # a parent is narrowed only once its children are
+        (d / "cpuset.cpus").write_text("0")
+    assert os.sched_getaffinity(c.pid) == {0}
+    m.refresh_cpuset(None)
+    assert (leaf.parent / "cpuset.cpus").read_text().strip() == online
+    assert (leaf / "cpuset.cpus").read_text().strip() == online
+    assert len(os.sched_getaffinity(c.pid)) > 1
+    m.refresh_cpuset("1")
+    assert (leaf.parent / "cpuset.cpus").read_text().strip() == online
+    assert (leaf / "cpuset.cpus").read_text().strip() == "1"
+    assert os.sched_getaffinity(c.pid) == {1}
+
+
 def test_memory_limit_oom_kills_and_notifies(parent: PurePosixPath, children: list[Child]) -> None:
     m = make(parent)
     m.apply(LinuxResources(memory=no_swap(m, LinuxMemory(limit=32 * MiB))))

@@ -583,3 +583,38 @@ def test_v2_ignored_fields_are_logged(
     ):
         assert what in caplog.text
     assert "device cgroup rules are not enforced on cgroup v2" in caplog.text
+
+
+def test_v1_refresh_cpuset_writes_the_chain_parents_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    top = tmp_path / "cpuset"
+    (top / "pod" / "c1").mkdir(parents=True)
+    (top / "cpuset.cpus").write_text("0-3\n")
+    for d in (top / "pod", top / "pod" / "c1"):
+        (d / "cpuset.cpus").write_text("0\n")
+    written: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        v1, "write", lambda path, value: written.append((str(path.relative_to(top)), value))
+    )
+    m = V1Manager(PurePosixPath("/pod/c1"), root=tmp_path, controllers={"cpuset": top})
+    m.refresh_cpuset(None)
+    assert written == [("pod/cpuset.cpus", "0-3"), ("pod/c1/cpuset.cpus", "0-3")]
+    written.clear()
+    m.refresh_cpuset("2")
+    assert written == [("pod/cpuset.cpus", "0-3"), ("pod/c1/cpuset.cpus", "2")]
+    written.clear()
+    # no cpuset hierarchy, or the cgroup is gone: nothing to do
+    V1Manager(PurePosixPath("/pod/c1"), root=tmp_path, controllers={}).refresh_cpuset(None)
+    V1Manager(PurePosixPath("/gone"), root=tmp_path, controllers={"cpuset": top}).refresh_cpuset(
+        None
+    )
+    assert written == []
+
+
+def test_v2_refresh_cpuset_rewrites_only_an_own_list(tmp_path: Path, writes: Writes) -> None:
+    m = v2_leaf(tmp_path)
+    m.refresh_cpuset(None)
+    assert writes == []
+    m.refresh_cpuset("0-1")
+    assert writes == [("cpuset.cpus", "0-1")]

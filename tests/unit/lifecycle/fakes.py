@@ -66,6 +66,8 @@ class FakeRuntime:
     updates: list[LinuxResources] = field(default_factory=list)
     oom_callbacks: list[Callable[[], None]] = field(default_factory=list)
     fail_start: bool = False
+    fail_cpuset: bool = False
+    cpuset_refreshes: int = 0
 
     async def start(self) -> None:
         if self.fail_start:
@@ -91,6 +93,11 @@ class FakeRuntime:
 
     async def update(self, resources: LinuxResources) -> None:
         self.updates.append(resources)
+
+    async def refresh_cpuset(self) -> None:
+        if self.fail_cpuset:
+            raise Internal(f"container {self.container_id}: cpuset: EINVAL")
+        self.cpuset_refreshes += 1
 
     async def stats(self) -> CgroupStats:
         return CgroupStats(

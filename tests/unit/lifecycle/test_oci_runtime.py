@@ -146,3 +146,64 @@ def test_the_cgroup_layout_is_probed_once_mounted(tmp_path: Any) -> None:
     third = eng._cgroup_manager(None, "c2")
     assert isinstance(third, V1Manager)
     assert set(third.dirs) == {"cpu", "cpuacct", "memory"}
+
+
+class RecordingCgroup:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail = fail
+
+    def apply(self, resources: Any) -> None:
+        self.calls.append(("apply", resources))
+
+    def refresh_cpuset(self, cpus: str | None) -> None:
+        self.calls.append(("refresh_cpuset", cpus))
+        if self.fail is not None:
+            raise self.fail
+
+
+async def test_refresh_cpuset_keeps_the_containers_own_list() -> None:
+    """The spec's cpu.cpus, then the last update's, is what the cgroup keeps after hot-plug."""
+    from oci.cgroups import errors as cgerr
+    from oci.spec import LinuxCPU, LinuxResources
+
+    cg = RecordingCgroup()
+    c = OciContainer(
+        container_id="c1",
+        client=FakeClient(),  # type: ignore[arg-type]
+        reaper=None,  # type: ignore[arg-type]
+        cgroup=cg,  # type: ignore[arg-type]
+    )
+    await c.refresh_cpuset()
+    c2 = OciContainer(
+        container_id="c2",
+        client=FakeClient(),  # type: ignore[arg-type]
+        reaper=None,  # type: ignore[arg-type]
+        cgroup=cg,  # type: ignore[arg-type]
+        cpus="0",
+    )
+    await c2.refresh_cpuset()
+    await c2.update(LinuxResources(cpu=LinuxCPU(shares=512)))
+    await c2.refresh_cpuset()
+    await c2.update(LinuxResources(cpu=LinuxCPU(cpus="1-2")))
+    await c2.refresh_cpuset()
+    assert [x for x in cg.calls if x[0] == "refresh_cpuset"] == [
+        ("refresh_cpuset", None),
+        ("refresh_cpuset", "0"),
+        ("refresh_cpuset", "0"),
+        ("refresh_cpuset", "1-2"),
+    ]
+    cg.fail = cgerr.CgroupInvalid("write 0 to cpuset.cpus: EINVAL")
+    with pytest.raises(errors.InvalidArgument, match="container c2: cpuset after CPU hot-plug"):
+        await c2.refresh_cpuset()
+
+
+def test_spec_cpus() -> None:
+    from oci.spec import Linux, LinuxCPU, LinuxResources, Spec
+
+    assert oci_runtime._spec_cpus(Spec()) is None
+    assert oci_runtime._spec_cpus(Spec(linux=Linux(resources=LinuxResources()))) is None
+    cpu = LinuxResources(cpu=LinuxCPU(cpus=""))
+    assert oci_runtime._spec_cpus(Spec(linux=Linux(resources=cpu))) is None
+    cpu = LinuxResources(cpu=LinuxCPU(cpus="0-1"))
+    assert oci_runtime._spec_cpus(Spec(linux=Linux(resources=cpu))) == "0-1"

@@ -399,6 +399,17 @@ async def test_remove_releases_output_nobody_read(world: World) -> None:
     assert process.io.drained
 
 
+async def test_refresh_cpusets_tries_every_container(world: World) -> None:
+    w = world
+    await ready(w)
+    for cid in ("c1", "c2", "c3"):
+        await w.containers.create(CreateContainer(container_id=cid, spec=w.spec()))
+    w.engine.runtimes["c2"].fail_cpuset = True
+    with pytest.raises(Internal, match=r"^container c2: cpuset: EINVAL$"):
+        await w.containers.refresh_cpusets()
+    assert [w.engine.runtimes[c].cpuset_refreshes for c in ("c1", "c2", "c3")] == [1, 0, 1]
+
+
 async def test_signal_real_process_and_sigterm_upgrade(world: World) -> None:
     """SIGTERM to an init that does not handle it becomes SIGKILL (checked on a real child)."""
     w = world
