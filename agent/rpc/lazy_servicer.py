@@ -73,6 +73,8 @@ AREAS: dict[str, Area] = {
             "AddSwap",
             "AddSwapPath",
             "GetVolumeStats",
+            "MemAgentCompactSet",
+            "MemAgentMemcgSet",
             "MemHotplugByProbe",
             "OnlineCPUMem",
             "RemoveStaleVirtiofsShareMounts",

@@ -236,6 +236,14 @@ class HardwareService:
                     f"memory hot-plug probe 0x{addr:X} ({probe}): {errname(err)}"
                 ) from err
 
+    # --- mem-agent ---------------------------------------------------------------------------
+
+    async def mem_agent_configure(self) -> None:
+        """MemAgentMemcgSet / MemAgentCompactSet reconfigure the Kata agent's optional memory
+        reclaim daemon (``agent.mem_agent_enable``). This agent has none, so it answers as the
+        Kata agent does while its daemon is disabled."""
+        raise Internal("mem-agent is disabled")
+
     # --- swap --------------------------------------------------------------------------------
 
     async def _swapon(self, path: str) -> None:

@@ -50,6 +50,14 @@ class StorageHandlers(HandlerBase):
         await self.services.hardware.online_cpu_mem(req.nb_cpus, req.cpu_only)
         return empty_pb2.Empty()
 
+    async def MemAgentMemcgSet(self, req: agent_pb2.MemAgentMemcgConfig) -> empty_pb2.Empty:
+        await self.services.hardware.mem_agent_configure()
+        return empty_pb2.Empty()
+
+    async def MemAgentCompactSet(self, req: agent_pb2.MemAgentCompactConfig) -> empty_pb2.Empty:
+        await self.services.hardware.mem_agent_configure()
+        return empty_pb2.Empty()
+
     async def MemHotplugByProbe(self, req: agent_pb2.MemHotplugByProbeRequest) -> empty_pb2.Empty:
         await self.services.hardware.mem_hotplug_by_probe(list(req.memHotplugProbeAddr))
         return empty_pb2.Empty()

@@ -108,6 +108,21 @@ async def test_get_metrics(agent: AgentProcess) -> None:
     assert 'kata_guest_meminfo{item="MemTotal"}' in first.metrics
 
 
+async def test_mem_agent_answers_as_kata_with_its_mem_agent_disabled(agent: AgentProcess) -> None:
+    """MemAgentMemcgSet / MemAgentCompactSet: INTERNAL "mem-agent is disabled", as the Kata agent
+    answers without agent.mem_agent_enable; the agent goes on serving."""
+    async with await agent.client() as client:
+        for call, req in (
+            (client.agent.MemAgentMemcgSet, agent_pb2.MemAgentMemcgConfig(swap=True)),
+            (client.agent.MemAgentCompactSet, agent_pb2.MemAgentCompactConfig(period_secs=60)),
+        ):
+            with pytest.raises(RpcError) as info:
+                await call(req, timeout=30)
+            assert info.value.code == Code.INTERNAL
+            assert info.value.message == "mem-agent is disabled"
+        await client.health.Check(health_pb2.CheckRequest(), timeout=10)
+
+
 async def test_config_from_toml_file_and_env(tmp_path: Path) -> None:
     """No flags: the listen address, state root and log level come from the TOML file, then from
     the KATA_AGENT_* environment."""

@@ -222,7 +222,8 @@ def test_grpc_serves_the_same_servicers(agent_factory: Factory) -> None:
         )
         with pytest.raises(grpc.RpcError) as info:
             memcg(agent_pb2.MemAgentMemcgConfig(), timeout=30)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert info.value.details() == "mem-agent is disabled"
         copy = channel.unary_unary(
             "/grpc.AgentService/CopyFile",
             request_serializer=agent_pb2.CopyFileRequest.SerializeToString,

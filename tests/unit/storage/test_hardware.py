@@ -265,3 +265,7 @@ def test_unlimited_inodes_are_reported_as_zero() -> None:
     assert hardware._inodes(-1, -1) == hardware.VolumeUsage(0, 0, 0)
     assert hardware._inodes(100, 30) == hardware.VolumeUsage(total=100, used=70, available=30)
 
+
+async def test_mem_agent_is_disabled(tmp_path: Path) -> None:
+    with pytest.raises(Internal, match=r"^mem-agent is disabled$"):
+        await make(tmp_path).mem_agent_configure()
