@@ -1,8 +1,9 @@
 """Pipes and ptys between the agent and a container process, and the long-poll read semantics.
 
 The host reads a process's output with ``ReadStdout``/``ReadStderr`` long-polls; an **empty reply
-means EOF** and the shim waits for EOF on every output before it calls ``WaitProcess``. The rules
-(reference doc §1.4, §9.2), all implemented by `OutputStream.read`:
+means EOF**. The shim's copy loops and its ``WaitProcess`` run at the same time, on one connection
+or several, so the output must stay readable after the exit and the wait (`agent.sandbox.process`).
+The rules (reference doc §1.4, §9.2), all implemented by `OutputStream.read`:
 
 * A read returns, as soon as anything is there, what is readable at that moment, at most ``n``
   bytes (Kata does one ``read(2)``; we top up with non-blocking reads, never waiting).

@@ -44,12 +44,13 @@ def guest_image() -> dict[str, Any]:
 def boot_guest(
     guest_image: dict[str, Any], request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Any]]:
-    """Factory: boot a VM (extra kernel args optional); every VM it made is killed at the end.
-    Its run directory (console log, QEMU log) is removed when no test failed, else kept."""
+    """Factory: boot a VM (extra kernel args optional, ``cpus`` vCPUs); every VM it made is
+    killed at the end. Its run directory (console log, QEMU log) is removed when no test failed,
+    else kept."""
     vm_mod = load_image_build("vm")
     started: list[Any] = []
 
-    def boot(*append: str) -> Any:
+    def boot(*append: str, cpus: int = 1) -> Any:
         # Not under pytest's numbered temp dirs: concurrent pytest runs rotate those away.
         rundir = Path(tempfile.mkdtemp(prefix="kata-vm-"))
         cfg = vm_mod.VmConfig(
@@ -57,6 +58,7 @@ def boot_guest(
             initrd=Path(guest_image["initrd"]),
             rundir=rundir,
             extra_append=append,
+            cpus=cpus,
             boot_timeout=240.0,
         )
         vm = vm_mod.Vm(cfg)

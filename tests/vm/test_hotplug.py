@@ -456,7 +456,11 @@ def test_9p_share_as_container_rootfs(guest_image: dict[str, Any]) -> None:
 
 
 def test_cpu_hotplug_onlined_by_online_cpu_mem(hp_agent: Any, qmp: Qmp, console: Console) -> None:
-    """A vCPU added through QMP arrives offline (no udev in the guest); OnlineCPUMem onlines it."""
+    """A vCPU added through QMP arrives offline (no udev in the guest); OnlineCPUMem with the
+    new total (what the Go runtime sends) onlines it. Offlined in the guest, it is brought back
+    by the same total; asked again, nothing is left to do; more than maxcpus is refused."""
+    from agent.rpc.status import Code, RpcError
+
     slots = [c for c in qmp.cmd("query-hotpluggable-cpus") if "qom-path" not in c]
     assert slots, "no free vCPU slot (maxcpus)"
     props = dict(slots[0]["props"])
@@ -465,6 +469,18 @@ def test_cpu_hotplug_onlined_by_online_cpu_mem(hp_agent: Any, qmp: Qmp, console:
     while "cpu1" not in console.run("ls /sys/devices/system/cpu/"):
         assert time.monotonic() < deadline, "the guest never saw the new vCPU"
         time.sleep(0.5)
-    hp_agent.call("OnlineCPUMem", agent_pb2.OnlineCPUMemRequest(nb_cpus=1, cpu_only=True))
+    total = agent_pb2.OnlineCPUMemRequest(nb_cpus=2, cpu_only=True)
+    hp_agent.call("OnlineCPUMem", total)
     assert _nr(console, "/sys/devices/system/cpu/cpu1/online") == 1
-    assert "0-1" in console.run("cat /sys/devices/system/cpu/online")
+    assert console.run("cat /sys/devices/system/cpu/online").strip().endswith("0-1")
+    console.run("echo 0 > /sys/devices/system/cpu/cpu1/online")
+    assert _nr(console, "/sys/devices/system/cpu/cpu1/online") == 0
+    hp_agent.call("OnlineCPUMem", total)
+    assert _nr(console, "/sys/devices/system/cpu/cpu1/online") == 1
+    hp_agent.call("OnlineCPUMem", total)  # already online: nothing to do
+    hp_agent.call("OnlineCPUMem", agent_pb2.OnlineCPUMemRequest(nb_cpus=1, cpu_only=True))
+    assert console.run("cat /sys/devices/system/cpu/online").strip().endswith("0-1")
+    with pytest.raises(RpcError) as info:
+        hp_agent.call("OnlineCPUMem", agent_pb2.OnlineCPUMemRequest(nb_cpus=3, cpu_only=True))
+    assert info.value.code == Code.INVALID_ARGUMENT
+    assert "the guest can have at most 2" in info.value.message
