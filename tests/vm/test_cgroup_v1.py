@@ -16,9 +16,23 @@ from tests.vm.guest import GUEST_SHARED, GuestAgent, console_run, shared_storage
 pytestmark = pytest.mark.vm
 
 
+def sandbox_with_rootfs(vm: Any, agent: GuestAgent, name: str, rootfs: str) -> None:
+    """CreateSandbox with the VM's share, and a busybox rootfs at ``GUEST_SHARED/<rootfs>``."""
+    from tests.support.rootfs import make_busybox_rootfs
+
+    agent.call(
+        "CreateSandbox",
+        agent_pb2.CreateSandboxRequest(
+            hostname=name,
+            sandbox_id=f"{name}-{uuid.uuid4().hex[:8]}",
+            storages=[shared_storage(vm.share_mode)],
+        ),
+    )
+    make_busybox_rootfs(Path(vm.describe()["shared_dir"]) / rootfs / "rootfs")
+
+
 def test_cgroup_v1_when_asked_for(boot_guest: Callable[..., Any]) -> None:
     from agent.ctl.container_spec import container_spec
-    from tests.support.rootfs import make_busybox_rootfs
 
     vm = boot_guest("systemd.unified_cgroup_hierarchy=0")
     agent = GuestAgent(vm.agent_sock)
@@ -28,16 +42,7 @@ def test_cgroup_v1_when_asked_for(boot_guest: Callable[..., Any]) -> None:
             "grep ' /sys/fs/cgroup' /proc/mounts | cut -d' ' -f2,3 | sort;"
             " readlink /sys/fs/cgroup/cpu; touch /sys/fs/cgroup/x 2>/dev/null || echo ro-ok",
         )
-        share = Path(vm.describe()["shared_dir"])
-        agent.call(
-            "CreateSandbox",
-            agent_pb2.CreateSandboxRequest(
-                hostname="v1",
-                sandbox_id=f"v1-{uuid.uuid4().hex[:8]}",
-                storages=[shared_storage(vm.share_mode)],
-            ),
-        )
-        make_busybox_rootfs(share / "v1c" / "rootfs")
+        sandbox_with_rootfs(vm, agent, "v1", "v1c")
         spec = container_spec(
             f"{GUEST_SHARED}/v1c/rootfs",
             ["sh", "-c", "cat /proc/self/cgroup | grep -c memory; exit 4"],
@@ -74,7 +79,6 @@ def test_cpus_brought_back_by_total_widen_v1_cpusets(boot_guest: Callable[..., A
     container pinned by its spec keeps its CPU."""
     from agent.ctl.container_spec import container_spec
     from agent.rpc.status import Code, RpcError
-    from tests.support.rootfs import make_busybox_rootfs
 
     vm = boot_guest("systemd.unified_cgroup_hierarchy=0", cpus=2)
     agent = GuestAgent(vm.agent_sock)
@@ -83,16 +87,7 @@ def test_cpus_brought_back_by_total_widen_v1_cpusets(boot_guest: Callable[..., A
         offline = console_run(
             vm, "echo 0 > /sys/devices/system/cpu/cpu1/online; cat /sys/devices/system/cpu/online"
         )
-        share = Path(vm.describe()["shared_dir"])
-        agent.call(
-            "CreateSandbox",
-            agent_pb2.CreateSandboxRequest(
-                hostname="cpus",
-                sandbox_id=f"cpus-{uuid.uuid4().hex[:8]}",
-                storages=[shared_storage(vm.share_mode)],
-            ),
-        )
-        make_busybox_rootfs(share / "cpus" / "rootfs")
+        sandbox_with_rootfs(vm, agent, "cpus", "cpus")
         for cid, pin in (("wide", ""), ("pinned", "0")):
             spec = container_spec(f"{GUEST_SHARED}/cpus/rootfs", ["sleep", "100000"])
             if pin:

@@ -30,7 +30,7 @@ from agent.services.stdio import StdioService
 from agent.storage import Storage
 from oci.spec import Linux, LinuxMemory, LinuxNamespace, LinuxResources, Process, Root, Spec
 from oci.syscalls.fake import RecordingSyscalls
-from tests.unit.lifecycle.fakes import FakeEngine, FakeRunner, FakeStorage
+from tests.unit.lifecycle.fakes import FakeEngine, FakeProc, FakeRunner, FakeStorage
 
 
 @dataclass
@@ -346,15 +346,20 @@ async def test_exec_stdin_echo_signal_wait(world: World) -> None:
     assert w.engine.runtimes["c1"].killed_all == [9]
 
 
-async def test_output_outlives_wait_in_every_order(world: World) -> None:
-    """WaitProcess first, then the reads (long-poll and the RPC server's synchronous variant):
-    every byte, then NOT_FOUND once both outputs returned EOF; a second wait is NOT_FOUND."""
-    w = world
+async def running_exec(w: World) -> FakeProc:
+    """A sandbox, a started container c1 and an exec e1 in it: the exec's fake process."""
     await ready(w)
     await w.containers.create(CreateContainer(container_id="c1", spec=w.spec()))
     await w.containers.start("c1")
     await w.processes.exec("c1", "e1", Process(args=("cat",), cwd="/"))
-    proc = w.engine.runtimes["c1"].execs["e1"]
+    return w.engine.runtimes["c1"].execs["e1"]
+
+
+async def test_output_outlives_wait_in_every_order(world: World) -> None:
+    """WaitProcess first, then the reads (long-poll and the RPC server's synchronous variant):
+    every byte, then NOT_FOUND once both outputs returned EOF; a second wait is NOT_FOUND."""
+    w = world
+    proc = await running_exec(w)
     proc.write(b"o" * 5000)
     proc.write(b"e" * 10, err=True)
     proc.finish(0)
@@ -385,11 +390,7 @@ async def test_output_outlives_wait_in_every_order(world: World) -> None:
 
 async def test_remove_releases_output_nobody_read(world: World) -> None:
     w = world
-    await ready(w)
-    await w.containers.create(CreateContainer(container_id="c1", spec=w.spec()))
-    await w.containers.start("c1")
-    await w.processes.exec("c1", "e1", Process(args=("cat",), cwd="/"))
-    proc = w.engine.runtimes["c1"].execs["e1"]
+    proc = await running_exec(w)
     proc.write(b"unread")
     proc.finish(0)
     assert await w.processes.wait("c1", "e1") == 0
