@@ -101,9 +101,6 @@ class ContainerEntry:
         process = self._processes.get(exec_id or self.id)
         return process is not None and not process.waited
 
-    def remove_process(self, exec_id: str) -> ProcessEntry | None:
-        return self._processes.pop(exec_id or self.id, None)
-
     def processes(self) -> Iterator[ProcessEntry]:
         return iter(list(self._processes.values()))
 
