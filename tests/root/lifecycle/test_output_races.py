@@ -213,6 +213,17 @@ async def test_a_process_can_be_waited_for_and_read_from_different_connections(
     await pod.remove("c1")
 
 
+async def test_terminal_output_is_read_after_the_wait(pod: Pod, other: Any) -> None:
+    """A tty exec (one pty master for both outputs): waited for first, read afterwards."""
+    await pod.create("c1", ["sleep", "100000"])
+    await pod.exec("c1", "tty", ["seq", "1", "1000"], terminal=True)
+    assert await wait_process(other, "c1", "tty") == 0
+    got = await read_to_eof(pod.client, "c1", "tty", 1024, stderr=False)
+    assert got == b"".join(f"{i}\r\n".encode() for i in range(1, 1001))
+    await expect_not_found(lambda: read_once(pod.client, "c1", "tty", 10, stderr=False))
+    await pod.remove("c1")
+
+
 async def test_exec_id_of_a_waited_process_can_be_reused(pod: Pod) -> None:
     """A waited-for process whose output nobody read gives its exec id up to a new exec."""
     await pod.create("c1", ["sleep", "100000"])
