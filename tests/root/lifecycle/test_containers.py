@@ -291,9 +291,8 @@ async def test_nothing_left_after_remove_and_destroy(pod: Pod) -> None:
 async def test_agent_shutdown_removes_its_containers(pod: Pod) -> None:
     await pod.create("c1", ["sleep", "1000"])
     await pod.exec("c1", "e1", ["sleep", "1000"])
-    below = live_descendants(pod.agent.pid)
-    workload = [p for p in below if _comm(p) == "sleep"]
-    assert len(workload) == 2, [(p, _comm(p)) for p in below]
+    workload = await _sleepers(pod.agent.pid, 2)
+    assert len(workload) == 2, [(p, _comm(p)) for p in workload]
     code = pod.agent.stop()  # SIGTERM: orderly shutdown
     pod.created.clear()
     assert code == 0, pod.agent.log_path.read_text()[-4000:]
@@ -302,6 +301,19 @@ async def test_agent_shutdown_removes_its_containers(pod: Pod) -> None:
     assert not (pod.agent.sandbox_ns_dir / "ipc").exists()
     assert not (pod.agent.sandbox_ns_dir / "uts").exists()
     assert list(pod.agent.run_dir.iterdir()) == []
+
+
+async def _sleepers(agent_pid: int, count: int) -> list[int]:
+    """The agent's descendants running sleep, once there are `count` of them: an exec'd
+    process may still be between its fork and its execve when ExecProcess returns."""
+    below: list[int] = []
+    for _ in range(200):
+        below = live_descendants(agent_pid)
+        workload = [p for p in below if _comm(p) == "sleep"]
+        if len(workload) >= count:
+            return workload
+        await asyncio.sleep(0.05)
+    raise AssertionError([(p, _comm(p)) for p in below])
 
 
 def _comm(pid: int) -> str:
