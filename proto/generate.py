@@ -23,6 +23,7 @@ SOURCES = (
     "csi.proto",
     "agent.proto",
     "health.proto",
+    "hypervisor.proto",
     "google/rpc/status.proto",
     "request.proto",
 )

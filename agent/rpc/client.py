@@ -24,7 +24,14 @@ from typing import Any
 from google.protobuf import message as pb_message
 
 from agent.rpc import framing
-from agent.rpc.dispatch import AGENT_SERVICE, HEALTH_SERVICE, Method, contract_methods
+from agent.rpc.dispatch import (
+    AGENT_SERVICE,
+    HEALTH_SERVICE,
+    OTHER_SERVICE_MODULES,
+    Method,
+    contract_methods,
+    service_methods,
+)
 from agent.rpc.pb import request_pb2
 from agent.rpc.status import Code, RpcError
 
@@ -144,6 +151,8 @@ class TtrpcClient:
         await self.close()
 
     def method(self, service: str, name: str) -> Method:
+        if service not in self.methods and service in OTHER_SERVICE_MODULES:
+            self.methods[service] = service_methods(service)  # e.g. hypervisor.Hypervisor
         try:
             return self.methods[service][name]
         except KeyError:

@@ -32,6 +32,7 @@ NOW_PREFIX = "try_"
 
 AGENT_SERVICE = "grpc.AgentService"
 HEALTH_SERVICE = "grpc.Health"
+HYPERVISOR_SERVICE = "hypervisor.Hypervisor"  # Kata's remote hypervisor (kata-agent-hv, hv/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,14 @@ def _service_methods(service: ServiceDescriptor) -> list[Method]:
     ]
 
 
-# service full name -> the generated module that defines it
+# service full name -> the generated module that defines it: the agent's contract
 SERVICE_MODULES = {
     AGENT_SERVICE: "agent.rpc.pb.agent_pb2",
     HEALTH_SERVICE: "agent.rpc.pb.health_pb2",
+}
+# The project's other ttrpc services (not served by the agent).
+OTHER_SERVICE_MODULES = {
+    HYPERVISOR_SERVICE: "agent.rpc.pb.hypervisor_pb2",
 }
 
 
@@ -79,10 +84,10 @@ def contract_files() -> tuple[FileDescriptor, ...]:
 
 
 def service_methods(service: str) -> dict[str, Method]:
-    """The methods of one contract service (imports only that service's generated module)."""
+    """The methods of one known service (imports only that service's generated module)."""
     import importlib
 
-    module = importlib.import_module(SERVICE_MODULES[service])
+    module = importlib.import_module(SERVICE_MODULES.get(service) or OTHER_SERVICE_MODULES[service])
     descriptor = module.DESCRIPTOR.services_by_name[service.rpartition(".")[2]]
     return {m.name: m for m in _service_methods(descriptor)}
 
@@ -97,18 +102,26 @@ class Dispatcher:
 
     ``deferred`` services are known to exist but their servicer arrives later (``add``): the agent
     answers Health.Check while the AgentService stack is still being imported. Calls to a deferred
-    service wait (``wait_ready``) under the call's own deadline.
+    service wait (``wait_ready``) under the call's own deadline. ``services`` are the services
+    served (by default the agent's contract; kata-agent-hv serves ``HYPERVISOR_SERVICE``).
     """
 
-    def __init__(self, servicers: Mapping[str, object], *, deferred: Iterable[str] = ()) -> None:
-        unknown = (set(servicers) | set(deferred)) - set(SERVICE_MODULES)
-        if unknown:
-            raise ValueError(f"servicers for services not in the contract: {sorted(unknown)}")
+    def __init__(
+        self,
+        servicers: Mapping[str, object],
+        *,
+        deferred: Iterable[str] = (),
+        services: Iterable[str] = tuple(SERVICE_MODULES),
+    ) -> None:
+        services = tuple(services)
+        unknown = (set(servicers) | set(deferred)) - set(services)
+        if unknown or not set(services) <= SERVICE_MODULES.keys() | OTHER_SERVICE_MODULES.keys():
+            raise ValueError(f"servicers for services not served: {sorted(unknown)}")
         self._table: dict[str, dict[str, Bound]] = {}
         self._now: dict[str, dict[str, Bound]] = {}  # the bound methods with a ``now`` variant
         self._deferred = set(deferred) - set(servicers)
         self._ready: asyncio.Event | None = None
-        for service in SERVICE_MODULES:
+        for service in services:
             if service not in self._deferred:
                 self._bind(service, servicers.get(service))
 
