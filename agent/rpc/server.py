@@ -40,13 +40,15 @@ unknown frame type, stray Response     ignored (as the Go and Rust servers do)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError, Message
 
@@ -73,6 +75,23 @@ _OK_STATUS = (
 )
 
 
+class PeerCredentials(NamedTuple):
+    """SO_PEERCRED of a unix socket connection: the process that connected."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+# The credentials of the connection a call arrived on, for handlers that need to know who called
+# (kata-agent-hv finds the Kata shim's mount namespace this way). Set only by servers created with
+# ``peer_credentials=True``.
+peer_credentials: contextvars.ContextVar[PeerCredentials | None] = contextvars.ContextVar(
+    "peer_credentials", default=None
+)
+_UCRED = struct.Struct("3i")
+
+
 def encode_ok(payload: bytes) -> bytes:
     """Serialized ttrpc.Response{status: {}, payload} without building message objects."""
     if not payload:
@@ -96,10 +115,13 @@ class Connection(asyncio.Protocol):
         peer: str = "",
         stats: ServerStats,
         shared_stream: bool = False,
+        with_credentials: bool = False,
     ) -> None:
         self._dispatcher = dispatcher
         self._peer = peer
         self._stats = stats
+        self._with_credentials = with_credentials
+        self._credentials: PeerCredentials | None = None
         # A serial port carries successive host connections on one byte stream, and the guest
         # may not see a quick reconnect: stream id 1 again means a new host session.
         self._shared_stream = shared_stream
@@ -120,6 +142,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
         self._stats.connections += 1
+        if self._with_credentials:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family == socket.AF_UNIX:
+                raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+                self._credentials = PeerCredentials(*_UCRED.unpack(raw))
         log.debug("connection opened", extra={"peer": self._peer})
 
     def data_received(self, data: bytes) -> None:
@@ -289,6 +316,8 @@ class Connection(asyncio.Protocol):
         self, service: str, name: str, payload: bytes, req: Message | None
     ) -> tuple[Message | PreEncoded[Any], Method]:
         dispatcher = self._dispatcher
+        if self._credentials is not None:
+            peer_credentials.set(self._credentials)  # this call's task context only
         if dispatcher.is_deferred(service):
             await dispatcher.wait_ready()  # the AgentService stack is still loading
         bound = dispatcher.lookup(service, name)
@@ -464,17 +493,22 @@ class ServerStats:
 class TtrpcServer:
     """Serves a ``Dispatcher`` on any number of listeners (``agent.rpc.transport``)."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, peer_credentials: bool = False) -> None:
         self.dispatcher = dispatcher
         self.stats = ServerStats()
         self._listeners: list[Any] = []
+        self._peer_credentials = peer_credentials
 
     def protocol_factory(
         self, peer: str = "", *, shared_stream: bool = False
     ) -> Callable[[], Connection]:
         def make() -> Connection:
             return Connection(
-                self.dispatcher, peer=peer, stats=self.stats, shared_stream=shared_stream
+                self.dispatcher,
+                peer=peer,
+                stats=self.stats,
+                shared_stream=shared_stream,
+                with_credentials=self._peer_credentials,
             )
 
         return make
