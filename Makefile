@@ -1,6 +1,7 @@
 # kata-agent-py: guest image and VM.
 #   make image     kernel + rootfs + initrd + disk image into build/ (cached by inputs)
-#   make vm        boot the image under QEMU (foreground; Ctrl-C stops it)
+#   make vm        boot the image under QEMU (foreground; Ctrl-C stops it); its agent at
+#                  build/vm/agent.sock, any number of clients at once
 #   make vm-start  boot it in the background (returns once the agent answers); make vm-stop
 #   make test-vm   the VM test tier (tests/vm, marker vm)
 #   make bench-boot  bench/boot.py
@@ -27,14 +28,18 @@ image:
 initrd:
 	$(PYTHON) image-build/build.py --out $(BUILD) --no-disk $(KERNEL_FLAGS)
 
+# The VM tools get absolute paths (virtiofsd chroots into the share; QEMU and vm.py may run
+# from elsewhere), whatever BUILD is.
+VM_DIRS = --build $(abspath $(BUILD)) --rundir $(abspath $(BUILD))/vm
+
 vm: initrd
-	$(PYTHON) image-build/vm.py run --build $(BUILD) --rundir $(BUILD)/vm $(VM_ARGS)
+	$(PYTHON) image-build/vm.py run $(VM_DIRS) $(VM_ARGS)
 
 vm-start: initrd
-	$(PYTHON) image-build/vm.py start --build $(BUILD) --rundir $(BUILD)/vm $(VM_ARGS)
+	$(PYTHON) image-build/vm.py start $(VM_DIRS) $(VM_ARGS)
 
 vm-stop:
-	$(PYTHON) image-build/vm.py stop --rundir $(BUILD)/vm
+	$(PYTHON) image-build/vm.py stop $(VM_DIRS)
 
 test-vm:
 	$(PYTHON) -m pytest -m vm tests/vm
