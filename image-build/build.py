@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         help="ship uvloop in the guest (default: off, or GUEST_UVLOOP=1)",
     )
     args = p.parse_args(argv)
+    # image.json lists absolute paths, whatever directory `make image BUILD=...` ran from.
+    for name in ("out", "kernel", "modules"):
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).absolute())
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         # One build at a time per output directory (tests and people may start one together).

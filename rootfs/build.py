@@ -339,7 +339,8 @@ def build_prctl(cache: Path, site: Path, logs: Logs) -> None:
                 "-q",
                 "--no-binary=:all:",
                 "--no-deps",
-                "--no-build-isolation",
+                # pip reads the sdist's metadata in an isolated build environment with the
+                # setuptools and wheel it needs: the interpreter running the build may lack them.
                 "--require-hashes",
                 "-r",
                 req,
