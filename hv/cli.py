@@ -21,7 +21,7 @@ from pathlib import Path
 from agent.log import JsonFormatter, level_number
 from agent.rpc.dispatch import HYPERVISOR_SERVICE, Dispatcher
 from agent.rpc.server import TtrpcServer
-from hv.config import ServiceConfig, VmSize
+from hv.config import MIN_MEMORY_MB, ServiceConfig, VmSize
 from hv.service import HypervisorService
 from hv.servicer import HypervisorServicer
 from hv.vm import GuestImage, VmError
@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None) -> tuple[ServiceConfig, str]:
     )
     p.add_argument("--keep-logs", action="store_true", help="keep STATE/<id>/ (logs) after StopVM")
     a = p.parse_args(argv)
-    if a.default_vcpus < 1 or a.default_memory < 128 or a.boot_timeout <= 0:
-        p.error("--default-vcpus >= 1, --default-memory >= 128 and --boot-timeout > 0 please")
+    if a.default_vcpus < 1 or a.default_memory < MIN_MEMORY_MB or a.boot_timeout <= 0:
+        p.error(f"--default-vcpus >= 1, --default-memory >= {MIN_MEMORY_MB} and --boot-timeout > 0")
     config = ServiceConfig(
         socket=a.socket.absolute(),
         build=a.build.absolute(),

@@ -2,7 +2,11 @@
 
 The Go runtime's remote hypervisor (virtcontainers/remote.go) passes the VM size it computed as
 CreateVM annotations: ``default_vcpus`` (a count) and ``default_memory`` (MiB), under Kata's
-hypervisor annotation prefix. Both are honoured; a value that is not a usable number is refused.
+hypervisor annotation prefix. For a remote hypervisor the runtime starts from 0 (its
+configuration's sizes are not read), then adds the pod's annotations (``enable_annotations``) or,
+with ``static_sandbox_resource_mgmt``, the containers' limits. So 0 means "the service's default",
+a memory size below what the guest itself needs is raised to that minimum, and a value that is not
+a usable number (or more than the host has) is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ ANNOTATION_PREFIX = "io.katacontainers.config.hypervisor."
 VCPUS_ANNOTATION = ANNOTATION_PREFIX + "default_vcpus"
 MEMORY_ANNOTATION = ANNOTATION_PREFIX + "default_memory"
 MAX_VCPUS = 255  # q35 without an IOMMU
-MIN_MEMORY_MB = 128  # the guest's kernel and agent need about this much
+MIN_MEMORY_MB = 256  # the guest's kernel, its rootfs in memory and the agent need this much
 # Kata's container/sandbox id rule (virtcontainers/utils: ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$).
 SANDBOX_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 MAX_ID_LENGTH = 64
@@ -68,8 +72,7 @@ def vm_size(
     memory = _count(annotations, MEMORY_ANNOTATION, default.memory_mb)
     if cpus > MAX_VCPUS:
         raise InvalidArgument(f"{VCPUS_ANNOTATION}={cpus}: at most {MAX_VCPUS} vCPUs")
-    if memory < MIN_MEMORY_MB:
-        raise InvalidArgument(f"{MEMORY_ANNOTATION}={memory}: at least {MIN_MEMORY_MB} MiB")
+    memory = max(memory, MIN_MEMORY_MB)  # e.g. one small container's limit, from static sizing
     host = host_memory_mb if host_memory_mb is not None else _host_memory_mb()
     if host and memory > host:
         raise InvalidArgument(
