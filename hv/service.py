@@ -99,14 +99,15 @@ class HypervisorService:
             )
         ns_fd = _caller_mount_ns(caller_pid)
         try:
-            rundir.mkdir(mode=0o700, parents=True, exist_ok=False)
-        except FileExistsError:
-            shutil.rmtree(rundir, ignore_errors=True)  # left by a crashed run (cleaned at start)
+            if rundir.is_dir():
+                shutil.rmtree(rundir)  # left by a crashed run of the service
             rundir.mkdir(mode=0o700, parents=True)
         except OSError as err:
             if ns_fd is not None:
                 os.close(ns_fd)
-            raise Internal(f"sandbox {sandbox_id}: cannot create {rundir}: {err}") from err
+            raise FailedPrecondition(
+                f"sandbox {sandbox_id}: cannot create {rundir}: {err.strerror}"
+            ) from err
         sandbox = Sandbox(
             id=sandbox_id,
             rundir=rundir,

@@ -14,30 +14,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from agent.rpc.pb import agent_pb2
+from hv.shared import shared_storage  # noqa: F401 (the tier's tests import it from here)
 
 GUEST_SHARED = "/run/kata-containers/shared/containers"
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-def shared_storage(share_mode: str) -> agent_pb2.Storage:
-    """The storage the Go runtime sends for the sandbox's shared directory (kata_agent.go):
-    ``kataShared`` over virtio-fs or 9p, mounted at GUEST_SHARED."""
-    if share_mode == "virtio-fs":
-        return agent_pb2.Storage(
-            driver="virtio-fs",
-            source="kataShared",
-            fstype="virtiofs",
-            mount_point=GUEST_SHARED + "/",
-        )
-    return agent_pb2.Storage(
-        driver="9p",
-        source="kataShared",
-        fstype="9p",
-        mount_point=GUEST_SHARED + "/",
-        options=["trans=virtio,version=9p2000.L,cache=mmap", "nodev", "msize=512000"],
-    )
 
 
 def load_image_build(name: str) -> ModuleType:

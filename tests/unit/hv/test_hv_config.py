@@ -81,3 +81,24 @@ def test_hypervisor_messages_match_kata_remote_hypervisor() -> None:
     ]
     annotations = hypervisor_pb2.CreateVMRequest.DESCRIPTOR.fields_by_name["annotations"]
     assert annotations.message_type.GetOptions().map_entry
+
+
+def test_the_sample_kata_configuration_has_what_the_remote_hypervisor_needs() -> None:
+    import tomllib
+    from pathlib import Path
+
+    import hv
+
+    text = (Path(hv.__file__).parent / "configuration-remote.toml").read_text()
+    config = tomllib.loads(text)
+    remote = config["hypervisor"]["remote"]
+    assert remote["remote_hypervisor_socket"] == "/run/kata-agent-hv/hypervisor.sock"
+    assert remote["remote_hypervisor_timeout"] >= 60
+    assert {"default_vcpus", "default_memory"} <= set(remote["enable_annotations"])
+    assert config["agent"]["kata"]["dial_timeout"] > 0
+    runtime = config["runtime"]
+    assert runtime["internetworking_model"] == "none"
+    assert runtime["disable_new_netns"] is True
+    assert runtime["static_sandbox_resource_mgmt"] is True
+    assert list(config) == ["hypervisor", "agent", "runtime"]
+    assert list(config["hypervisor"]) == ["remote"]
