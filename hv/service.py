@@ -22,6 +22,7 @@ import enum
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 from collections.abc import Mapping
@@ -58,7 +59,9 @@ class Sandbox:
     shared_dir: Path
     size: VmSize
     network_namespace: str
-    mount_ns_fd: int | None  # the caller's mount namespace, when it is not ours
+    caller_pid: int
+    caller_pidfd: int | None  # the CreateVM caller (the Kata shim), until StopVM
+    mount_ns_fd: int | None = None  # its mount namespace while the VM runs, when not ours
     state: State = State.CREATED
     guest: Guest | None = None
     boot: asyncio.Task[Guest] | None = None
@@ -97,14 +100,13 @@ class HypervisorService:
                 f"sandbox {sandbox_id}: {longest} is too long for a unix socket path "
                 f"(at most 107 bytes): use a shorter --state-dir"
             )
-        ns_fd = _caller_mount_ns(caller_pid)
+        pid, pidfd = _open_caller(caller_pid)
         try:
             if rundir.is_dir():
                 shutil.rmtree(rundir)  # left by a crashed run of the service
             rundir.mkdir(mode=0o700, parents=True)
         except OSError as err:
-            if ns_fd is not None:
-                os.close(ns_fd)
+            os.close(pidfd)
             raise FailedPrecondition(
                 f"sandbox {sandbox_id}: cannot create {rundir}: {err.strerror}"
             ) from err
@@ -114,7 +116,8 @@ class HypervisorService:
             shared_dir=self.config.shared_root / sandbox_id / "mounts",
             size=size,
             network_namespace=network_namespace,
-            mount_ns_fd=ns_fd,
+            caller_pid=pid,
+            caller_pidfd=pidfd,
             annotations=dict(annotations),
         )
         self._sandboxes[sandbox_id] = sandbox
@@ -126,7 +129,6 @@ class HypervisorService:
                 "vcpus": size.cpus,
                 "memory_mb": size.memory_mb,
                 "caller_pid": caller_pid,
-                "caller_mount_ns": ns_fd is not None,
                 "netns": network_namespace or None,
             },
         )
@@ -164,6 +166,7 @@ class HypervisorService:
             extra={
                 "sandbox": sandbox_id,
                 "boot_seconds": round(sandbox.guest.boot_seconds, 2),
+                "caller_mount_ns": sandbox.mount_ns_fd is not None,
                 "qemu_pid": sandbox.guest.vm.qemu.pid if sandbox.guest.vm.qemu else None,
             },
         )
@@ -217,6 +220,8 @@ class HypervisorService:
 
     def _vm_config(self, sandbox: Sandbox) -> VmConfig:
         image = GuestImage.load(self.config.build)
+        if sandbox.mount_ns_fd is None:
+            sandbox.mount_ns_fd = _caller_mount_ns(sandbox)
         ns = sandbox.mount_ns_fd
         return VmConfig(
             kernel=image.kernel,
@@ -263,29 +268,45 @@ class HypervisorService:
                 self._stopped[sandbox.id] = None
                 while len(self._stopped) > _FORGET_AFTER:
                     self._stopped.popitem(last=False)
-            if sandbox.mount_ns_fd is not None:
-                os.close(sandbox.mount_ns_fd)
-                sandbox.mount_ns_fd = None
+            for fd in (sandbox.mount_ns_fd, sandbox.caller_pidfd):
+                if fd is not None:
+                    os.close(fd)
+            sandbox.mount_ns_fd = sandbox.caller_pidfd = None
             if not self.config.keep_logs:
                 shutil.rmtree(sandbox.rundir, ignore_errors=True)
 
 
-def _caller_mount_ns(pid: int | None) -> int | None:
-    """An fd of the caller's mount namespace, or None when it is the service's own."""
+def _open_caller(pid: int | None) -> tuple[int, int]:
+    """(pid, pidfd) of the CreateVM caller."""
     if pid is None or pid <= 0:
         raise FailedPrecondition(
             "the caller's process is not visible to kata-agent-hv (no SO_PEERCRED pid): "
             "run it in the host's pid namespace, where the Kata shim runs"
         )
     try:
+        return pid, os.pidfd_open(pid)
+    except OSError as err:
+        raise FailedPrecondition(f"the caller (pid {pid}) is gone: {err.strerror}") from err
+
+
+def _caller_mount_ns(sandbox: Sandbox) -> int | None:
+    """An fd of the CreateVM caller's mount namespace now, or None when it is the service's."""
+    pid, pidfd = sandbox.caller_pid, sandbox.caller_pidfd
+    gone = FailedPrecondition(
+        f"sandbox {sandbox.id}: the process that called CreateVM (pid {pid}) has exited: "
+        "its mount namespace, where the runtime puts the containers' root filesystems, is gone"
+    )
+    if pidfd is None:
+        raise gone
+    try:
         fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        raise FailedPrecondition(
-            f"cannot open the mount namespace of the caller (pid {pid}): {err.strerror}"
-        ) from err
+        raise gone from err
     try:
+        if select.select([pidfd], [], [], 0)[0]:
+            raise gone  # exited before the open: the pid may name another process now
         theirs, ours = os.fstat(fd), os.stat("/proc/self/ns/mnt")
-    except OSError:
+    except BaseException:
         os.close(fd)
         raise
     if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):

@@ -8,7 +8,7 @@ SO_PEERCRED). Commands on stdin, one JSON reply line each on stdout:
     create ID VCPUS MEMORY_MB     CreateVM; replies {"agentSocketPath": ...}
     bind SRC DST                  mount --bind SRC DST in this namespace; replies {"ok": true}
 
-EOF on stdin ends it.
+EOF on stdin ends it. (Without unshare it is simply a CreateVM caller that can go away.)
 """
 
 from __future__ import annotations

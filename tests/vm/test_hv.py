@@ -198,8 +198,8 @@ async def test_the_kata_runtime_flow_through_the_remote_hypervisor(
     assert {"/grpc.AgentService/CreateContainer", "/grpc.AgentService/ReadStdout"} <= methods
     assert len({r["connection"] for r in calls}) == 2
     assert all(r["status"] in ("OK", "NOT_FOUND", "UNAVAILABLE") for r in calls), calls
-    created = next(r for r in hv.logs() if r.get("msg") == "VM created" and r["sandbox"] == sid)
-    assert created["caller_mount_ns"] is True
+    started = next(r for r in hv.logs() if r.get("msg") == "VM started" and r["sandbox"] == sid)
+    assert started["caller_mount_ns"] is True
 
 
 async def test_a_kernel_qemu_cannot_boot_is_a_clear_error(tmp_path: Path) -> None:

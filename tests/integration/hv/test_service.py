@@ -3,6 +3,7 @@ to bad input and its bookkeeping (state directories, stale processes, shutdown).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -94,7 +95,30 @@ async def test_create_then_stop_twice(hv: HvProcess) -> None:
     assert err.code == Code.NOT_FOUND
     created = next(r for r in hv.logs() if r.get("msg") == "VM created")
     assert (created["vcpus"], created["memory_mb"]) == (2, 300)
-    assert created["caller_mount_ns"] is False  # the test runs in the service's namespace
+    assert created["caller_pid"] == os.getpid()
+
+
+async def test_start_vm_after_the_caller_of_create_vm_exited(hv: HvProcess) -> None:
+    """The shim's mount namespace (where the container root filesystems are) is gone with it: a
+    clear error before anything starts."""
+    shim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.vm.runtime_shim",  # CreateVM from its own process, which then exits
+        str(hv.socket),
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await shim.communicate(b"create orphan 1 512\n")
+    assert shim.returncode == 0
+    assert json.loads(out)["agentSocketPath"].endswith("/orphan/agent.sock")
+    err = await _error(hv, "StartVM", pb.StartVMRequest(id="orphan"))
+    assert err.code == Code.FAILED_PRECONDITION
+    assert "the process that called CreateVM" in err.message
+    assert "has exited" in err.message
+    await hv.call("StopVM", pb.StopVMRequest(id="orphan"))
+    assert list(hv.state_dir.iterdir()) == []
 
 
 async def test_shutdown_removes_what_created_vms_hold(hv: HvProcess) -> None:
