@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from agent.log import JsonFormatter, level_number
 from agent.rpc.dispatch import HYPERVISOR_SERVICE, Dispatcher
 from agent.rpc.server import TtrpcServer
 from hv.config import MIN_MEMORY_MB, ServiceConfig, VmSize
+from hv.mux import private_listener
 from hv.service import HypervisorService
 from hv.servicer import HypervisorServicer
 from hv.vm import GuestImage, VmError
@@ -86,22 +85,6 @@ def setup_logging(level: str) -> None:
     root.setLevel(level_number(level))
 
 
-def _bind(path: Path) -> socket.socket:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        os.chmod(path, 0o600)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def serve(config: ServiceConfig) -> int:
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     service = HypervisorService(config)
@@ -110,7 +93,7 @@ async def serve(config: ServiceConfig) -> int:
         {HYPERVISOR_SERVICE: HypervisorServicer(service)}, services=(HYPERVISOR_SERVICE,)
     )
     server = TtrpcServer(dispatcher, peer_credentials=True)
-    await server.listen(f"unix://{config.socket}", sock=_bind(config.socket))
+    await server.listen(f"unix://{config.socket}", sock=private_listener(config.socket))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

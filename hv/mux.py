@@ -137,23 +137,13 @@ class AgentMux:
         self._channel = transport
 
     async def _listen(self) -> None:
-        path = self.listen_path
-        with contextlib.suppress(FileNotFoundError):
-            if path.is_socket():
-                path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(path))
-            os.chmod(path, 0o600)
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = private_listener(self.listen_path)
         self._server = await asyncio.get_running_loop().create_unix_server(
             lambda: _Client(self, next(self._conn_ids)), sock=sock
         )
-        log.info("agent socket listening", extra={"path": str(path), "sandbox": self.name})
+        log.info(
+            "agent socket listening", extra={"path": str(self.listen_path), "sandbox": self.name}
+        )
 
     async def close(self) -> None:
         """Stop listening, close every client and the channel; idempotent."""
@@ -520,6 +510,25 @@ class _Client(asyncio.Protocol):
     def resume(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+
+
+def private_listener(path: Path) -> socket.socket:
+    """A listening, non-blocking unix socket at ``path`` that only its owner (root) may use; a
+    stale socket file there is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def _in_own_context(coro: Coroutine[Any, Any, None]) -> None:

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.rpc.dispatch import HYPERVISOR_SERVICE
+from tests.support.agent import stop_session
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,16 +57,8 @@ class HvProcess:
         return records
 
     def stop(self, timeout: float = 60) -> int | None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        return self.proc.returncode
+        """SIGTERM (every VM stops), then SIGKILL its process group; its exit status."""
+        return stop_session(self.proc, timeout)
 
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
