@@ -152,7 +152,8 @@ class HypervisorService:
         except asyncio.CancelledError:
             if sandbox.stopping:
                 raise FailedPrecondition(
-                    f"sandbox {sandbox_id}: StopVM came while the VM was starting"
+                    f"sandbox {sandbox_id}: stopped while the VM was starting (StopVM, or "
+                    "kata-agent-hv is stopping)"
                 ) from None
             raise
         finally:
@@ -243,7 +244,7 @@ class HypervisorService:
         config = self._vm_config(sandbox)
         # The runtime creates the directory when it prepares the share; make sure virtiofsd has
         # its source even when the first container comes later.
-        sandbox.shared_dir.mkdir(parents=True, exist_ok=True)
+        sandbox.shared_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return await start_guest(
             config,
             agent_sock=sandbox.agent_sock,

@@ -250,7 +250,7 @@ async def test_a_guest_that_never_answers_and_a_stop_during_the_boot(
         with pytest.raises(RpcError) as err:
             await start
         assert err.value.code == Code.FAILED_PRECONDITION
-        assert "StopVM came while the VM was starting" in err.value.message
+        assert "stopped while the VM was starting (StopVM" in err.value.message
         assert _processes_mentioning(service.workdir) == []
     finally:
         assert service.stop() == 0
