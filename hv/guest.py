@@ -89,7 +89,10 @@ async def start_guest(
             shared_storage=storage,
             name=name,
         )
-        await mux.connect()
+        try:
+            await mux.connect(alive=vm.check_alive)
+        except ConnectionError as err:
+            raise VmError(f"step vm-start: {err}; see {vm.qemu_log}") from None
         try:
             await mux.wait_for_agent(config.boot_timeout, vm.check_alive)
         except TimeoutError:

@@ -111,18 +111,24 @@ class AgentMux:
 
     # -- set-up and tear-down ----------------------------------------------------------------
 
-    async def connect(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - bounds the dial
-        """Connect to the channel's socket (QEMU creates it shortly after it starts)."""
-        await _in_own_context(self._connect(timeout))
+    async def connect(
+        self,
+        timeout: float = 15.0,  # noqa: ASYNC109 - bounds the dial
+        alive: Callable[[str], None] = lambda step: None,
+    ) -> None:
+        """Connect to the channel's socket (QEMU creates it shortly after it starts);
+        ``alive(step)`` raises when the VM is gone, ConnectionError when ``timeout`` passes."""
+        await _in_own_context(self._connect(timeout, alive))
 
     async def listen(self) -> None:
         """Serve clients on ``listen_path`` (a unix socket only its owner may use)."""
         await _in_own_context(self._listen())
 
-    async def _connect(self, timeout: float) -> None:  # noqa: ASYNC109
+    async def _connect(self, timeout: float, alive: Callable[[str], None]) -> None:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            alive("vm-start")
             try:
                 transport, _ = await loop.create_unix_connection(
                     lambda: _Channel(self), str(self.channel_path)
