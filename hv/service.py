@@ -242,9 +242,6 @@ class HypervisorService:
 
     async def _boot(self, sandbox: Sandbox) -> Guest:
         config = self._vm_config(sandbox)
-        # The runtime creates the directory when it prepares the share; make sure virtiofsd has
-        # its source even when the first container comes later.
-        sandbox.shared_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return await start_guest(
             config,
             agent_sock=sandbox.agent_sock,

@@ -200,13 +200,34 @@ class Vm:
         for name in (cfg.channel_name, "console.sock", "serial.sock", "vfs.sock", "console.log"):
             with contextlib.suppress(FileNotFoundError):
                 (cfg.rundir / name).unlink()
-        cfg.shared_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self._make_shared_dir()
             self._start_virtiofsd()
             self._start_qemu()
         except BaseException:
             self.stop()
             raise
+
+    def _make_shared_dir(self) -> None:
+        """The share's directory, as the process serving it will see it (the Kata runtime makes
+        it when it prepares the sandbox, maybe after the VM started)."""
+        path = self.config.shared_dir
+        if self.config.mount_ns is None:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return
+        done = subprocess.run(
+            self._in_share_ns(["mkdir", "-p", "-m", "0700", str(path)]),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            pass_fds=self.config.pass_fds,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise VmError(
+                f"step vm-start: cannot create the shared directory {path} in mount namespace "
+                f"{self.config.mount_ns}: {done.stderr.strip()}"
+            )
 
     def _in_share_ns(self, argv: list[str]) -> list[str]:
         """``argv`` run in the mount namespace the share is to be seen from."""
