@@ -114,8 +114,11 @@ class Dispatcher:
         services: Iterable[str] = tuple(SERVICE_MODULES),
     ) -> None:
         services = tuple(services)
+        unknown = set(services) - SERVICE_MODULES.keys() - OTHER_SERVICE_MODULES.keys()
+        if unknown:
+            raise ValueError(f"no generated module defines the services {sorted(unknown)}")
         unknown = (set(servicers) | set(deferred)) - set(services)
-        if unknown or not set(services) <= SERVICE_MODULES.keys() | OTHER_SERVICE_MODULES.keys():
+        if unknown:
             raise ValueError(f"servicers for services not served: {sorted(unknown)}")
         self._table: dict[str, dict[str, Bound]] = {}
         self._now: dict[str, dict[str, Bound]] = {}  # the bound methods with a ``now`` variant

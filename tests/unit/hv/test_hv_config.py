@@ -102,3 +102,23 @@ def test_the_sample_kata_configuration_has_what_the_remote_hypervisor_needs() ->
     assert runtime["static_sandbox_resource_mgmt"] is True
     assert list(config) == ["hypervisor", "agent", "runtime"]
     assert list(config["hypervisor"]) == ["remote"]
+
+
+def test_a_dispatcher_serves_the_hypervisor_service_alone() -> None:
+    from agent.rpc.dispatch import AGENT_SERVICE, HYPERVISOR_SERVICE, Dispatcher
+    from agent.rpc.status import Code, RpcError
+
+    dispatcher = Dispatcher({HYPERVISOR_SERVICE: object()}, services=(HYPERVISOR_SERVICE,))
+    assert {b.method.name for b in dispatcher.bound_methods()} == {
+        "CreateVM",
+        "StartVM",
+        "StopVM",
+        "Version",
+    }
+    with pytest.raises(RpcError) as err:
+        dispatcher.lookup(AGENT_SERVICE, "CreateSandbox")
+    assert err.value.code == Code.INVALID_ARGUMENT
+    with pytest.raises(ValueError, match="no generated module defines"):
+        Dispatcher({}, services=("no.Such",))
+    with pytest.raises(ValueError, match="not served"):
+        Dispatcher({AGENT_SERVICE: object()}, services=(HYPERVISOR_SERVICE,))
