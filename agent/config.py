@@ -7,13 +7,15 @@ Sources, lowest precedence first (Kata's rules, ``src/agent/src/config.rs``):
    options (``agent.config_file=PATH`` on the command line switches to that TOML file instead);
 3. the ``KATA_AGENT_*`` environment overrides (``KATA_AGENT_SERVER_ADDR``,
    ``KATA_AGENT_LOG_LEVEL``, ``KATA_AGENT_TRACING``);
-4. command-line flags of ``kata-agent`` (``agent.cli``).
+4. command-line flags of ``kata-agent`` (``agent.boot.configure``).
 
-Everything here is pure: the caller (``agent.cli``) reads ``/proc/cmdline``, the environment and the
-file and hands the text over. A bad value raises ``ConfigError`` naming the option, e.g.
+Everything here is pure: the entry point reads ``/proc/cmdline`` and the environment once
+(``agent.boot.args.BootArgs``), ``agent.boot.configure`` hands their words and values over with a
+function that reads the file. A bad value raises ``ConfigError`` naming the option, e.g.
 ``agent.hotplug_timeout: invalid value "abc": expected a whole number of seconds > 0``.
 
-Kernel command line parsing follows Kata: words are split on whitespace; flags
+Kernel command line parsing follows Kata: words are split on whitespace (once, by
+``agent.boot.args.cmdline_words``); flags
 (``agent.debug_console``, ``agent.devmode``, a bare ``agent.trace``) are true by presence; booleans
 accept ``true``/``false`` or integers (non-zero is true); timeouts are whole seconds > 0; unknown
 ``agent.*`` words are ignored (reported in ``ParseResult.ignored``).
@@ -22,12 +24,14 @@ accept ``true``/``false`` or integers (non-zero is true); timeouts are whole sec
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SERVER_ADDR = "vsock://-1:1024"
+from agent.boot.args import DEFAULT_SERVER_ADDR, Word
+
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
 _LOG_LEVEL_ALIASES = {
     "trace": "trace",
@@ -406,26 +410,26 @@ class CmdlineResult:
     ignored: tuple[str, ...]
 
 
-def parse_cmdline(text: str) -> CmdlineResult:
+def parse_cmdline(words: Iterable[Word]) -> CmdlineResult:
     """Parse the ``agent.*`` words of a kernel command line (pure)."""
     values: dict[tuple[str, ...], Any] = {}
     ignored: list[str] = []
     config_file: Path | None = None
-    for word in text.split():
-        key, eq, raw = word.partition("=")
+    for key, raw in words:
+        word = key if raw is None else f"{key}={raw}"
         if key == "cgroup_no_v1":
             if raw == "all":
                 values[("unified_cgroup_hierarchy",)] = True
             continue
         if key == "agent.config_file":
-            config_file = _path(key, raw)
+            config_file = _path(key, raw or "")
             break  # Kata stops here and uses the file
         option = _BY_CMDLINE.get(key)
         if option is None:
             if key.startswith("agent."):
                 ignored.append(word)
             continue
-        if not eq:
+        if raw is None:
             if not option.flag:
                 raise ConfigError(key, "", "expected a value (" + key + "=VALUE)")
             values[option.target] = True
@@ -437,8 +441,6 @@ def parse_cmdline(text: str) -> CmdlineResult:
 def parse_toml(text: str, *, source: str = "config file") -> dict[tuple[str, ...], Any]:
     """Parse a TOML config (Kata's keys, plus our [paths]/[server] tables). Unknown keys are
     errors: a file is written on purpose."""
-    import tomllib
-
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -481,7 +483,7 @@ def parse_env(env: Mapping[str, str]) -> dict[tuple[str, ...], Any]:
 
 def load(
     *,
-    cmdline: str | None,
+    cmdline: Iterable[Word] | None,
     env: Mapping[str, str],
     read_file: Callable[[Path], str],
     config_file: Path | None = None,

@@ -34,10 +34,11 @@ import socket
 import struct
 import termios
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from agent import spawn
 from agent.config import DebugConsoleConfig
+from agent.devices.virtio_ports import find_virtio_port
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Console:
         self,
         config: DebugConsoleConfig,
         *,
-        find_port: Callable[[str], Path | None] | None = None,
+        find_port: Callable[[str], str | None] | None = None,
         shells: tuple[str, ...] = SHELLS,
         console_path: str = "/dev/console",
     ) -> None:
@@ -152,8 +153,6 @@ class Console:
             log.error("debug console task failed", extra={"error": repr(task.exception())})
 
     def _spawn_shell(self, tty_fd: int) -> Any:
-        from agent import spawn
-
         shell = find_shell(self._shells)
         if shell is None:
             raise FileNotFoundError(errno.ENOENT, "no shell found", " ".join(self._shells))
@@ -212,7 +211,7 @@ class Console:
 
     # -- virtio-serial -----------------------------------------------------------------------
 
-    async def _virtio_port(self, port: Path) -> None:
+    async def _virtio_port(self, port: str) -> None:
         loop = asyncio.get_running_loop()
         log.info("debug console on virtio-serial port", extra={"path": str(port)})
         while True:
@@ -361,8 +360,6 @@ async def _wait_fd(
 
 async def start_debug_console(config: DebugConsoleConfig) -> Callable[[], Any]:
     """Start the console (a no-op unless ``agent.debug_console``); returns its closer."""
-    from agent import pid1
-
-    console = Console(config, find_port=pid1.find_virtio_port)
+    console = Console(config, find_port=find_virtio_port)
     await console.start()
     return console.close

@@ -15,7 +15,7 @@ Levels: Kata's names (``trace``, ``debug``, ``info``, ``warn``, ``error``, ``cri
 slog's short upper-case names (``TRCE``, ``DEBG``, ``INFO``, ``WARN``, ``ERRO``, ``CRIT``).
 
 Sink: stdout by default, or (``agent.log_vport``) the first connection accepted on a vsock port:
-``LogSink`` buffers records (bounded) until ``attach(stream)`` is called by ``agent.app``.
+``LogSink`` buffers records (bounded) until ``attach(stream)`` is called by ``agent.boot.phase1``.
 """
 
 from __future__ import annotations

@@ -45,9 +45,11 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from oci.syscalls import libc
+from oci.syscalls.consts import PR_SET_CHILD_SUBREAPER
+
 log = logging.getLogger(__name__)
 
-PR_SET_CHILD_SUBREAPER = 36
 # <linux/wait.h> __WALL: also children whose exit signal is not SIGCHLD (clone3 with a custom or no
 # exit signal), as Kata's reaper waits for them.
 WALL = 0x40000000
@@ -97,12 +99,7 @@ def _signal_name(signum: int) -> str:
 
 def set_child_subreaper() -> None:
     """Make this process a child subreaper, so orphaned descendants are reparented to it."""
-    import ctypes  # lazily: only the agent proper needs it
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 class Reaper:
@@ -273,7 +270,7 @@ class Reaper:
 
 
 def install(reaper: Reaper, loop: asyncio.AbstractEventLoop) -> None:
-    """Make ``reaper`` the one ``default_reaper()`` returns for ``loop`` (done by agent.app)."""
+    """Make ``reaper`` the one ``default_reaper()`` returns for ``loop`` (start-up does)."""
     current = _reapers.get(loop)
     if current is not None and current is not reaper:
         raise RuntimeError("another reaper is installed for this loop")

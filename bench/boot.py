@@ -11,7 +11,7 @@ the agent's exec-to-listening time inside the guest, and the agent's RSS after a
   from the host.
 * exec to listening (target <= 0.5 s under TCG): inside the guest, from the kernel's "Run /init as
   init process" (kernel log timestamp) to the moment the agent's ttrpc channel is open and a
-  Check sent by the host is answered from then on: PID 1's phase 0 (agent.pid1_early) opens the
+  Check sent by the host is answered from then on: PID 1's phase 0 (agent.boot.init) opens the
   virtio-serial port and answers Check itself until the asyncio server adopts the port with
   what it buffered; "pid1 ready" logs that uptime (``channel_open_uptime``). Without phase 0,
   the "ttrpc server listening" log line (its wall clock converted to uptime with the "pid1
@@ -90,7 +90,7 @@ def guest_startup(console_log: Path) -> dict[str, Any]:
     if ready is None or announce_wall is None:
         raise RuntimeError(f"no 'pid1 ready'/'ttrpc server listening' lines in {console_log}")
     server_uptime = float(ready["uptime"]) + (announce_wall - float(ready["wall"]))
-    # PID 1's phase 0 (agent.pid1_early) opens the serial channel and answers Check itself
+    # PID 1's phase 0 (agent.boot.init) opens the serial channel and answers Check itself
     # before the asyncio server exists: listening starts there when it did.
     opened = ready.get("channel_open_uptime")
     listen_uptime = float(opened) if opened is not None else server_uptime
@@ -98,7 +98,7 @@ def guest_startup(console_log: Path) -> dict[str, Any]:
         "kernel_to_init_s": float(ready["exec_uptime"]),
         "exec_to_listening_s": listen_uptime - float(ready["exec_uptime"]),
         "exec_to_asyncio_server_s": server_uptime - float(ready["exec_uptime"]),
-        # interpreter start-up up to /init's main() (agent.pid1_early)
+        # interpreter start-up up to /init's main() (agent.boot.init)
         "exec_to_python_main_s": float(ready.get("main_uptime", ready["exec_uptime"]))
         - float(ready["exec_uptime"]),
         "exec_to_pid1_ready_s": float(ready["uptime"]) - float(ready["exec_uptime"]),

@@ -119,13 +119,13 @@ DYNLOAD_EXCLUDE = re.compile(
 DLOPEN_LIBS = ("libseccomp.so.2", "libcap.so.2")
 
 INIT_SCRIPT = f"""#!/usr/bin/python{PYVER} -IS
-# The guest's init: the Kata agent itself (agent/pid1_early.py opens its channel first,
-# agent/pid1.py does the PID 1 duties around it). -S: no site module (~60 ms under TCG); its
-# only effect here would be the dist-packages entry of sys.path.
+# The guest's init: the Kata agent itself (agent/boot/init.py: its channel first, then the PID 1
+# duties around it). -S: no site module, whose start-up cost under TCG would buy nothing here but
+# the dist-packages entry of sys.path.
 import sys
 
 sys.path.append("/{GUEST_SITE}")
-from agent.pid1_early import main
+from agent.boot.init import main
 
 raise SystemExit(main())
 """
@@ -591,7 +591,7 @@ def build(
     uvloop: bool = False,
 ) -> Path:
     """Build the tree. ``uvloop``: ship uvloop; without it the agent runs on asyncio's own loop,
-    ~2 MiB less RSS (image-build/README.md, "uvloop in the guest"). The ssl module stays either
+    with less RSS (image-build/README.md, "uvloop in the guest"). The ssl module stays either
     way: pyroute2 imports it."""
     kernel_meta = kernel_out / "kernel.json"
     if not kernel_meta.is_file():

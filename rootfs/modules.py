@@ -7,7 +7,7 @@ ELF reader, so no depmod/kmod is needed on the build host. The result is written
 
 * ``/lib/modules/<release>/kernel/...``       the ``.ko`` files (uncompressed, for finit_module)
 * ``/lib/modules/<release>/modules.dep``      for busybox ``modprobe`` in the debug shell
-* ``/etc/kata-agent/modules.load``            absolute paths in load order; ``agent/pid1.py`` loads
+* ``/etc/kata-agent/modules.load``            absolute paths in load order; ``agent/boot`` loads
                                               exactly this list with ``finit_module``
 
 A module that is built into the kernel (listed in ``modules.builtin``) is simply not needed.

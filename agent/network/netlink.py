@@ -1,7 +1,8 @@
-"""A thin async adapter over pyroute2's AsyncIPRoute: the only module that imports pyroute2.
+"""A thin async adapter over pyroute2's AsyncIPRoute: the only module that uses pyroute2.
 
-pyroute2 costs ~75-100 ms to import, so it is imported on first use, never at agent start-up, on
-the adapter's own thread (pyroute2 cannot run on uvloop; see `_NetlinkThread`). The adapter
+pyroute2 is slow to import and large (docs/performance.md), so it is imported on first use
+(``agent.imports.import_async_iproute``), never at agent start-up, on the adapter's own thread
+(pyroute2 cannot run on uvloop; see `_NetlinkThread`). The adapter
 speaks the model of `agent.network.model` and turns `NetlinkError` into `agent.errors` with a
 message naming the step and the errno: this is the OS→domain edge for networking.
 
@@ -17,16 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import importlib.util
 import ipaddress
 import logging
 import os
 import socket
-import sys
 import threading
-import types
 from typing import Any, Protocol
 
+from agent import imports
 from agent.errors import (
     AgentError,
     AlreadyExists,
@@ -92,28 +91,6 @@ class RouteSocket(Protocol):
     def close(self) -> Any: ...
 
 
-def _import_async_iproute() -> Any:
-    """pyroute2's AsyncIPRoute, importing only what rtnetlink needs.
-
-    `import pyroute2` runs a package `__init__` that imports every pyroute2 API (IPDB, NDB,
-    nftables, nl80211, ipvs, wireguard, ...): 163 modules, ~12 MiB of RSS. Registering the package
-    as a bare namespace first (its `__path__` only, `__init__` not run) and importing
-    `pyroute2.iproute.linux` loads 99 modules and ~6 MiB, in about half the time. Everything the
-    adapter uses lives in those submodules. If pyroute2 was already imported whole, that is used.
-    """
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is not None and spec.submodule_search_locations is not None:
-            package = types.ModuleType("pyroute2")
-            package.__path__ = list(spec.submodule_search_locations)
-            package.__spec__ = spec
-            package.__file__ = spec.origin
-            sys.modules["pyroute2"] = package
-    from pyroute2.iproute.linux import AsyncIPRoute
-
-    return AsyncIPRoute
-
-
 class _NetlinkThread:
     """A plain asyncio loop on its own thread, where pyroute2 lives.
 
@@ -122,7 +99,7 @@ class _NetlinkThread:
     svinota/pyroute2#1335, MagicStack/uvloop#676). So pyroute2 runs on a standard selector loop
     in one daemon thread; calls cross over with `run_coroutine_threadsafe`, which costs tens of
     microseconds, and the agent's loop never blocks. The thread is started on first use, and the
-    ~75-100 ms import of pyroute2 happens there too.
+    import of pyroute2 happens there too.
     """
 
     def __init__(self) -> None:
@@ -136,7 +113,7 @@ class _NetlinkThread:
         self.loop.run_forever()
 
     async def open(self) -> None:
-        self.ipr = _import_async_iproute()(groups=0)
+        self.ipr = imports.import_async_iproute()(groups=0)
         log.debug("pyroute2 loaded")
 
     def close(self) -> None:

@@ -1,16 +1,16 @@
-"""Phase 0 of start-up: answer Health.Check before asyncio and protobuf are even imported.
+"""Phase 0's server for stream listeners: Health.Check answered before asyncio and protobuf are
+even imported.
 
-The host's first call is a Health.Check, repeated until it succeeds; importing asyncio, uvloop and
-the protobuf runtime costs a Python process most of its start-up. So ``agent.app.run`` binds the
-listening socket first and, while a worker thread imports the phase-1 modules, serves it with this
+``agent.boot.phase0`` binds the listening socket first and, while a worker thread configures the
+agent and imports phase 1, serves it with this
 small ``selectors`` loop on the main thread, which only knows how to answer a plain
 ``grpc.Health/Check`` request (its reply is a constant). Anything else ends early service of that
 connection: the bytes stay buffered, and once the imports are done every accepted connection is
 handed to the asyncio server (``Handover``) with its unparsed input and any reply not yet written,
 so no request is lost or answered twice.
 
-Only stream listeners (``unix://``, ``vsock://``) take part; a serial port is opened by the asyncio
-server as before. This module imports only the standard library's light parts.
+Only stream listeners (``unix://``, ``vsock://``) take part; for a serial port see
+``agent.rpc.early_serial``. This module imports only the standard library's light parts.
 """
 
 from __future__ import annotations
@@ -41,9 +41,21 @@ class EarlyConnection:
 class Handover:
     """What phase 0 hands to the asyncio server."""
 
+    address: str  # the listen address the listener was bound for
     listener: socket.socket
     connections: list[EarlyConnection]
     answered: int
+
+    def close(self) -> None:
+        """Give the listener (and its socket file) and the connections up: the configuration
+        names another address, or the agent does not start."""
+        for conn in self.connections:
+            conn.sock.close()
+        name = self.listener.getsockname()
+        self.listener.close()
+        if isinstance(name, str) and name.startswith("/"):
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
 
 def bind(address: str) -> socket.socket | None:
@@ -80,8 +92,9 @@ def bind(address: str) -> socket.socket | None:
 class EarlyServer:
     """Serves Health.Check on ``listener`` until ``until`` is set (see the module docstring)."""
 
-    def __init__(self, listener: socket.socket) -> None:
+    def __init__(self, listener: socket.socket, address: str) -> None:
         self.listener = listener
+        self.address = address
         self.connections: list[EarlyConnection] = []
         self.answered = 0
 
@@ -98,6 +111,7 @@ class EarlyServer:
         finally:
             sel.close()
         return Handover(
+            self.address,
             self.listener, [c for c in self.connections if c.sock.fileno() >= 0], self.answered
         )
 

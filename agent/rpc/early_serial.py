@@ -3,7 +3,7 @@ protobuf or even logging are imported.
 
 ``agent.rpc.early`` does this for stream listeners (unix, vsock). A virtio-serial port carries one
 byte stream for successive host sessions, so here phase 0 is one port, not a listener: PID 1
-(``agent.pid1_early``) opens the port as soon as the kernel shows it, and serves it with this small
+(``agent.boot.init``) opens the port as soon as the kernel shows it, and serves it with this small
 ``poll`` loop on its main thread while a worker thread sets the rest of the system up and imports
 the agent. The loop only answers a plain ``grpc.Health/Check`` (a constant reply); any other
 request ends early service: its bytes stay buffered and the port is no longer read. Then the
@@ -62,7 +62,7 @@ def open_port(path: str) -> int:
     """Open a serial port as the asyncio listener would (non-blocking, raw mode for a tty)."""
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     if os.isatty(fd):
-        import tty
+        import tty  # a virtio-serial port is no tty: only a console line pays for it
 
         tty.setraw(fd)
     return fd

@@ -45,7 +45,7 @@ class Services:
     containers: ContainerService = field(init=False)
     processes: ProcessService = field(init=False)
     stdio: StdioService = field(init=False)
-    # set by agent.app: the lifecycle's DestroySandbox ends the agent through it
+    # set by agent.boot.phase2: the lifecycle's DestroySandbox ends the agent through it
     shutdown_requested: asyncio.Event | None = field(init=False, default=None)
     # field name -> (modules its builder imports, the builder: sets the field and its siblings)
     _lazy: dict[str, tuple[tuple[str, ...], Callable[[], None]]] = field(

@@ -6,7 +6,8 @@ CreateSandbox: hostname check → kernel modules (``modprobe -v``) → the pinne
 (hostname set in the UTS one) → sandbox storages → guest hooks → the guest resolv.conf; any failure
 undoes the steps before it. DestroySandbox removes every container, closes the OOM queue, releases
 every storage, unpins the namespaces, removes the ``<run_dir>`` state and then sets
-`shutdown_requested`: `agent.app` stops the server and, as PID 1 only, powers the guest off.
+`shutdown_requested`: start-up (`agent.boot.phase1`) stops the server and, as PID 1 only, powers
+the guest off.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Calls only the guest's init needs (agent/pid1.py): finit_module and reboot.
+"""Calls only the guest's init needs (agent/boot): finit_module and reboot.
 
 Kept apart from ``libc.py`` so the container engine's seam stays as it is; same conventions:
 ctypes with ``use_errno``, failures raise ``OSError`` naming the call and the object.
@@ -48,6 +48,6 @@ def finit_module(path: str, params: str = "") -> None:
 
 
 def reboot(cmd: int) -> None:
-    """reboot(2). Only the guest's PID 1 may call this (agent/pid1.py checks)."""
+    """reboot(2). Only the guest's PID 1 may call this (agent/boot/pid1.py checks)."""
     if _reboot(cmd) != 0:
         raise _oserror("reboot")

@@ -120,3 +120,13 @@ def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
 
     if _syscall(SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0)) != 0:
         raise oserror("close_range")
+
+
+def malloc_trim(pad: int = 0) -> None:
+    """Give the heap pages malloc holds free back to the kernel, in every arena (glibc's
+    ``malloc_trim``, see malloc_trim(3)); nothing to do on a libc without it (musl)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is None:
+        return
+    trim.argtypes = (ctypes.c_size_t,)
+    trim(pad)

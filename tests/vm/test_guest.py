@@ -79,7 +79,7 @@ def test_pid1_prepared_the_guest(guest: Any) -> None:
 
 
 def test_pid1_opened_the_channel_first(guest: Any) -> None:
-    """agent.pid1_early opened the serial port and served Check before the agent was imported;
+    """agent.boot.init opened the serial port and served Check before the agent was imported;
     the asyncio server adopted the port (it never opened it itself), and the mounts it made
     first are not mounted a second time by pid1's later steps."""
     records = []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent import config as cfg
+from agent.boot.args import cmdline_words
 from agent.config import AgentConfig, ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -31,7 +32,7 @@ def load(
         return files[str(p)]
 
     conf, _ = cfg.load(
-        cmdline=cmdline,
+        cmdline=None if cmdline is None else cmdline_words(cmdline),
         env=env or {},
         read_file=read,
         config_file=Path(config_file) if config_file else None,
@@ -143,7 +144,7 @@ def test_cmdline_errors_name_the_option(cmdline: str, message: str) -> None:
 
 
 def test_unknown_agent_options_are_ignored_and_reported() -> None:
-    result = cfg.parse_cmdline("agent.frobnicate=1 agent.log=debug foo=bar")
+    result = cfg.parse_cmdline(cmdline_words("agent.frobnicate=1 agent.log=debug foo=bar"))
     assert result.ignored == ("agent.frobnicate=1",)
     assert result.values == {("log", "level"): "debug"}
 
@@ -313,61 +314,6 @@ def test_cli_cmdline_file(tmp_path: Path) -> None:
     assert done.returncode == 2
     expected = 'kata-agent: agent.log: invalid value "bogus": expected one of trace, debug, '
     assert done.stderr.strip() == expected + "info, warn, error, critical"
-
-
-# -- start-up phase 0: the listen address read before the full parse ------------------------------
-
-
-@pytest.mark.parametrize(
-    ("argv", "env", "cmdline", "expected"),
-    [
-        ([], {}, "", "vsock://-1:1024"),
-        ([], {}, "quiet agent.server_addr=vsock://-1:2000", "vsock://-1:2000"),
-        (
-            [],
-            {"KATA_AGENT_SERVER_ADDR": "unix:///run/e.sock"},
-            "agent.server_addr=vsock://3:1",
-            "unix:///run/e.sock",
-        ),
-        (["--server-addr", "unix://@a"], {"KATA_AGENT_SERVER_ADDR": "unix:///e"}, "", "unix://@a"),
-        (["--server-addr=unix:///f.sock"], {}, "", "unix:///f.sock"),
-        (["--server-addr", "serial:///dev/virtio-ports/x"], {}, "", None),
-        (["--config", "/etc/a.toml"], {}, "", None),
-        (["-c", "/etc/a.toml"], {}, "", None),
-        (["--help"], {}, "", None),
-        (["--version"], {}, "", None),
-        ([], {}, "agent.config_file=/etc/a.toml", None),
-        (["--server-addr", "tcp://x:1"], {}, "", None),
-    ],
-)
-def test_early_address_matches_the_full_precedence(
-    tmp_path: Path, argv: list[str], env: dict[str, str], cmdline: str, expected: str | None
-) -> None:
-    from agent.cli import early_address
-
-    cmdline_file = tmp_path / "cmdline"
-    cmdline_file.write_text(cmdline + "\n")
-    full_argv = [*argv, "--cmdline-file", str(cmdline_file)]
-    assert early_address(full_argv, env) == expected
-    if expected is not None:  # the full parser must agree, or the early listener is dropped
-        conf, _ = cfg.load(
-            cmdline=cmdline,
-            env=env,
-            read_file=lambda p: "",
-            overrides=(
-                {("server", "server_addr"): argv[-1].partition("=")[2] or argv[-1]}
-                if argv
-                else None
-            ),
-        )
-        assert conf.server.server_addr == expected
-
-
-def test_early_address_without_a_cmdline() -> None:
-    from agent.cli import early_address
-
-    assert early_address(["--cmdline-file", "none"], {}) == "vsock://-1:1024"
-    assert early_address(["--cmdline-file", "/nonexistent"], {}) == "vsock://-1:1024"
 
 
 def test_cli_bad_value_after_early_bind_leaves_no_socket(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[3]
 def test_parsing_the_command_line_does_not_import_shutil() -> None:
     code = (
         "import sys\n"
-        "from agent import cli\n"
-        "cli.build_parser().parse_args(['--server-addr', 'unix:///x.sock'])\n"
+        "from agent.boot import configure\n"
+        "configure.build_parser().parse_args(['--server-addr', 'unix:///x.sock'])\n"
         "print(sorted(m for m in ('shutil', 'bz2', 'lzma') if m in sys.modules))\n"
     )
     out = subprocess.run(
@@ -29,10 +29,10 @@ def test_parsing_the_command_line_does_not_import_shutil() -> None:
 def test_help_is_what_argparse_would_print(monkeypatch: pytest.MonkeyPatch, columns: str) -> None:
     import argparse
 
-    from agent import cli
+    from agent.boot import configure
 
     monkeypatch.setenv("COLUMNS", columns)
-    parser = cli.build_parser()
+    parser = configure.build_parser()
     ours = parser.format_help()
     parser.formatter_class = argparse.HelpFormatter
     assert ours == parser.format_help()

@@ -69,7 +69,7 @@ def test_phase0_answers_check_then_hands_everything_over(loop_name: str) -> None
         done = threading.Event()
         result: list[early.Handover] = []
         thread = threading.Thread(
-            target=lambda: result.append(early.EarlyServer(listener).serve(done))
+            target=lambda: result.append(early.EarlyServer(listener, "unix:///test").serve(done))
         )
         thread.start()
         try:
@@ -143,7 +143,7 @@ def test_unanswerable_frames_stop_early_service() -> None:
         done = threading.Event()
         result: list[early.Handover] = []
         thread = threading.Thread(
-            target=lambda: result.append(early.EarlyServer(listener).serve(done))
+            target=lambda: result.append(early.EarlyServer(listener, "unix:///test").serve(done))
         )
         thread.start()
         check = _request("grpc.Health", "Check")

@@ -1,4 +1,4 @@
-"""agent.aio: asyncio and uvloop without ssl; the loop still serves; ssl stays importable."""
+"""agent.imports: asyncio and uvloop without ssl; the loop still serves; ssl stays importable."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_uvloop_serves_a_unix_socket_without_ssl_loaded(tmp_path: Path) -> None:
     got = run(
         f"""
         import sys
-        from agent.aio import import_uvloop
+        from agent.imports import import_uvloop
         uvloop = import_uvloop()
         assert uvloop is not None and "ssl" not in sys.modules, sorted(sys.modules)
         import asyncio
@@ -64,7 +64,7 @@ def test_a_uvloop_needing_more_of_ssl_gets_the_real_one() -> None:
     got = run(
         """
         import sys, types
-        from agent import aio
+        from agent import imports as aio
         aio._placeholder_ssl = lambda: aio._Placeholder("ssl")  # names missing
         uvloop = aio.import_uvloop()
         print(uvloop.new_event_loop().__class__.__module__, type(sys.modules["ssl"]).__name__)
@@ -79,7 +79,7 @@ def test_asyncio_without_ssl_and_ssl_importable_after() -> None:
     got = run(
         """
         import sys
-        from agent.aio import import_asyncio
+        from agent.imports import import_asyncio
         import_asyncio()
         import asyncio
         print("ssl" in sys.modules, asyncio.sslproto.ssl)
