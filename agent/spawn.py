@@ -30,7 +30,9 @@ signal mask is cleared in the child. The parent keeps its own copies of the fds 
 Both must be called on the event loop's thread (the pid is registered with the loop's reaper in
 the same synchronous step as ``posix_spawn``). The reaper is ``reaper``, if given, else the one
 installed for the running loop (``agent.reaper.default_reaper()``). A ``Spawner`` bundles a reaper
-for code that receives its spawner by injection (e.g. the OCI engine's launcher).
+for code that receives its spawner by injection (e.g. the OCI engine's launcher); ``Runner`` is
+``run``'s signature for the areas that take it injected (storage, network), so their tests can
+pass a fake.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ import errno
 import fcntl
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.errors import DeadlineExceeded, Internal
 from agent.reaper import ExitStatus, Reaper, default_reaper
@@ -82,6 +85,25 @@ class Completed:
         err = self.stderr.decode(errors="replace").strip()
         prefix = f"{what}: " if what else ""
         raise Internal(f"{prefix}{prog} {how}" + (f": {err}" if err else ""))
+
+
+class RunResult(Protocol):
+    """What the callers of a ``Runner`` read of its result (``Completed`` has more)."""
+
+    @property
+    def returncode(self) -> int: ...
+    @property
+    def stdout(self) -> bytes: ...
+    @property
+    def stderr(self) -> bytes: ...
+
+
+class Runner(Protocol):
+    """``run`` as the areas that take it injected call it."""
+
+    def __call__(
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float
+    ) -> Awaitable[RunResult]: ...
 
 
 class Child:
@@ -133,8 +155,8 @@ def close_inherited_fds_on_exec() -> list[int]:
     """Mark every fd above 2 close-on-exec; returns the fds changed.
 
     Python opens everything close-on-exec, but a process can inherit fds without the flag from
-    whoever started it, and ``posix_spawn`` has no "close all others" action. ``agent.app`` calls
-    this once at start-up so that children get exactly their fd plan.
+    whoever started it, and ``posix_spawn`` has no "close all others" action. Start-up
+    (``agent.boot.phase1``) calls this once so that children get exactly their fd plan.
     """
     changed: list[int] = []
     for name in os.listdir("/proc/self/fd"):

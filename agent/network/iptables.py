@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Protocol
 
 from agent.errors import AgentError, Internal, InvalidArgument, Unavailable
+from agent.spawn import Runner, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +25,6 @@ TIMEOUT = 30.0
 # 2 PARAMETER_PROBLEM, 4 RESOURCE_PROBLEM (e.g. the xtables lock is held).
 _BAD_INPUT = (1, 2)
 _RESOURCE = 4
-
-
-class Completed(Protocol):
-    @property
-    def returncode(self) -> int: ...
-    @property
-    def stdout(self) -> bytes: ...
-    @property
-    def stderr(self) -> bytes: ...
-
-
-class Runner(Protocol):
-    # the signature of agent.spawn.run (which owns the timeout and kills the child on expiry)
-    async def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        timeout: float,  # noqa: ASYNC109
-    ) -> Completed: ...
 
 
 def binary(name: str, dirs: Sequence[str] = SBIN_DIRS) -> str:
@@ -62,7 +42,7 @@ def _names(is_ipv6: bool) -> tuple[str, str]:
     return f"{prefix}-save", f"{prefix}-restore"
 
 
-def _failure(argv0: str, done: Completed) -> AgentError:
+def _failure(argv0: str, done: RunResult) -> AgentError:
     text = (
         done.stderr.decode(errors="replace").strip() or done.stdout.decode(errors="replace").strip()
     )

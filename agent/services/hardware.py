@@ -20,8 +20,9 @@ from agent.devices.handlers import DeviceManager
 from agent.devices.lookup import DeviceLookup
 from agent.devices.uevent import UeventListener
 from agent.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, Unimplemented
+from agent.spawn import Runner
 from agent.storage import StorageManager, mountinfo
-from agent.storage.env import MountSyscalls, Runner, StorageEnv, errname
+from agent.storage.env import MountSyscalls, StorageEnv, errname
 from agent.storage.model import Storage
 from agent.storage.paths import StorageRoots
 
@@ -104,8 +105,8 @@ class HardwareService:
         uevents: UeventListener | None = None,
         lookup: DeviceLookup | None = None,
     ) -> HardwareService:
-        """``uevents``/``lookup``: already built (``agent.app`` starts the listener at start-up
-        and builds this service on the first RPC that needs it); new ones otherwise."""
+        """``uevents``/``lookup``: already built (start-up, ``agent.boot.phase2``, starts the
+        listener and builds this service on the first RPC that needs it); new ones otherwise."""
         if uevents is None:
             uevents = UeventListener(hotplug_timeout=hotplug_timeout, sysfs=sysfs)
         if lookup is None:

@@ -1,6 +1,6 @@
 """Network use cases: UpdateInterface, UpdateRoutes, ListInterfaces, ListRoutes, AddARPNeighbors,
 GetIPTables, SetIPTables. (The guest resolv.conf is written by CreateSandbox through
-`agent.network.dns`; `lo` is brought up by `agent.pid1` without netlink.)
+`agent.network.dns`; `lo` is brought up by `agent.boot.pid1` without netlink.)
 
 Each mutating call reads the kernel state, builds a plan (which validates the whole request), then
 applies it; calls that change links, routes or neighbours are serialised by one lock so that two
@@ -15,11 +15,13 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from agent import spawn
 from agent.errors import DeadlineExceeded
 from agent.network import interfaces, pcinet, routes
-from agent.network.iptables import IPTables, Runner
+from agent.network.iptables import IPTables
 from agent.network.model import ARPNeighbor, Interface, Route
 from agent.network.netlink import Netlink
+from agent.spawn import Runner
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +143,7 @@ class NetworkService:
     # ---- iptables ----------------------------------------------------------------------------
 
     def _iptables(self) -> IPTables:
-        run = self._run
-        if run is None:
-            from agent import spawn
-
-            run = spawn.run
-        return IPTables(run)
+        return IPTables(self._run or spawn.run)
 
     async def get_iptables(self, is_ipv6: bool) -> bytes:
         return await self._iptables().get(is_ipv6)

@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from agent.errors import Internal
+from agent.spawn import Runner
 from agent.storage.paths import StorageRoots
 
 
@@ -30,21 +31,6 @@ class MountSyscalls(Protocol):
     ) -> None: ...
 
     def umount2(self, target: str, flags: int = 0) -> None: ...
-
-
-class RunResult(Protocol):
-    @property
-    def returncode(self) -> int: ...
-
-    @property
-    def stdout(self) -> bytes: ...
-
-    @property
-    def stderr(self) -> bytes: ...
-
-
-class Runner(Protocol):
-    def __call__(self, argv: Sequence[str], *, timeout: float) -> Awaitable[RunResult]: ...
 
 
 class BlockDevices(Protocol):
