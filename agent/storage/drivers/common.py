@@ -11,10 +11,10 @@ import stat
 from pathlib import Path
 
 from agent.errors import Internal, InvalidArgument
-from agent.storage import mountopts
 from agent.storage.env import StorageEnv, errname
 from agent.storage.model import FsGroup, FsGroupPolicy
 from agent.storage.mountopts import MountOptions
+from oci.syscalls.consts import MNT_DETACH
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _mount_now(
             env.sys.mount(None, str(target), None, prop, None)
         except OSError as err:
             with contextlib.suppress(OSError):
-                env.sys.umount2(str(target), mountopts.MNT_DETACH)
+                env.sys.umount2(str(target), MNT_DETACH)
             raise Internal(f"{what}: set propagation on {str(target)!r}: {errname(err)}") from err
 
 
@@ -65,7 +65,7 @@ def unmount(env: StorageEnv, target: Path, *, what: str) -> None:
             return
         if err.errno == errno.EBUSY:
             try:
-                env.sys.umount2(str(target), mountopts.MNT_DETACH)
+                env.sys.umount2(str(target), MNT_DETACH)
             except OSError as err2:
                 raise Internal(f"{what}: unmount {str(target)!r}: {errname(err2)}") from err2
             return

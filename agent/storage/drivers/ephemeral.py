@@ -19,6 +19,7 @@ from agent.storage.drivers import common
 from agent.storage.env import Mounted, StorageEnv, oserror
 from agent.storage.model import Storage
 from agent.storage.paths import ensure_dir
+from oci.syscalls.consts import MS_REMOUNT
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,6 @@ class Ephemeral:
             return
         opts = mountopts.parse(options)
         opts = mountopts.MountOptions(
-            flags=opts.flags | mountopts.MS_REMOUNT, clear=opts.clear, data=opts.data
+            flags=opts.flags | MS_REMOUNT, clear=opts.clear, data=opts.data
         )
         await common.mount(env, "tmpfs", target, "tmpfs", opts, what=what)

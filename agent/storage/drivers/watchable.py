@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import AgentError, Internal, NotFound
-from agent.storage import mountopts
 from agent.storage.drivers import common
 from agent.storage.env import Mounted, StorageEnv
 from agent.storage.model import Storage
 from agent.storage.mountopts import MountOptions
 from agent.storage.paths import confine, ensure_dir
+from oci.syscalls.consts import MS_BIND, MS_REC
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class _Mirror:
 
 
 async def bind(env: StorageEnv, src: Path, dst: Path, *, what: str) -> None:
-    opts = MountOptions(flags=mountopts.MS_BIND | mountopts.MS_REC)
+    opts = MountOptions(flags=MS_BIND | MS_REC)
     await common.mount(env, str(src), dst, "bind", opts, what=what, slow=True)
 
 
