@@ -10,7 +10,9 @@ import pkgutil
 import sys
 from collections.abc import Awaitable, Callable
 
+from agent.ctl import commands
 from agent.ctl.context import Context, UsageError
+from agent.rpc.status import RpcError
 
 DEFAULT_ADDR = "vsock://3:1024"
 
@@ -29,8 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=30.0, help="seconds for the dial and each call"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from agent.ctl import commands
-
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         try:
             module = importlib.import_module(f"agent.ctl.commands.{info.name}")
@@ -61,8 +61,6 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from agent.rpc.status import RpcError
-
     try:
         return asyncio.run(_run(args))
     except UsageError as err:

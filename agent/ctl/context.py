@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-if TYPE_CHECKING:
-    from google.protobuf.message import Message
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
-    from agent.rpc.client import TtrpcClient
+from agent.rpc.client import TtrpcClient
 
 
 class UsageError(Exception):
@@ -27,8 +27,6 @@ class Context:
 
     async def client(self) -> TtrpcClient:
         if self._client is None:
-            from agent.rpc.client import TtrpcClient
-
             self._client = await TtrpcClient.connect(self.addr, timeout=self.timeout)
         return self._client
 
@@ -38,8 +36,6 @@ class Context:
             self._client = None
 
     def print_message(self, message: Message) -> None:
-        from google.protobuf import json_format
-
         text = json_format.MessageToJson(
             message,
             preserving_proto_field_name=True,

@@ -34,6 +34,7 @@ from agent.rpc.dispatch import (
 )
 from agent.rpc.pb import request_pb2
 from agent.rpc.status import Code, RpcError
+from agent.rpc.transport import FdTransport
 
 DEFAULT_GRACE = 2.0  # how long after the deadline we still wait for the server's own answer
 
@@ -119,8 +120,6 @@ class TtrpcClient:
         if sock.family == socket.AF_UNIX:
             transport, protocol = await loop.create_unix_connection(_ClientProtocol, sock=sock)
         else:
-            from agent.rpc.transport import FdTransport
-
             protocol = _ClientProtocol()
             transport = FdTransport(sock.detach(), protocol, is_socket=True)
         return cls(transport, protocol)
@@ -129,8 +128,6 @@ class TtrpcClient:
     def from_fd(cls, fd: int, *, is_socket: bool) -> TtrpcClient:
         """A client over an already connected fd (a socket, a pty master, a serial line); the
         client owns the fd from now on."""
-        from agent.rpc.transport import FdTransport
-
         protocol = _ClientProtocol()
         return cls(FdTransport(fd, protocol, is_socket=is_socket), protocol)
 

@@ -9,6 +9,7 @@ message naming it. The same table serves ttrpc (``agent.rpc.server``) and gRPC
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ OTHER_SERVICE_MODULES = {
 
 
 def contract_files() -> tuple[FileDescriptor, ...]:
+    # agent_pb2 is the AgentService area's: not imported before that service is asked for.
     from agent.rpc.pb import agent_pb2, health_pb2
 
     return (agent_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR)
@@ -85,8 +87,6 @@ def contract_files() -> tuple[FileDescriptor, ...]:
 
 def service_methods(service: str) -> dict[str, Method]:
     """The methods of one known service (imports only that service's generated module)."""
-    import importlib
-
     module = importlib.import_module(SERVICE_MODULES.get(service) or OTHER_SERVICE_MODULES[service])
     descriptor = module.DESCRIPTOR.services_by_name[service.rpartition(".")[2]]
     return {m.name: m for m in _service_methods(descriptor)}

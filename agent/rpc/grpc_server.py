@@ -9,7 +9,8 @@ directly. grpcio cannot bind vsock, so for ``vsock://CID:PORT`` the gRPC server 
 private abstract unix socket and ``VsockBridge`` accepts AF_VSOCK connections and splices their
 bytes to it.
 
-grpcio is imported here only; ``agent.app`` imports this module only when a gRPC address is set.
+grpcio is imported here only; ``agent.boot.phase2`` imports this module only when a gRPC address
+is set.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from agent.rpc.dispatch import Bound, Dispatcher
 from agent.rpc.framing import MAX_MESSAGE
 from agent.rpc.status import to_status
+from agent.rpc.transport import parse_address
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +48,6 @@ def grpc_target(address: str) -> str:
 
 
 def _method_handler(bound: Bound) -> Any:
-    import grpc
-
     codes = {sc.value[0]: sc for sc in grpc.StatusCode}
     method = bound.method
 
@@ -73,15 +78,8 @@ def _method_handler(bound: Bound) -> Any:
 
 async def start_grpc(address: str, dispatcher: Dispatcher) -> Callable[[], Any]:
     """Start grpc.aio on ``address``; returns an async closer."""
-    import grpc
-    from grpc import aio
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection
-
     bridge: VsockBridge | None = None
     if address.startswith("vsock://"):
-        from agent.rpc.transport import parse_address
-
         _, (cid, port) = parse_address(address)
         inner = f"kata-agent-grpc-{os.getpid()}"
         target = "unix-abstract:" + inner

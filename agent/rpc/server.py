@@ -61,6 +61,7 @@ from agent.rpc.encoded import Part, PreEncoded, varint
 from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
 from agent.rpc.status import Code, RpcError, to_status
+from agent.rpc.transport import FdTransport, listen
 
 log = logging.getLogger(__name__)
 
@@ -520,8 +521,6 @@ class TtrpcServer:
         sock: socket.socket | None = None,
         serial: SerialHandover | None = None,
     ) -> None:
-        from agent.rpc.transport import listen
-
         listener = await listen(address, self.protocol_factory, sock=sock, serial=serial)
         self._listeners.append(listener)
         log.info("ttrpc server listening", extra={"address": address})
@@ -529,8 +528,6 @@ class TtrpcServer:
     async def adopt(self, connections: Iterable[EarlyConnection]) -> None:
         """Take over connections accepted in start-up phase 0 (``agent.rpc.early``): the replies
         not written yet go out first, then the input not parsed there is fed to the protocol."""
-        from agent.rpc.transport import FdTransport
-
         loop = asyncio.get_running_loop()
         for conn in connections:
             factory = self.protocol_factory("early")

@@ -30,6 +30,7 @@ import os
 import select
 import socket
 import stat
+import tty
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -402,8 +403,6 @@ class _SerialPort:
             return sock.detach(), True
         fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
         if os.isatty(fd):
-            import tty
-
             tty.setraw(fd)
         return fd, False
 

@@ -149,6 +149,7 @@ class OciContainer:
     def _engine(self) -> Engine:
         """The engine's synchronous API on the spawner's state root, for the operations that
         neither fork nor change this process (see the module docstring)."""
+        # Looked up per call: tests replace the engine class (tests/unit/lifecycle).
         from oci.engine.launcher import Engine
 
         return Engine(self._client.root)

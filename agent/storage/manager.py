@@ -22,7 +22,12 @@ from agent.errors import AgentError, Internal, InvalidArgument, NotFound
 from agent.storage import mountinfo, mountopts
 from agent.storage.drivers import common
 from agent.storage.drivers.base import Driver
+from agent.storage.drivers.block import Blk, MmioBlk, Nvdimm, Scsi
 from agent.storage.drivers.ephemeral import Ephemeral
+from agent.storage.drivers.local import Local
+from agent.storage.drivers.overlay import Overlay
+from agent.storage.drivers.shared_fs import NineP, VirtioFs
+from agent.storage.drivers.watchable import WatchableBind
 from agent.storage.env import Mounted, StorageEnv
 from agent.storage.model import Storage
 from agent.storage.paths import confine
@@ -33,12 +38,6 @@ SANDBOX = ""  # owner key of the storages CreateSandbox mounts
 
 
 def default_drivers() -> dict[str, Driver]:
-    from agent.storage.drivers.block import Blk, MmioBlk, Nvdimm, Scsi
-    from agent.storage.drivers.local import Local
-    from agent.storage.drivers.overlay import Overlay
-    from agent.storage.drivers.shared_fs import NineP, VirtioFs
-    from agent.storage.drivers.watchable import WatchableBind
-
     drivers: list[Driver] = [
         VirtioFs(),
         NineP(),

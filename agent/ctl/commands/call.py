@@ -10,7 +10,10 @@ import argparse
 import sys
 from typing import Any
 
+from google.protobuf import json_format
+
 from agent.ctl.context import Context, UsageError, add_parser
+from agent.rpc.dispatch import contract_methods
 
 
 def register(sub: Any) -> None:
@@ -36,10 +39,6 @@ def resolve(name: str, services: dict[str, Any]) -> tuple[str, str]:
 
 
 async def run(ctx: Context, args: argparse.Namespace) -> int:
-    from google.protobuf import json_format
-
-    from agent.rpc.dispatch import contract_methods
-
     services = contract_methods()
     if args.list:
         for methods in services.values():

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from agent.ctl.context import Context, add_parser
+from agent.rpc.pb import health_pb2
 
 
 def register(sub: Any) -> None:
@@ -15,8 +16,6 @@ def register(sub: Any) -> None:
 
 
 async def run(ctx: Context, args: argparse.Namespace) -> int:
-    from agent.rpc.pb import health_pb2
-
     client = await ctx.client()
     resp = await client.health.Check(
         health_pb2.CheckRequest(service=args.service), timeout=ctx.timeout

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from agent.ctl.context import Context, add_parser
+from agent.rpc.pb import agent_pb2
 
 
 def register(sub: Any) -> None:
@@ -14,8 +15,6 @@ def register(sub: Any) -> None:
 
 
 async def run(ctx: Context, args: argparse.Namespace) -> int:
-    from agent.rpc.pb import agent_pb2
-
     client = await ctx.client()
     resp = await client.agent.GetGuestDetails(
         agent_pb2.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True),

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from agent.ctl.context import Context, add_parser
+from agent.rpc.pb import health_pb2
 
 
 def register(sub: Any) -> None:
@@ -14,8 +15,6 @@ def register(sub: Any) -> None:
 
 
 async def run(ctx: Context, args: argparse.Namespace) -> int:
-    from agent.rpc.pb import health_pb2
-
     client = await ctx.client()
     ctx.print_message(await client.health.Version(health_pb2.CheckRequest(), timeout=ctx.timeout))
     return 0
