@@ -32,7 +32,13 @@ class Runner:
         self.rc = rc
         self.calls: list[list[str]] = []
 
-    async def __call__(self, argv: Sequence[str], *, timeout: float) -> _Res:  # noqa: ASYNC109
+    async def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float,  # noqa: ASYNC109
+    ) -> _Res:
         self.calls.append(list(argv))
         return _Res(self.rc, b"", b"swapon: /x: read swap header failed")
 

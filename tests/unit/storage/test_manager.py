@@ -30,7 +30,13 @@ class FakeRunner:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    async def __call__(self, argv: Sequence[str], *, timeout: float) -> _Res:  # noqa: ASYNC109
+    async def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float,  # noqa: ASYNC109
+    ) -> _Res:
         self.calls.append(list(argv))
         return _Res()
 
@@ -296,7 +302,13 @@ async def test_update_ephemeral_remounts(env: StorageEnv, sys_: RecordingSyscall
 
 
 class NoMkfsExt4Runner(FakeRunner):
-    async def __call__(self, argv: Sequence[str], *, timeout: float) -> _Res:  # noqa: ASYNC109
+    async def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float,  # noqa: ASYNC109
+    ) -> _Res:
         self.calls.append(list(argv))
         if argv[0] == "mkfs.ext4":
             from agent.spawn import SpawnError
