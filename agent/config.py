@@ -24,7 +24,6 @@ accept ``true``/``false`` or integers (non-zero is true); timeouts are whole sec
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -441,6 +440,7 @@ def parse_cmdline(words: Iterable[Word]) -> CmdlineResult:
 def parse_toml(text: str, *, source: str = "config file") -> dict[tuple[str, ...], Any]:
     """Parse a TOML config (Kata's keys, plus our [paths]/[server] tables). Unknown keys are
     errors: a file is written on purpose."""
+    import tomllib  # only with a configuration file: not in an idle agent otherwise
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

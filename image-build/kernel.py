@@ -4,7 +4,7 @@
 Output (``--out``, default ``build/kernel``)::
 
     vmlinux               uncompressed ELF with the PVH entry note: `qemu -kernel vmlinux` boots it
-                          without firmware or in-guest decompression (~3.5 s faster under TCG)
+                          without firmware or in-guest decompression (faster under TCG)
     vmlinuz               the bzImage as shipped (for hypervisors without PVH boot)
     modules/<release>/    the kernel modules the guest needs (rootfs/modules.py NEEDED + deps)
     kernel.json           release, package, version, where it came from

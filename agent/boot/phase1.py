@@ -28,7 +28,6 @@ from typing import Any
 
 from agent import imports, spawn
 from agent import log as agent_log
-from agent.boot import pid1
 from agent.config import AgentConfig
 from agent.reaper import Reaper, install
 from agent.rpc.dispatch import AGENT_SERVICE, HEALTH_SERVICE, Dispatcher
@@ -132,7 +131,10 @@ def _import_phase2() -> ModuleType:
     PID 1 also the kernel modules left for later are loaded meanwhile."""
     from agent.boot import phase2  # the import-heavy part: off the loop on purpose
 
-    pid1.wait_for_modules()
+    if os.getpid() == 1:
+        from agent.boot import pid1  # PID 1's duties: imported by agent.boot.init already
+
+        pid1.wait_for_modules()
     return phase2
 
 

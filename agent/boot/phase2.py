@@ -24,7 +24,6 @@ from typing import Any
 
 from agent import app
 from agent.config import AgentConfig
-from agent.console import start_debug_console
 from agent.rpc.dispatch import AGENT_SERVICE, Dispatcher
 from agent.services import Services
 from oci.syscalls import libc
@@ -55,6 +54,8 @@ async def start(
 
         closers.append(await start_grpc(config.server.grpc_addr, dispatcher))
     if config.debug_console.enabled:  # image engineer: agent.debug_console
+        from agent.console import start_debug_console  # off by default: not in an idle agent
+
         closers.append(await start_debug_console(config.debug_console))
 
 

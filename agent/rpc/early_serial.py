@@ -81,7 +81,7 @@ class EarlySerialServer:
     def serve(self, start: Callable[[], threading.Event]) -> SerialHandover:
         """Serve until the event ``start`` returns is set. ``start`` is called after the first
         poll of the port (what the host sent already is answered first): it starts the work
-        that sets the event (and may import ``threading``, which costs ~60 ms under TCG)."""
+        that sets the event (and may import ``threading``, slow under TCG)."""
         h = self.h
         idle = self.POLL_MIN
         poller = select.poll()

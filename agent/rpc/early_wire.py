@@ -3,7 +3,7 @@
 reply, a recogniser for a plain Check request and `take_check`, which answers one.
 
 Imports only ``struct``: the serial phase 0 runs on PID 1's critical path in a guest under TCG,
-where every import costs tens of milliseconds.
+where every import is slow.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """grpc.AgentService with each area imported on the area's first call (idle memory).
 
 ``AgentServicer`` (``agent.rpc.agent_servicer``) composes every area's handler mixin, which imports
-every area's services, converters and subsystems (the OCI engine, netlink, metrics, ...): ~4 MiB of
-RSS an idle agent never uses. ``LazyAgentServicer`` answers the same methods with small stubs; the
-first call of an area imports that area's handler module and services in a worker thread (the loop
-keeps serving meanwhile), then every call of the area goes straight to the area's handlers.
+every area's services, converters and subsystems (the OCI engine, netlink, metrics, ...): memory
+an idle agent never uses (docs/performance.md). ``LazyAgentServicer`` answers the same methods
+with small stubs; the first call of an area imports that area's handler module and services in a
+worker thread (the loop keeps serving meanwhile), then every call of the area goes straight to
+the area's handlers.
 
 ``AREAS`` names each area's methods, so the stubs exist before the area is imported (the dispatcher
 binds methods when AgentService comes up). ``tests/unit/rpc/test_lazy_servicer.py`` checks that

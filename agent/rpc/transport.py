@@ -30,7 +30,6 @@ import os
 import select
 import socket
 import stat
-import tty
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -403,6 +402,8 @@ class _SerialPort:
             return sock.detach(), True
         fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
         if os.isatty(fd):
+            import tty  # a virtio-serial port is no tty: only a console line pays for it
+
             tty.setraw(fd)
         return fd, False
 

@@ -2,7 +2,7 @@
 
 Run as ``python -I <this file> IPC_FILE UTS_FILE HOSTNAME`` by `agent.sandbox.namespaces`
 (through agent.spawn; as a script, so that only `oci.syscalls` is imported, not the agent's
-packages: ~40 ms instead of ~160 ms): it unshares both namespaces, sets the hostname
+packages, which would take several times as long): it unshares both namespaces, sets the hostname
 in the new UTS namespace and bind-mounts ``/proc/self/ns/{ipc,uts}`` onto the two (existing, empty)
 files, which pins the namespaces after it exits. The agent itself never changes namespaces.
 Exit status 0 on success; otherwise one line on stderr naming the step and the errno.

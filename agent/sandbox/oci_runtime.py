@@ -6,8 +6,8 @@
   poststart / poststop hooks (they would run as child processes): neither forks, joins a
   namespace or changes credentials (a fifo write and a wait for the init's execve; signals,
   cgroup removal and the state directory). That saves the spawner round trip and a fresh
-  worker's copy-on-write faults, ~1-1.5 ms each (bench/lifecycle.py, per cycle). With hooks
-  they go through the spawner.
+  worker's copy-on-write faults on every cycle (docs/performance.md). With hooks they go through
+  the spawner.
 * The container processes are reparented to the agent (PID 1 or subreaper) when the engine's
   stage-1 exits; their exits come from the agent's single reaper (``reaper.adopt(pid)``).
 * pause / resume / update / stats / kill-all / OOM notification act on the container's cgroup
@@ -254,8 +254,8 @@ class OciEngine:
         self._cgroup_root = cgroup_root
         self._child = child
         self._sock = sock
-        # The hierarchy layout, probed at the first create (cgroupfs is mounted by then):
-        # ~0.3 ms of every create on the event loop otherwise.
+        # The hierarchy layout, probed at the first create (cgroupfs is mounted by then) rather
+        # than on every create, on the event loop.
         self._cgroup_mode: CgroupMode | None = None
         self._controllers: dict[str, Path] = {}
 

@@ -35,11 +35,7 @@ instead of per 32 KiB. A read up to ``DIRECT_READ_MAX`` is one ``os.read`` (its 
 allocated and shrunk by Python); a larger ``len`` is first sized by ``FIONREAD`` so no 2 MiB
 buffer is allocated for a 64 KiB pipe's worth. `OutputStream.try_read_parts` is the same read
 when it can answer at once, so the RPC server answers it without a task (agent.rpc.server).
-Measured with the server's synchronous path (bench/lifecycle.py phase 3, len 32 KiB, medians of
-3, load 0.7-1.0, lean client in both): agent CPU per MiB 3.3-3.5 -> 2.2 ms unpinned and
-1.9 -> 0.9-1.2 ms pinned to one CPU (``--cpu 0``: ~30 us per reply); 190-200 -> 236-244 MiB/s
-unpinned, 312-322 -> 446-557 MiB/s pinned. Unpinned, this VM's cross-CPU wake-ups bound the round
-trip (an empty Check already takes ~80 us there, 35 us pinned; see bench/lifecycle.py).
+What this saves per MiB is in docs/performance.md (bench/lifecycle.py phase 3).
 
 The pipe size stays the kernel's default (64 KiB) unless ``agent.container_pipe_size`` says
 otherwise, as in Kata: a larger default would be charged, per pipe and whether used or not, to the
