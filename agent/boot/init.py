@@ -12,7 +12,7 @@ no flags). Then:
   phase 0 answers Check on the port (``agent.rpc.early_serial``) while a worker thread runs the
   rest of PID 1's set-up (``agent.boot.pid1``), builds the configuration and imports phase 1
   (``agent.boot.phase0.prepare``); phases 1 and 2 adopt the open port. A port that does not show
-  up within ``PORT_TIMEOUT`` is left to the asyncio listener (it keeps trying);
+  up within ``pid1_early.PORT_TIMEOUT`` is left to the asyncio listener (it keeps trying);
 * any other address: PID 1's set-up in full (``agent.boot.pid1.setup``), then ``kata-agent``'s
   start-up (``agent.boot.phase0.run``).
 
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     import threading
 
     from agent.boot.phase0 import Start
-
-PORT_TIMEOUT = 10.0
 
 
 def main() -> int:
@@ -97,7 +95,7 @@ def _channel_first(boot: BootArgs, name: str, initramfs: bool, started: float, s
     t0 = time.monotonic()
     address = SERIAL_PORTS_PREFIX + name
     handover = None
-    if name in link_ports((name,), PORT_TIMEOUT):
+    if name in link_ports((name,), pid1_early.PORT_TIMEOUT):
         path = f"/dev/virtio-ports/{name}"
         try:
             handover = early_serial.SerialHandover(address, path, early_serial.open_port(path))

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from functools import partial
 
 from agent.boot.args import BootArgs
 from agent.rpc import early
 
 TYPE_CHECKING = False  # not typing's: typing is not imported before the listener answers Check
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from agent.config import AgentConfig
     from agent.rpc.early_serial import SerialHandover
 
@@ -41,29 +41,23 @@ STREAM_PREFIXES = ("unix:///", "unix://@", "vsock://")
 
 def run(boot: BootArgs) -> int:
     """``kata-agent``'s start-up (and PID 1's without a serial port): phase 0, then the agent."""
-    if boot.server_addr is None:  # a configuration file names the address: configure first
+    work: Callable[[], Start]
+    if boot.server_addr is not None:
+        address, work = boot.server_addr, partial(prepare, boot)
+    else:  # a configuration file names the address: configure first
         configured = _configure(boot)
         if isinstance(configured, int):
             return configured
-        address = configured.server.server_addr
-
-        def prepare_here() -> Start:
-            return _phase1(configured)
-    else:
-        address = boot.server_addr
-
-        def prepare_here() -> Start:
-            return prepare(boot)
-
+        address, work = configured.server.server_addr, partial(_phase1, configured)
     listener = _bind(address)
     if listener is None:
-        return prepare_here()(None)
-    handover, start = _serve(listener, address, prepare_here)
+        return work()(None)
+    handover, start = _serve(listener, address, work)
     return start(handover)
 
 
 def prepare(boot: BootArgs) -> Start:
-    """The configuration and phase 1's imports (phase 0's worker thread)."""
+    """The configuration and phase 1's imports: the work phase 0 hides (in its worker thread)."""
     configured = _configure(boot)
     if isinstance(configured, int):
         status = configured

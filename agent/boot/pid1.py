@@ -66,7 +66,6 @@ from oci.syscalls.consts import (
 log = logging.getLogger(__name__)
 
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PORT_TIMEOUT = 10.0
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
@@ -129,7 +128,8 @@ def setup(
         (
             "virtio-ports",
             lambda: link_virtio_ports(
-                () if channel_opened or port is None else (port,), 0.0 if fast else PORT_TIMEOUT
+                () if channel_opened or port is None else (port,),
+                0.0 if fast else pid1_early.PORT_TIMEOUT,
             ),
             False,
         ),

@@ -29,6 +29,7 @@ from oci.syscalls.consts import MNT_DETACH, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXE
 
 MODULES_LIST = "/etc/kata-agent/modules.load"
 SWITCH_DIR = "/.kata-root"
+PORT_TIMEOUT = 10.0  # seconds the agent's own virtio-serial port is waited for
 #: The drivers of the agent's channels: the early part of the load list ends with the last of
 #: them; the rest waits until the agent is listening.
 SERIAL_DRIVER = "virtio_console.ko"
