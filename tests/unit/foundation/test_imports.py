@@ -1,4 +1,5 @@
-"""agent.imports: asyncio and uvloop without ssl; the loop still serves; ssl stays importable."""
+"""agent.imports: asyncio and uvloop without ssl (the loop still serves, ssl stays importable),
+pyroute2 without its package __init__; outside the checked versions, the plain imports."""
 
 from __future__ import annotations
 
@@ -88,3 +89,58 @@ def test_asyncio_without_ssl_and_ssl_importable_after() -> None:
         """
     )
     assert got.splitlines() == ["False None", "True"]
+
+
+def test_an_unchecked_uvloop_version_gets_the_plain_import() -> None:
+    pytest.importorskip("uvloop")
+    got = run(
+        """
+        import sys
+        from agent import imports
+        imports.UVLOOP_CHECKED = ((9, 0), (9, 0))
+        print(imports.import_uvloop() is not None, "ssl" in sys.modules)
+        """
+    )
+    assert got.splitlines() == ["True True"]
+
+
+def test_an_unchecked_python_gets_the_plain_asyncio() -> None:
+    got = run(
+        """
+        import sys
+        from agent import imports
+        imports.PYTHON_CHECKED = ((9, 0), (9, 0))
+        imports.import_asyncio()
+        print("asyncio" in sys.modules, "ssl" in sys.modules)
+        """
+    )
+    assert got.splitlines() == ["True True"]
+
+
+def test_pyroute2_without_its_package_init_unless_unchecked() -> None:
+    code = """
+        import sys
+        from agent import imports
+        {setup}
+        ipr = imports.import_async_iproute()
+        package = sys.modules["pyroute2"]
+        print(ipr.__name__, hasattr(package, "IPRoute"), "pyroute2.ndb.main" in sys.modules)
+        """
+    assert run(code.format(setup="")).splitlines() == ["AsyncIPRoute False False"]
+    unchecked = code.format(setup="imports.PYROUTE2_CHECKED = ((9, 0), (9, 0))")
+    assert run(unchecked).splitlines() == ["AsyncIPRoute True True"]
+
+
+def test_versions_are_read_without_importing_the_package() -> None:
+    got = run(
+        """
+        import sys
+        from agent import imports
+        print(imports._version("pyroute2", "config/version.py"), "pyroute2" in sys.modules)
+        print(imports._version("no_such_package_here", "_version.py"))
+        """
+    )
+    version, loaded = got.splitlines()[0].rsplit(" ", 1)
+    assert version.startswith("(0, ")
+    assert loaded == "False"
+    assert got.splitlines()[1] == "None"
