@@ -441,6 +441,7 @@ def parse_toml(text: str, *, source: str = "config file") -> dict[tuple[str, ...
     """Parse a TOML config (Kata's keys, plus our [paths]/[server] tables). Unknown keys are
     errors: a file is written on purpose."""
     import tomllib  # only with a configuration file: not in an idle agent otherwise
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -112,7 +112,9 @@ class EarlyServer:
             sel.close()
         return Handover(
             self.address,
-            self.listener, [c for c in self.connections if c.sock.fileno() >= 0], self.answered
+            self.listener,
+            [c for c in self.connections if c.sock.fileno() >= 0],
+            self.answered,
         )
 
     def _accept(self, sel: selectors.BaseSelector) -> None:
