@@ -26,7 +26,7 @@ import select
 
 from agent.rpc.early_wire import take_check
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # not typing's: typing is not imported before the channel is open
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
@@ -51,7 +51,7 @@ class SerialHandover:
     def close(self) -> None:
         """Give the port up (the full configuration names another address)."""
         if self.fd is not None:
-            try:  # noqa: SIM105 (contextlib is not imported on this path)
+            try:
                 os.close(self.fd)
             except OSError:
                 pass
