@@ -101,6 +101,8 @@ class PathsConfig:
 
     run_dir: Path = Path("/run/kata-containers")
     sandbox_ns_dir: Path = Path("/var/run/sandbox-ns")
+    # the image's agent policy (agent.policy); no file: no policy, requests are not checked
+    policy_file: Path = Path("/etc/kata-opa/default-policy.rego")
 
     @property
     def shared_dir(self) -> Path:
@@ -374,12 +376,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(None, "run_dir", ("paths", "run_dir"), _path),
     Option(None, "sandbox_ns_dir", ("paths", "sandbox_ns_dir"), _path),
+    Option(None, "policy_file", ("paths", "policy_file"), _path),
 )
 _BY_CMDLINE = {o.cmdline: o for o in OPTIONS if o.cmdline}
 _BY_TOML = {o.toml: o for o in OPTIONS if o.toml}
 # The TOML file may group our own settings in tables too: [paths] run_dir = ..., [server] ...
 _TOML_TABLES = {
-    "paths": {"run_dir", "sandbox_ns_dir"},
+    "paths": {"run_dir", "sandbox_ns_dir", "policy_file"},
     "server": {"server_addr", "grpc_addr"},
 }
 

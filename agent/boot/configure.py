@@ -40,6 +40,7 @@ FLAG_TARGETS: dict[str, tuple[str, tuple[str, ...], cfg.Parser]] = {
     ),
     "run_dir": ("--run-dir", ("paths", "run_dir"), _abs_path),
     "sandbox_ns_dir": ("--sandbox-ns-dir", ("paths", "sandbox_ns_dir"), _abs_path),
+    "policy_file": ("--policy-file", ("paths", "policy_file"), _abs_path),
 }
 
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sandbox-ns-dir", help="persistent namespaces dir (default /var/run/sandbox-ns)"
     )
+    p.add_argument("--policy-file", help="agent policy (default /etc/kata-opa/default-policy.rego)")
     return p
 
 

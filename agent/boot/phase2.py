@@ -5,7 +5,9 @@ uevent listener and the device lookup it needs), then ``start`` runs on the loop
 
 1. the services (``agent.app.build_services``, the composition root) with the uevent listener
    started before any RPC can wait for a device; AgentService is bound and the calls that arrived
-   meanwhile proceed. Each AgentService area (lifecycle with the OCI engine's spawner,
+   meanwhile proceed, decided by the agent policy first if there is one (``agent.policy``:
+   the default policy file is loaded before AgentService is bound). Each AgentService area
+   (lifecycle with the OCI engine's spawner,
    storage/devices, network, guest/metrics) is imported and built on its first call
    (``agent.rpc.lazy_servicer``, ``Services.lazy``), so an idle agent holds only what it uses;
 2. what start-up allocated is kept out of the cyclic GC's generations and the heap pages it freed
@@ -23,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from agent import app
+from agent import policy as agent_policy
 from agent.config import AgentConfig
 from agent.rpc.dispatch import AGENT_SERVICE, Dispatcher
 from agent.services import Services
@@ -41,6 +44,7 @@ async def start(
     closers.append(services.uevents.stop)
     closers.append(partial(_close_lifecycle, services))  # stop the engine's spawner
     services.shutdown_requested = stop  # lifecycle: DestroySandbox ends the agent
+    services.policy = await agent_policy.start(dispatcher, config.paths.policy_file)
     dispatcher.add(AGENT_SERVICE, app.build_servicers(services)[AGENT_SERVICE])
     # Everything imported and built so far lives as long as the agent: keep it out of the
     # cyclic GC's generations, so collections stay short (tail latency of every call).

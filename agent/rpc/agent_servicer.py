@@ -6,12 +6,13 @@ from agent.rpc.handlers import HandlerBase
 from agent.rpc.handlers.containers import ContainerHandlers
 from agent.rpc.handlers.guest import GuestHandlers
 from agent.rpc.handlers.network import NetworkHandlers
+from agent.rpc.handlers.policy import PolicyHandlers
 from agent.rpc.handlers.storage import StorageHandlers
 from agent.services import Services
 
 
 class AgentServicer(
-    ContainerHandlers, GuestHandlers, StorageHandlers, NetworkHandlers, HandlerBase
+    ContainerHandlers, GuestHandlers, StorageHandlers, NetworkHandlers, PolicyHandlers, HandlerBase
 ):
     """Add each area's mixin to the bases (before HandlerBase) when it exists."""
 

@@ -122,6 +122,8 @@ class Dispatcher:
             raise ValueError(f"servicers for services not served: {sorted(unknown)}")
         self._table: dict[str, dict[str, Bound]] = {}
         self._now: dict[str, dict[str, Bound]] = {}  # the bound methods with a ``now`` variant
+        self._servicers: dict[str, object | None] = {}
+        self._guards: dict[str, Callable[[Bound], Bound]] = {}
         self._deferred = set(deferred) - set(servicers)
         self._ready: asyncio.Event | None = None
         for service in services:
@@ -129,6 +131,8 @@ class Dispatcher:
                 self._bind(service, servicers.get(service))
 
     def _bind(self, service: str, servicer: object | None) -> None:
+        self._servicers[service] = servicer
+        guard = self._guards.get(service)
         bound: dict[str, Bound] = {}
         for name, method in service_methods(service).items():
             handler = getattr(servicer, name, None) if servicer is not None else None
@@ -138,6 +142,8 @@ class Dispatcher:
             if now is not None and inspect.iscoroutinefunction(now):
                 raise TypeError(f"{method.path}: {NOW_PREFIX}{name} must not be async")
             bound[name] = Bound(method, handler, now)
+            if guard is not None and handler is not None:
+                bound[name] = guard(bound[name])
         self._table[service] = bound
         self._now[service] = {name: b for name, b in bound.items() if b.now is not None}
 
@@ -149,6 +155,13 @@ class Dispatcher:
         self._deferred.discard(service)
         if not self._deferred and self._ready is not None:
             self._ready.set()
+
+    def guard(self, service: str, guard: Callable[[Bound], Bound]) -> None:
+        """Bind every implemented method of ``service`` through ``guard`` from now on (the agent
+        policy, ``agent.policy.guard``; a deferred service is guarded when it is added)."""
+        self._guards[service] = guard
+        if service in self._servicers:
+            self._bind(service, self._servicers[service])
 
     @property
     def ready(self) -> bool:

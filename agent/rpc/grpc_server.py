@@ -28,7 +28,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent.rpc.dispatch import Bound, Dispatcher
+from agent.rpc.dispatch import Dispatcher, Method
 from agent.rpc.framing import MAX_MESSAGE
 from agent.rpc.status import to_status
 from agent.rpc.transport import parse_address
@@ -47,11 +47,11 @@ def grpc_target(address: str) -> str:
     raise ValueError(f"grpc address {address!r}: expected unix:///path or unix://@name")
 
 
-def _method_handler(bound: Bound) -> Any:
+def _method_handler(dispatcher: Dispatcher, method: Method) -> Any:
     codes = {sc.value[0]: sc for sc in grpc.StatusCode}
-    method = bound.method
 
     async def call(request: Any, context: Any) -> Any:
+        bound = dispatcher.lookup(method.service, method.name)  # as bound now (agent policy)
         if bound.handler is None:
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, Dispatcher.unimplemented(method).message
@@ -98,7 +98,8 @@ async def start_grpc(address: str, dispatcher: Dispatcher) -> Callable[[], Any]:
     )
     by_service: dict[str, dict[str, Any]] = {}
     for bound in dispatcher.bound_methods():
-        by_service.setdefault(bound.method.service, {})[bound.method.name] = _method_handler(bound)
+        handler = _method_handler(dispatcher, bound.method)
+        by_service.setdefault(bound.method.service, {})[bound.method.name] = handler
     server.add_generic_rpc_handlers(
         tuple(grpc.method_handlers_generic_handler(s, h) for s, h in by_service.items())
     )

@@ -80,11 +80,11 @@ AREAS: dict[str, Area] = {
             "OnlineCPUMem",
             "RemoveStaleVirtiofsShareMounts",
             "ResizeVolume",
-            "SetPolicy",
             "UpdateEphemeralMounts",
         ),
         ("hardware",),
     ),
+    "policy": Area("agent.rpc.handlers.policy", "PolicyHandlers", ("SetPolicy",), ("policy",)),
     "network": Area(
         "agent.rpc.handlers.network",
         "NetworkHandlers",

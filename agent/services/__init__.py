@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.devices.lookup import DeviceLookup
     from agent.devices.uevent import UeventListener
+    from agent.policy.point import PolicyPoint
     from agent.services.containers import ContainerService
     from agent.services.guest import GuestService
     from agent.services.hardware import HardwareService
@@ -45,6 +46,9 @@ class Services:
     containers: ContainerService = field(init=False)
     processes: ProcessService = field(init=False)
     stdio: StdioService = field(init=False)
+    # the agent policy (agent.policy.start): built at start-up with a default policy file, else
+    # on the first SetPolicy
+    policy: PolicyPoint = field(init=False)
     # set by agent.boot.phase2: the lifecycle's DestroySandbox ends the agent through it
     shutdown_requested: asyncio.Event | None = field(init=False, default=None)
     # field name -> (modules its builder imports, the builder: sets the field and its siblings)

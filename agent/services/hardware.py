@@ -19,7 +19,7 @@ from agent.devices import pci
 from agent.devices.handlers import DeviceManager
 from agent.devices.lookup import DeviceLookup
 from agent.devices.uevent import UeventListener
-from agent.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, Unimplemented
+from agent.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from agent.spawn import Runner
 from agent.storage import StorageManager, mountinfo
 from agent.storage.env import MountSyscalls, StorageEnv, errname
@@ -314,6 +314,3 @@ class HardwareService:
 
     async def remove_stale_virtiofs_share_mounts(self) -> None:
         await self.storage.stat_shared_mounts()
-
-    async def set_policy(self, policy: str) -> None:
-        raise Unimplemented("SetPolicy: this agent has no policy engine")

@@ -108,7 +108,3 @@ class StorageHandlers(HandlerBase):
     ) -> empty_pb2.Empty:
         await self.services.hardware.remove_stale_virtiofs_share_mounts()
         return empty_pb2.Empty()
-
-    async def SetPolicy(self, req: agent_pb2.SetPolicyRequest) -> empty_pb2.Empty:
-        await self.services.hardware.set_policy(req.policy)
-        return empty_pb2.Empty()

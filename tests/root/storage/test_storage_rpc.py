@@ -42,12 +42,6 @@ async def test_volume_stats(agent_mnt: AgentProcess) -> None:
     ("method", "request_", "code", "text"),
     [
         (
-            "SetPolicy",
-            agent_pb2.SetPolicyRequest(policy="package x"),
-            Code.UNIMPLEMENTED,
-            "no policy engine",
-        ),
-        (
             "GetVolumeStats",
             agent_pb2.VolumeStatsRequest(volume_guest_path="/nonexistent/vol"),
             Code.NOT_FOUND,

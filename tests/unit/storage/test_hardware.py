@@ -11,7 +11,7 @@ import pytest
 from agent.devices.handlers import DeviceManager
 from agent.devices.lookup import DeviceLookup
 from agent.devices.uevent import UeventListener
-from agent.errors import Internal, InvalidArgument, NotFound, Unimplemented
+from agent.errors import Internal, InvalidArgument, NotFound
 from agent.services import hardware
 from agent.services.hardware import HardwareService
 from agent.storage import StorageManager
@@ -260,11 +260,6 @@ async def test_volume_stats(tmp_path: Path) -> None:
     st = await make(tmp_path).volume_stats(str(tmp_path))
     assert st.bytes.total >= st.bytes.available
     assert st.inodes.total >= st.inodes.used
-
-
-async def test_set_policy_unimplemented(tmp_path: Path) -> None:
-    with pytest.raises(Unimplemented):
-        await make(tmp_path).set_policy("package agent_policy")
 
 
 def test_unlimited_inodes_are_reported_as_zero() -> None:
