@@ -53,6 +53,7 @@ CACHE_SIZE = 512
 CACHE_KEY_MAX = 2048  # larger requests (CreateContainer) are never asked twice: not cached
 # Builtins whose answer is not a function of their arguments.
 NONDETERMINISTIC = (
+    "?",
     "time.now_ns",
     "rand.",
     "uuid.rfc4122",
@@ -113,6 +114,64 @@ def check_size(text: str) -> None:
                 f"policy line {number} has {len(line)} characters, more than the limit of "
                 f"{MAX_LINE}"
             )
+
+
+def check_constructs(text: str) -> None:
+    """Refuse what rego-cpp 1.5.2 evaluates wrongly in a way that allows: ``not`` inside an
+    ``every`` body (the negated expression is dropped when it uses the loop's variables, so
+    ``every d in ["lo"] { not d == "lo" }`` holds). InvalidArgument with the line."""
+    tokens = _tokens(text)
+    for i, (word, line) in enumerate(tokens):
+        following = [w for w, _ in tokens[i + 1 : i + 4]]
+        if word != "every" or "in" not in following[1:]:  # not "every x in" / "every k, v in"
+            continue
+        depth = 0
+        for inner, inner_line in tokens[i + 1 :]:
+            if inner == "{":
+                depth += 1
+            elif inner == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif inner == "not" and depth > 0:
+                raise InvalidArgument(
+                    f"invalid policy: line {inner_line}: 'not' inside the 'every' of line {line} "
+                    "is evaluated wrongly by this agent's Rego engine (rego-cpp); move the "
+                    "negated condition into a helper rule and call that from the 'every' body"
+                )
+
+
+def _tokens(text: str) -> list[tuple[str, int]]:
+    """Words and braces of a Rego text with their line numbers; strings and comments skipped."""
+    tokens: list[tuple[str, int]] = []
+    i, line, n = 0, 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c == "`":
+            end = text.find("`", i + 1)
+            end = n if end < 0 else end
+            line += text.count("\n", i, end)
+            i = end
+        elif c in "{}":
+            tokens.append((c, line))
+        elif c.isalnum() or c == "_":
+            start = i
+            while i < n and (text[i].isalnum() or text[i] == "_"):
+                i += 1
+            tokens.append((text[start:i], line))
+            continue
+        i += 1
+    return tokens
 
 
 # -- answers -------------------------------------------------------------------------------------
@@ -178,10 +237,12 @@ class EntryInfo:
 
     @property
     def prints(self) -> bool:
-        return PRINT in self.builtins
+        return PRINT in self.builtins or UNKNOWN_BUILTIN in self.builtins
 
 
-UNKNOWN = EntryInfo(uses_input=True, builtins=frozenset({"?"}))  # nothing known: evaluate always
+UNKNOWN_BUILTIN = "?"
+# Nothing known: evaluated each time, never cached, printing.
+UNKNOWN = EntryInfo(uses_input=True, builtins=frozenset({UNKNOWN_BUILTIN}))
 
 
 class IRNode:
@@ -310,8 +371,8 @@ class StdoutCapture:
                 os.close(saved)
                 size = os.lseek(self._fd, 0, os.SEEK_END)
                 data = os.pread(self._fd, size, 0) if size else b""
-                if size:
-                    os.ftruncate(self._fd, 0)
+                os.ftruncate(self._fd, 0)
+                os.lseek(self._fd, 0, os.SEEK_SET)  # fd 1 wrote through this file offset
                 lines.extend(data.decode(errors="replace").splitlines())
 
     def close(self) -> None:
@@ -352,6 +413,8 @@ class CompiledPolicy:
         self.entrypoints = tuple(entrypoints)
         self._interp = rego.Interpreter()
         paths = [f"{PACKAGE}/{e}" for e in self.entrypoints]
+        if not trusted:
+            check_constructs(text)
         capture: contextlib.AbstractContextManager[list[str]] = (
             contextlib.nullcontext([]) if trusted else capture_stdout()()
         )

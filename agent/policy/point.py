@@ -161,6 +161,7 @@ class PolicyPoint:
 
                 self._check(SET_POLICY, agent_pb2.SetPolicyRequest(policy=text))
             engine.check_size(text)
+            await _compiles_apart(text)
             policy = await asyncio.to_thread(CompiledPolicy, text, INITIAL_DATA, self.entrypoints())
             self.install(policy, source="SetPolicy")
 
@@ -297,3 +298,15 @@ class PolicyPoint:
             log.error("policy state not updated", extra={"request": name, "error": str(err)})
             raise Internal(f"{name}: the policy state could not be updated: {err}") from None
         log.debug("policy state updated", extra={"request": name})
+
+
+async def _compiles_apart(text: str) -> None:
+    """Compile ``text`` in a child process first (``agent.policy.check``): the engine can crash
+    on some invalid policies, and it must not crash the agent. InvalidArgument if it fails."""
+    from agent import spawn
+    from agent.policy import check
+
+    done = await spawn.run(check.command(), input=text.encode(), timeout=check.TIMEOUT)
+    reason = check.verdict(done.returncode, done.stdout)
+    if reason is not None:
+        raise InvalidArgument(reason)

@@ -78,6 +78,25 @@ def _load_json(text: str, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: {err}") from None
 
 
+def _compiles_apart(text: str) -> None:
+    """As the agent does: a text the engine crashes on must not crash this tool either."""
+    import subprocess
+
+    from agent.errors import InvalidArgument
+    from agent.policy import check
+
+    done = subprocess.run(
+        check.command(),
+        input=text.encode(),
+        capture_output=True,
+        timeout=check.TIMEOUT,
+        check=False,
+    )
+    reason = check.verdict(done.returncode, done.stdout)
+    if reason is not None:
+        raise InvalidArgument(reason)
+
+
 async def run_eval(ctx: Context, args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
@@ -103,6 +122,7 @@ async def run_eval(ctx: Context, args: argparse.Namespace) -> int:
     point = PolicyPoint()
     try:
         check_size(policy_text)
+        _compiles_apart(policy_text)
         point.install(
             CompiledPolicy(policy_text, {"pstate": state}, point.entrypoints()),
             source=str(args.file),

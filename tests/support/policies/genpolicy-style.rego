@@ -331,8 +331,13 @@ allow_copy_path(path) if {
 	rest := substring(path, count(prefix), -1)
 	regex.match(policy_data.common.copy_file_regex, rest)
 	every part in split(rest, "/") {
-		not part in {"", ".", ".."}
+		allow_path_part(part)
 	}
+}
+
+# A helper, not "not" in the "every" body: rego-cpp drops a negation there.
+allow_path_part(part) if {
+	not part in {"", ".", ".."}
 }
 
 allow_copy_type(i) if {
@@ -358,27 +363,39 @@ UpdateInterfaceRequest if {
 	not i_interface.device in policy_data.network.forbidden_devices
 	not regex.match("^(00:){5}00$", i_interface.hwAddr)
 	bits.and(i_interface.raw_flags, bits.negate(policy_data.network.interface_flags)) == 0
-	every address in i_interface.IPAddresses {
-		not loopback(address.address)
+	every ip in i_interface.IPAddresses {
+		not_loopback(ip.address)
 	}
 }
 
 UpdateRoutesRequest if {
 	every route in input.routes.Routes {
-		not route.device in policy_data.network.forbidden_devices
-		not loopback(route.source)
-		not loopback(route.gateway)
-		not loopback(route.dest)
+		allow_route(route)
 	}
+}
+
+allow_route(route) if {
+	not route.device in policy_data.network.forbidden_devices
+	not loopback(route.source)
+	not loopback(route.gateway)
+	not loopback(route.dest)
 }
 
 AddARPNeighborsRequest if {
 	every neighbor in input.neighbors.ARPNeighbors {
-		not neighbor.device in policy_data.network.forbidden_devices
-		not loopback(neighbor.toIPAddress.address)
-		neighbor.state in policy_data.network.neighbor_states
-		bits.and(neighbor.flags, bits.negate(policy_data.network.neighbor_flags)) == 0
+		allow_neighbor(neighbor)
 	}
+}
+
+allow_neighbor(neighbor) if {
+	not neighbor.device in policy_data.network.forbidden_devices
+	not loopback(neighbor.toIPAddress.address)
+	neighbor.state in policy_data.network.neighbor_states
+	bits.and(neighbor.flags, bits.negate(policy_data.network.neighbor_flags)) == 0
+}
+
+not_loopback(address) if {
+	not loopback(address)
 }
 
 loopback(address) if {
