@@ -176,7 +176,7 @@ class PolicyPoint:
         log.info(
             "policy loaded",
             extra={
-                "source": source,
+                "origin": source,
                 "bytes": len(policy.text.encode()),
                 "constant_answers": len(constant),
                 "evaluated": len(policy.entrypoints) - len(constant),
