@@ -1,5 +1,6 @@
 # kata-agent-py: guest image and VM.
-#   make image     kernel + rootfs + initrd + disk image into build/ (cached by inputs)
+#   make image     kernel + rootfs + initrd + disk image into build/ (cached by inputs);
+#                  POLICY=1 [POLICY_FILE=x.rego] with the agent policy engine and default policy
 #   make vm        boot the image under QEMU (foreground; Ctrl-C stops it); its agent at
 #                  build/vm/agent.sock, any number of clients at once
 #   make vm-start  boot it in the background (returns once the agent answers); make vm-stop
@@ -16,17 +17,22 @@ KERNEL_MODULES ?=
 # GUEST_UVLOOP=1 ships uvloop in the guest; by default it is left out
 # and the agent runs on asyncio's own loop (~2 MiB less RSS; see image-build/README.md).
 export GUEST_UVLOOP
+# POLICY=1 ships the agent policy engine (regopy; agent.policy) and a default policy at
+# /etc/kata-opa/default-policy.rego: POLICY_FILE (default: allow-all, as Kata's images).
+POLICY ?=
+POLICY_FILE ?= rootfs/kata-opa/allow-all.rego
 VM_ARGS ?=
 
 KERNEL_FLAGS = $(if $(KERNEL),--kernel $(KERNEL)) $(if $(KERNEL_MODULES),--modules $(KERNEL_MODULES))
+POLICY_FLAGS = $(if $(filter 1,$(POLICY)),--policy $(abspath $(POLICY_FILE)))
 
 .PHONY: image initrd vm vm-start vm-stop test-vm bench-boot clean-image
 
 image:
-	$(PYTHON) image-build/build.py --out $(BUILD) $(KERNEL_FLAGS)
+	$(PYTHON) image-build/build.py --out $(BUILD) $(KERNEL_FLAGS) $(POLICY_FLAGS)
 
 initrd:
-	$(PYTHON) image-build/build.py --out $(BUILD) --no-disk $(KERNEL_FLAGS)
+	$(PYTHON) image-build/build.py --out $(BUILD) --no-disk $(KERNEL_FLAGS) $(POLICY_FLAGS)
 
 # The VM tools get absolute paths (virtiofsd chroots into the share; QEMU and vm.py may run
 # from elsewhere), whatever BUILD is.

@@ -37,6 +37,14 @@ share it). Run both ways and report both.
 The agent's run dir (bundles, engine state) is on tmpfs (/dev/shm), as /run/kata-containers is in
 the guest; ``--disk-run-dir`` keeps the test support's default on /tmp.
 
+Agent policy (agent.policy): ``--policy FILE`` sets FILE with SetPolicy before CreateSandbox, as
+the shim does; ``--pod-annotations`` gives each container the CRI annotations of a Kubernetes pod
+(``tests/support/policy.py``), which ``tests/support/policies/genpolicy-style.rego`` (the realistic
+policy) checks. ``--compare-policy FILE`` runs phases 1 and 2 on two agents at once, one without
+a policy and one with FILE, interleaved in rounds (the order swapped each round), and prints both
+medians and their ratio: the cost of the policy on a shared machine whose speed drifts. Target
+with the allow-all policy: cycle and exec within +5% of no policy.
+
 Prints median and p99 (and min) per phase. Keep runs short while developing (``--quick``).
 """
 
@@ -50,7 +58,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -58,7 +68,8 @@ sys.path.insert(0, str(REPO))
 from agent.ctl.container_spec import container_spec, exec_process  # noqa: E402
 from agent.rpc import framing  # noqa: E402
 from agent.rpc.pb import agent_pb2, oci_pb2, request_pb2  # noqa: E402
-from tests.support.agent import remove_workdir, start_agent  # noqa: E402
+from tests.support.agent import AgentProcess, remove_workdir, start_agent  # noqa: E402
+from tests.support.policy import pod_annotations  # noqa: E402
 from tests.support.rootfs import make_busybox_rootfs  # noqa: E402
 
 PRIVATE_MNT = ["unshare", "--mount", "--propagation", "private"]
@@ -91,75 +102,118 @@ async def drain(
         total += len(resp.data)
 
 
-async def bench(args: argparse.Namespace) -> None:
+Spec = Callable[[str, list[str], str], oci_pb2.Spec]
+
+
+def spec_maker(rootfs: Path, cg: str, pod: bool) -> Spec:
+    """The spec of a container (``name``: its container name in the pod, for the annotations)."""
+
+    def spec(cid: str, argv: list[str], name: str) -> oci_pb2.Spec:
+        annotations = pod_annotations(name) if pod else None
+        return container_spec(
+            str(rootfs), argv, cgroups_path=f"/{cg}/{cid}", annotations=annotations
+        )
+
+    return spec
+
+
+async def start_sandbox(a: Any, policy: str | None) -> None:
+    """SetPolicy (when given) then CreateSandbox, in the shim's order."""
+    if policy is not None:
+        await a.SetPolicy(agent_pb2.SetPolicyRequest(policy=policy), timeout=120)
+    await a.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="bench", sandbox_id="b"))
+
+
+async def cycles(a: Any, spec: Spec, first: int, n: int) -> list[float]:
+    """Phase 1: ``n`` container cycles (ids run<first>...), each timed in ms."""
+    times = []
+    for i in range(first, first + n):
+        cid = f"run{i}"
+        t0 = time.perf_counter()
+        await a.CreateContainer(
+            agent_pb2.CreateContainerRequest(
+                container_id=cid, exec_id=cid, OCI=spec(cid, ["true"], "cycle")
+            )
+        )
+        await a.StartContainer(agent_pb2.StartContainerRequest(container_id=cid))
+        await asyncio.gather(drain(a, cid, cid, "ReadStdout"), drain(a, cid, cid, "ReadStderr"))
+        await a.WaitProcess(agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid))
+        await a.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id=cid))
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+async def start_box(a: Any, spec: Spec) -> None:
+    await a.CreateContainer(
+        agent_pb2.CreateContainerRequest(
+            container_id="box", exec_id="box", OCI=spec("box", ["sleep", "1000000"], "box")
+        )
+    )
+    await a.StartContainer(agent_pb2.StartContainerRequest(container_id="box"))
+
+
+async def execs(a: Any, first: int, n: int) -> list[float]:
+    """Phase 2: ``n`` execs in "box" (ids e<first>...), each timed to the first byte in ms."""
+    times = []
+    for i in range(first, first + n):
+        eid = f"e{i}"
+        t0 = time.perf_counter()
+        await a.ExecProcess(
+            agent_pb2.ExecProcessRequest(
+                container_id="box", exec_id=eid, process=exec_process(["echo", "x"])
+            )
+        )
+        err = asyncio.create_task(drain(a, "box", eid, "ReadStderr"))
+        resp = await a.ReadStdout(
+            agent_pb2.ReadStreamRequest(container_id="box", exec_id=eid, len=32768)
+        )
+        t1 = time.perf_counter()
+        assert resp.data == b"x\n", resp.data
+        await drain(a, "box", eid, "ReadStdout")
+        await err
+        await a.WaitProcess(agent_pb2.WaitProcessRequest(container_id="box", exec_id=eid))
+        times.append((t1 - t0) * 1000)
+    return times
+
+
+async def stop_box(a: Any) -> None:
+    await a.SignalProcess(agent_pb2.SignalProcessRequest(container_id="box", exec_id="", signal=9))
+    await a.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id="box"))
+
+
+def start_bench_agent(args: argparse.Namespace) -> tuple[AgentProcess, Path | None]:
     extra = ["--container-pipe-size", str(args.pipe_size)] if args.pipe_size else []
     # In the guest the state root /run/kata-containers is on tmpfs: put it on tmpfs here too
     # (the test support's default is on /tmp, here an ext4 disk: +1.3 ms per bundle alone).
     run_dir = None if args.disk_run_dir else Path(tempfile.mkdtemp(prefix="kag-bench-", dir=SHM))
     if run_dir is not None:
         extra += ["--run-dir", str(run_dir)]
-    agent = start_agent(prefix=PRIVATE_MNT, log_level=args.log_level, args=extra)
+    return start_agent(prefix=PRIVATE_MNT, log_level=args.log_level, args=extra), run_dir
+
+
+async def bench(args: argparse.Namespace) -> None:
+    agent, run_dir = start_bench_agent(args)
     tmp = Path(tempfile.mkdtemp(prefix="kag-bench-"))
     rootfs = make_busybox_rootfs(tmp / "rootfs")
     cg = f"kag-bench-{uuid.uuid4().hex[:8]}"
     try:
         async with await agent.client() as c:
             a = c.agent
-            await a.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="bench", sandbox_id="b"))
-
-            def spec(cid: str, argv: list[str]) -> oci_pb2.Spec:
-                return container_spec(str(rootfs), argv, cgroups_path=f"/{cg}/{cid}")
+            await start_sandbox(a, args.policy.read_text() if args.policy else None)
+            spec = spec_maker(rootfs, cg, args.pod_annotations)
 
             # 1. container cycle
-            cycle: list[float] = []
+            n = 0 if args.only_throughput else args.warmup + args.runs
             cpu0 = tree_cpu_seconds(agent.pid), time.process_time()
-            for i in range(0 if args.only_throughput else args.warmup + args.runs):
-                cid = f"run{i}"
-                t0 = time.perf_counter()
-                await a.CreateContainer(
-                    agent_pb2.CreateContainerRequest(
-                        container_id=cid, exec_id=cid, OCI=spec(cid, ["true"])
-                    )
-                )
-                await a.StartContainer(agent_pb2.StartContainerRequest(container_id=cid))
-                await asyncio.gather(
-                    drain(a, cid, cid, "ReadStdout"), drain(a, cid, cid, "ReadStderr")
-                )
-                await a.WaitProcess(agent_pb2.WaitProcessRequest(container_id=cid, exec_id=cid))
-                await a.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id=cid))
-                if i >= args.warmup:
-                    cycle.append((time.perf_counter() - t0) * 1000)
-            cycle_cpu = per_op_cpu(cpu0, agent.pid, args.warmup + args.runs)
+            cycle = (await cycles(a, spec, 0, n))[args.warmup :]
+            cycle_cpu = per_op_cpu(cpu0, agent.pid, n)
 
             # 2. exec to first byte
-            await a.CreateContainer(
-                agent_pb2.CreateContainerRequest(
-                    container_id="box", exec_id="box", OCI=spec("box", ["sleep", "1000000"])
-                )
-            )
-            await a.StartContainer(agent_pb2.StartContainerRequest(container_id="box"))
-            first_byte: list[float] = []
+            await start_box(a, spec)
+            n = 0 if args.only_throughput else args.warmup + args.execs
             cpu0 = tree_cpu_seconds(agent.pid), time.process_time()
-            for i in range(0 if args.only_throughput else args.warmup + args.execs):
-                eid = f"e{i}"
-                t0 = time.perf_counter()
-                await a.ExecProcess(
-                    agent_pb2.ExecProcessRequest(
-                        container_id="box", exec_id=eid, process=exec_process(["echo", "x"])
-                    )
-                )
-                err = asyncio.create_task(drain(a, "box", eid, "ReadStderr"))
-                resp = await a.ReadStdout(
-                    agent_pb2.ReadStreamRequest(container_id="box", exec_id=eid, len=32768)
-                )
-                t1 = time.perf_counter()
-                assert resp.data == b"x\n", resp.data
-                await drain(a, "box", eid, "ReadStdout")
-                await err
-                await a.WaitProcess(agent_pb2.WaitProcessRequest(container_id="box", exec_id=eid))
-                if i >= args.warmup:
-                    first_byte.append((t1 - t0) * 1000)
-            exec_cpu = per_op_cpu(cpu0, agent.pid, args.warmup + args.execs)
+            first_byte = (await execs(a, 0, n))[args.warmup :]
+            exec_cpu = per_op_cpu(cpu0, agent.pid, n)
 
             # 3. ReadStdout throughput
             size = args.mib << 20
@@ -179,7 +233,7 @@ async def bench(args: argparse.Namespace) -> None:
                     ]
                     await a.CreateContainer(
                         agent_pb2.CreateContainerRequest(
-                            container_id=cid, exec_id=cid, OCI=spec(cid, argv)
+                            container_id=cid, exec_id=cid, OCI=spec(cid, argv, "big")
                         )
                     )
                     await a.StartContainer(agent_pb2.StartContainerRequest(container_id=cid))
@@ -202,12 +256,13 @@ async def bench(args: argparse.Namespace) -> None:
                     rates.setdefault(length, []).append(size / dt / (1 << 20))
 
             reader.close()
-            await a.SignalProcess(
-                agent_pb2.SignalProcessRequest(container_id="box", exec_id="", signal=9)
-            )
-            await a.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id="box"))
+            await stop_box(a)
 
-        print(f"lifecycle bench (agent pid {agent.pid}, {args.runs} cycles, {args.execs} execs)")
+        policy = f", policy {args.policy}" if args.policy else ""
+        print(
+            f"lifecycle bench (agent pid {agent.pid}, {args.runs} cycles, {args.execs} execs"
+            f"{policy})"
+        )
         if cycle:
             report("Create+Start+Wait+Remove (busybox true)", cycle, "<= 30 ms")
             print(f"{'':<44} CPU per cycle: {cycle_cpu}")
@@ -245,6 +300,62 @@ async def bench(args: argparse.Namespace) -> None:
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
         remove_cgroups(cg)
+
+
+async def compare(args: argparse.Namespace) -> None:
+    """Phases 1 and 2 on an agent without a policy (A) and one with ``--compare-policy`` (B),
+    interleaved in rounds."""
+    agents = [start_bench_agent(args), start_bench_agent(args)]
+    tmp = Path(tempfile.mkdtemp(prefix="kag-bench-"))
+    rootfs = make_busybox_rootfs(tmp / "rootfs")
+    cgs = [f"kag-bench-{uuid.uuid4().hex[:8]}" for _ in agents]
+    per_round_cycles = max(1, args.runs // args.rounds)
+    per_round_execs = max(1, args.execs // args.rounds)
+    results: list[dict[str, list[float]]] = [{"cycle": [], "exec": []} for _ in agents]
+    try:
+        clients = [await agent.client() for agent, _ in agents]
+        specs = [spec_maker(rootfs, cg, args.pod_annotations) for cg in cgs]
+        policy = args.compare_policy.read_text()
+        for i, client in enumerate(clients):
+            await start_sandbox(client.agent, policy if i else None)
+            await cycles(client.agent, specs[i], 10_000, args.warmup)
+            await start_box(client.agent, specs[i])
+            await execs(client.agent, 10_000, args.warmup)
+        for r in range(args.rounds):
+            order = (0, 1) if r % 2 == 0 else (1, 0)
+            for i in order:
+                a = clients[i].agent
+                results[i]["cycle"] += await cycles(
+                    a, specs[i], r * per_round_cycles, per_round_cycles
+                )
+                results[i]["exec"] += await execs(a, r * per_round_execs, per_round_execs)
+        for client in clients:
+            await stop_box(client.agent)
+            await client.close()
+    finally:
+        import shutil
+
+        for (agent, run_dir), cg in zip(agents, cgs, strict=True):
+            agent.stop()
+            remove_workdir(agent.workdir)
+            if run_dir is not None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            remove_cgroups(cg)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"policy A/B: A no policy, B {args.compare_policy}; {args.rounds} interleaved rounds, "
+        f"{per_round_cycles} cycles and {per_round_execs} execs per round and agent"
+    )
+    for phase, label in (
+        ("cycle", "Create+Start+Wait+Remove"),
+        ("exec", "ExecProcess to first byte"),
+    ):
+        a_ms = statistics.median(results[0][phase])
+        b_ms = statistics.median(results[1][phase])
+        print(
+            f"{label:<44} median A {a_ms:7.2f} ms   B {b_ms:7.2f} ms   B/A {b_ms / a_ms:5.3f}   "
+            f"(n={len(results[1][phase])}, target B/A <= 1.05)"
+        )
 
 
 class ShimStreamReader:
@@ -426,6 +537,19 @@ def main() -> None:
         action="store_true",
         help="run the client on asyncio's default loop instead of uvloop (as the agent uses)",
     )
+    p.add_argument("--policy", type=Path, help="set this agent policy (SetPolicy) first")
+    p.add_argument(
+        "--pod-annotations",
+        action="store_true",
+        help="CRI pod annotations on each container (tests/support/policies/genpolicy-style.rego)",
+    )
+    p.add_argument(
+        "--compare-policy",
+        type=Path,
+        metavar="FILE",
+        help="phases 1-2 on agents without and with this policy, interleaved (A/B)",
+    )
+    p.add_argument("--rounds", type=int, default=10, help="rounds of --compare-policy")
     p.add_argument(
         "--disk-run-dir",
         action="store_true",
@@ -447,7 +571,7 @@ def main() -> None:
         except ImportError:
             pass
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(bench(args))
+        runner.run(compare(args) if args.compare_policy else bench(args))
 
 
 if __name__ == "__main__":

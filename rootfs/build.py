@@ -11,6 +11,10 @@ from (``image-build/``). Its parts, each a named step with its own log under ``b
                 uvloop as cp311 manylinux wheels, hash-checked) and python-prctl, compiled from its
                 hash-checked sdist with the host's gcc against Debian's python3.11 headers.
 3. ``agent``    The ``agent`` and ``oci`` packages of this checkout.
+   ``policy``   With a policy (``make image POLICY=1``): the policy engine's wheels
+                (``requirements-policy.txt``) and the default policy file at
+                ``/etc/kata-opa/default-policy.rego``, compiled first as the agent will
+                (``agent.policy.check``: a policy that does not compile fails the build).
 4. ``pyc``      Everything precompiled with ``compileall --invalidation-mode unchecked-hash``
                 (no source stat at import; deterministic output).
 5. ``busybox``  busybox-static with its applet links (the debug shell and a few tools).
@@ -183,10 +187,13 @@ def dpkg_versions(packages: tuple[str, ...], logs: Logs) -> dict[str, str]:
     return versions
 
 
-def inputs_key(kernel_key: str, logs: Logs, *, uvloop: bool = False) -> str:
+def inputs_key(
+    kernel_key: str, logs: Logs, *, uvloop: bool = False, policy: Path | None = None
+) -> str:
     return digest(
         [
             f"uvloop={uvloop}",
+            "policy=" + (hashlib.sha256(policy.read_bytes()).hexdigest() if policy else ""),
             tree_digest(REPO / "rootfs", suffixes=(".py", ".txt", ".service", ".target")),
             tree_digest(REPO / "agent"),
             tree_digest(REPO / "oci"),
@@ -226,15 +233,20 @@ def copy_python(root: Path) -> None:
 
 
 def fetch_wheels(
-    cache: Path, site: Path, logs: Logs, *, skip: frozenset[str] = frozenset()
+    cache: Path,
+    site: Path,
+    logs: Logs,
+    *,
+    skip: frozenset[str] = frozenset(),
+    requirements: str = "requirements-wheels.txt",
 ) -> None:
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    req = REPO / "rootfs" / "requirements-wheels.txt"
+    req = REPO / "rootfs" / requirements
     wanted = {name: h for name, h in pins(req).items() if name not in skip}
     files = cached_files(wheels, wanted)
     if files is None:
-        _pip_download_wheels(wheels, logs)
+        _pip_download_wheels(wheels, req, logs)
         files = cached_files(wheels, wanted)
     if files is None:
         raise BuildError(
@@ -242,12 +254,13 @@ def fetch_wheels(
         )
     for whl in files.values():
         _extract_wheel(whl, site)
-    # Extension modules from wheels carry symbols they never need at run time.
-    for so in site.rglob("*.so"):
+    # Extension modules from wheels (and the libraries auditwheel bundles with them, as
+    # regopy.libs/libssl-*.so.3) carry symbols they never need at run time.
+    for so in sorted({*site.rglob("*.so"), *site.rglob("*.libs/*.so.*")}):
         run("wheels", ["strip", "--strip-unneeded", so], logs)
 
 
-def _pip_download_wheels(wheels: Path, logs: Logs) -> None:
+def _pip_download_wheels(wheels: Path, req: Path, logs: Logs) -> None:
     run(
         "wheels",
         [
@@ -260,6 +273,8 @@ def _pip_download_wheels(wheels: Path, logs: Logs) -> None:
             "--only-binary=:all:",
             "--platform",
             "manylinux2014_x86_64",
+            "--platform",
+            "manylinux_2_34_x86_64",
             "--python-version",
             PYVER,
             "--implementation",
@@ -269,7 +284,7 @@ def _pip_download_wheels(wheels: Path, logs: Logs) -> None:
             "--no-deps",
             "--require-hashes",
             "-r",
-            REPO / "rootfs" / "requirements-wheels.txt",
+            req,
             "-d",
             wheels,
         ],
@@ -401,6 +416,36 @@ def copy_agent(site: Path) -> None:
             site / pkg,
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi", "py.typed"),
         )
+
+
+# -- policy ----------------------------------------------------------------------------------
+
+#: Where the agent looks for its policy (agent.policy.point.DEFAULT_POLICY_FILE; Kata's path).
+GUEST_POLICY = "etc/kata-opa/default-policy.rego"
+
+
+def install_policy(root: Path, site: Path, policy: Path, logs: Logs) -> None:
+    """The default policy file, after compiling it with the engine and agent just installed in
+    the tree (the host's python3.11 runs the guest's packages: same interpreter version)."""
+    text = policy.read_text()
+    check = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); "
+        "from agent.policy.check import main; raise SystemExit(main())"
+    )
+    done = subprocess.run(
+        [str(HOST_PYTHON), "-I", "-c", check],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    logs.path("policy").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        reason = done.stdout.strip() or f"the check exited with {done.returncode}"
+        raise BuildError(f"step policy: {policy}: {reason}; log: {logs.path('policy')}")
+    dest = root / GUEST_POLICY
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
 
 
 # -- 4. pyc ------------------------------------------------------------------------------------
@@ -589,10 +634,11 @@ def build(
     *,
     force: bool = False,
     uvloop: bool = False,
+    policy: Path | None = None,
 ) -> Path:
     """Build the tree. ``uvloop``: ship uvloop; without it the agent runs on asyncio's own loop,
     with less RSS (image-build/README.md, "uvloop in the guest"). The ssl module stays either
-    way: pyroute2 imports it."""
+    way: pyroute2 imports it. ``policy``: ship the policy engine and this default policy."""
     kernel_meta = kernel_out / "kernel.json"
     if not kernel_meta.is_file():
         raise BuildError(
@@ -601,7 +647,7 @@ def build(
     kmeta = json.loads(kernel_meta.read_text())
     with step("check-packages", logs):
         dpkg_versions(BUILD_PACKAGES, logs)
-        key = inputs_key(kmeta["key"], logs, uvloop=uvloop)
+        key = inputs_key(kmeta["key"], logs, uvloop=uvloop, policy=policy)
     stamp = out.parent / f"{out.name}.json"
     if not force and cached(stamp, key) and out.is_dir():
         say(f"rootfs: cached in {out}")
@@ -623,6 +669,10 @@ def build(
         build_prctl(cache, site, logs)
     with step("agent", logs):
         copy_agent(site)
+    if policy is not None:
+        with step("policy", logs):
+            fetch_wheels(cache, site, logs, requirements="requirements-policy.txt")
+            install_policy(tmp, site, policy, logs)
     with step("pyc", logs):
         precompile(tmp, logs)
     with step("busybox", logs):
@@ -658,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logs", type=Path, default=REPO / "build" / "logs")
     p.add_argument("--force", action="store_true")
     p.add_argument("--with-uvloop", action="store_true", help="ship uvloop in the guest")
+    p.add_argument("--policy", type=Path, help="ship the policy engine and this default policy")
     args = p.parse_args(argv)
     try:
         build(
@@ -667,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
             Logs(args.logs),
             force=args.force,
             uvloop=args.with_uvloop,
+            policy=args.policy,
         )
     except BuildError as err:
         print(f"error: {err}", file=sys.stderr)

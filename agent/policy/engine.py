@@ -224,6 +224,7 @@ class EntryInfo:
     """What the compiled plan of one entrypoint may read or call."""
 
     uses_input: bool
+    uses_data: bool  # the data document (the policy state): re-decided when it changes
     builtins: frozenset[str]
 
     @property
@@ -242,7 +243,7 @@ class EntryInfo:
 
 UNKNOWN_BUILTIN = "?"
 # Nothing known: evaluated each time, never cached, printing.
-UNKNOWN = EntryInfo(uses_input=True, builtins=frozenset({UNKNOWN_BUILTIN}))
+UNKNOWN = EntryInfo(uses_input=True, uses_data=True, builtins=frozenset({UNKNOWN_BUILTIN}))
 
 
 class IRNode:
@@ -289,9 +290,10 @@ _VALUED = frozenset({"irstring", "localindex"})
 
 def analyze(policy: IRNode) -> dict[str, EntryInfo]:
     """Per plan name (``agent_policy/X``) of a compiled bundle's ``policy`` node: does anything
-    reachable from it read the input (local 0 of a plan, parameter 0 of a function), and which
-    builtins does it call. Conservative: any appearance of the input's local that is not handing
-    it on to a function that provably ignores it counts as reading it."""
+    reachable from it read the input (local 0 of a plan, parameter 0 of a function) or the data
+    (local and parameter 1), and which builtins does it call. Conservative: any appearance of
+    such a local that is not handing it on, in the same position, to a function that provably
+    ignores it counts as reading it."""
     funcs: dict[str, IRNode] = {}
     for f in policy.child("functionseq").children:
         funcs[f.children[0].value] = f
@@ -308,12 +310,15 @@ def analyze(policy: IRNode) -> dict[str, EntryInfo]:
         f = funcs[name]
         params = f.child("parameterseq").children
         builtins: set[str] = set()
-        uses = walk(f.child("blockseq"), params[0].value, builtins)
+        body = f.child("blockseq")
+        uses_input = walk(body, params[0].value, 0, builtins)
+        uses_data = walk(body, params[1].value, 1, builtins)
         busy.discard(name)
-        done[name] = info = EntryInfo(uses, frozenset(builtins))
+        done[name] = info = EntryInfo(uses_input, uses_data, frozenset(builtins))
         return info
 
-    def walk(node: IRNode, local: str, builtins: set[str]) -> bool:
+    def walk(node: IRNode, local: str, position: int, builtins: set[str]) -> bool:
+        """Is ``local`` (parameter ``position``: 0 input, 1 data) read below ``node``?"""
         if node.kind == "localindex":
             return node.value == local
         if node.kind == "callstmt":
@@ -321,23 +326,26 @@ def analyze(policy: IRNode) -> dict[str, EntryInfo]:
             args = node.child("operandseq").children
             if name not in funcs:
                 builtins.add(name)
-                return any(walk(a, local, builtins) for a in args)
+                return any(walk(a, local, position, builtins) for a in args)
             callee = func_info(name)
             builtins.update(callee.builtins)
+            reads = (callee.uses_input, callee.uses_data)[position]
             return any(
-                (i != 0 or callee.uses_input) and walk(a, local, builtins)
+                (i != position or reads) and walk(a, local, position, builtins)
                 for i, a in enumerate(args)
             )
         uses = False
         for c in node.children:
-            uses |= walk(c, local, builtins)
+            uses |= walk(c, local, position, builtins)
         return uses
 
     entries: dict[str, EntryInfo] = {}
     for plan in policy.child("planseq").children:
         builtins: set[str] = set()
-        uses = walk(plan.child("blockseq"), "0", builtins)
-        entries[plan.children[0].value] = EntryInfo(uses, frozenset(builtins))
+        body = plan.child("blockseq")
+        uses_input = walk(body, "0", 0, builtins)
+        uses_data = walk(body, "1", 1, builtins)
+        entries[plan.children[0].value] = EntryInfo(uses_input, uses_data, frozenset(builtins))
     return entries
 
 
@@ -404,9 +412,12 @@ class CompiledPolicy:
         *,
         analysis: Mapping[str, EntryInfo] | None = None,
         trusted: bool = False,
+        previous: CompiledPolicy | None = None,
     ) -> None:
         """Compile. ``trusted``: this text compiled before (a state change), so it cannot fail
-        and nothing is written to stdout. InvalidArgument with the engine's message otherwise."""
+        and nothing is written to stdout. InvalidArgument with the engine's message otherwise.
+        ``previous``: the same text with other data, whose constant answers that do not read
+        the data are kept."""
         rego = regopy()
         self.text = text
         self.data = data
@@ -431,16 +442,17 @@ class CompiledPolicy:
         self._cache: OrderedDict[tuple[str, bytes], Answer] = OrderedDict()
         self._constants: dict[str, Answer] = {}
         for name in self.entrypoints:
-            if self.info(name).constant:
+            info = self.info(name)
+            if not info.constant:
+                continue
+            kept = None if previous is None or info.uses_data else previous.constant(name)
+            if kept is None:
                 answer = self._evaluate(name, {})
-                self._constants[name] = Answer(
-                    answer.allowed,
-                    answer.defined,
-                    answer.ops,
-                    answer.prints,
-                    answer.error,
+                kept = Answer(
+                    answer.allowed, answer.defined, answer.ops, answer.prints, answer.error,
                     "constant",
-                )
+                )  # fmt: skip
+            self._constants[name] = kept
 
     def _analyze(self, paths: Sequence[str]) -> dict[str, EntryInfo]:
         try:
@@ -460,7 +472,7 @@ class CompiledPolicy:
     def with_data(self, data: Mapping[str, Any]) -> CompiledPolicy:
         """The same policy with another data document (no re-analysis; safe in a thread)."""
         return CompiledPolicy(
-            self.text, data, self.entrypoints, analysis=self.analysis, trusted=True
+            self.text, data, self.entrypoints, analysis=self.analysis, trusted=True, previous=self
         )
 
     def decide(

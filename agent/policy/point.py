@@ -52,6 +52,16 @@ STATEFUL = frozenset(
     }
 )
 INITIAL_DATA: Mapping[str, Any] = {"pstate": {}}
+# Requests never asked twice, or large (file data, a policy): not worth serialising for a cache key.
+UNCACHED = frozenset(
+    {
+        "CopyFileRequest",
+        "CreateContainerRequest",
+        "CreateSandboxRequest",
+        "SetPolicyRequest",
+        "WriteStreamRequest",
+    }
+)
 
 
 def request_types() -> tuple[str, ...]:
@@ -201,11 +211,12 @@ class PolicyPoint:
         if policy is None:
             return Decision(False, Answer(False), f"{name} is blocked by policy: {self._closed}")
         started = time.perf_counter()
+        key = None if name in UNCACHED else req.SerializeToString
         if name == COPY_FILE_REQUEST:  # translated first, as the Rust agent: bad input fails
             value = request_input(req)
-            answer = policy.decide(name, lambda: value, req.SerializeToString)
+            answer = policy.decide(name, lambda: value, key)
         else:
-            answer = policy.decide(name, lambda: request_input(req), req.SerializeToString)
+            answer = policy.decide(name, lambda: request_input(req), key)
         allowed = answer.allowed and answer.defined and not answer.error
         if answer.error:
             log.error(

@@ -15,7 +15,7 @@ pytest.importorskip("regopy")
 from agent.rpc.pb import agent_pb2, health_pb2
 from agent.rpc.status import Code, RpcError
 from tests.support.agent import REPO, AgentProcess
-from tests.support.policy import POLICIES, policy_text
+from tests.support.policy import ALLOW_ALL, POLICIES, policy_text
 
 Factory = Callable[..., AgentProcess]
 SANDBOX = "81e5f43bc8599c5661e66f959ac28df5bfb30da23c5d583f2dcc6f9e0c5186dc"
@@ -45,13 +45,13 @@ def decisions(agent: AgentProcess) -> list[dict[str, Any]]:
 
 
 async def test_allow_all_from_the_default_policy_file(agent_factory: Factory) -> None:
-    agent = agent_factory(args=["--policy-file", str(POLICIES / "allow-all.rego")])
+    agent = agent_factory(args=["--policy-file", str(ALLOW_ALL)])
     details = await call(agent, "GetGuestDetails", agent_pb2.GuestDetailsRequest())
     assert details.agent_details.version
     # allowed, so the handler answers: no such container
     assert (await code_of(agent, "ExecProcess", NO_CONTAINER))[0] == Code.NOT_FOUND
     loaded = [r for r in agent.logs() if r.get("msg") == "policy loaded"]
-    assert loaded[0]["origin"] == str(POLICIES / "allow-all.rego")
+    assert loaded[0]["origin"] == str(ALLOW_ALL)
     assert loaded[0]["evaluated"] == 0  # every answer decided once, at load
     assert {"GuestDetailsRequest", "ExecProcessRequest"} <= {r["request"] for r in decisions(agent)}
 
@@ -241,7 +241,7 @@ async def test_without_the_engine_set_policy_is_unimplemented(
 async def test_without_the_engine_a_default_policy_closes_the_agent(
     agent_factory: Factory, no_engine: dict[str, str]
 ) -> None:
-    agent = agent_factory(env=no_engine, args=["--policy-file", str(POLICIES / "allow-all.rego")])
+    agent = agent_factory(env=no_engine, args=["--policy-file", str(ALLOW_ALL)])
     code, message = await code_of(agent, "GetGuestDetails", agent_pb2.GuestDetailsRequest())
     assert code == Code.PERMISSION_DENIED
     assert "this agent has no policy engine" in message

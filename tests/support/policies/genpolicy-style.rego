@@ -88,21 +88,15 @@ CreateContainerRequest := {"ops": ops, "allowed": true} if {
 	sandbox_name := i_oci.Annotations["io.kubernetes.cri.sandbox-name"]
 	state_ops := sandbox_state_ops(i_oci.Annotations)
 
-	print("CreateContainerRequest: allow_annotations")
 	allow_annotations(p_oci.Annotations, i_oci.Annotations)
-
-	print("CreateContainerRequest: allow_process")
 	allow_process(p_oci.Process, i_oci.Process, sandbox_name)
-
-	print("CreateContainerRequest: allow_linux")
 	allow_linux(p_oci.Linux, i_oci.Linux)
 
-	print("CreateContainerRequest: allow_mounts")
+	p_mounts := {m.destination: m | some m in p_oci.Mounts}
 	every i_mount in i_oci.Mounts {
-		allow_mount(p_oci.Mounts, i_mount, input.container_id)
+		allow_mount(p_mounts[i_mount.destination], i_mount, input.container_id)
 	}
 
-	print("CreateContainerRequest: allow_storages")
 	every i_storage in input.storages {
 		allow_storage(p_container.storages, i_storage)
 	}
@@ -174,7 +168,6 @@ allow_process(p_process, i_process, sandbox_name) if {
 	i_process.ApparmorProfile == ""
 	i_process.SelinuxLabel == ""
 	allow_user(p_process.User, i_process.User)
-	print("allow_process: args", i_process.Args)
 	allow_args(p_process.Args, i_process.Args)
 	every i_var in i_process.Env {
 		allow_env_var(p_process.Env, i_var, sandbox_name)
@@ -222,8 +215,9 @@ allow_caps(p_caps, i_caps) if {
 }
 
 allow_subset(p_items, i_items) if {
+	p_set := {item | some item in p_items}
 	every item in i_items {
-		item in p_items
+		p_set[item]
 	}
 }
 
@@ -244,11 +238,10 @@ allow_linux(p_linux, i_linux) if {
 }
 
 ######################################################################
-# Mounts and storages: each input one must match one the policy container lists.
+# Mounts and storages: each input one must match the one the policy container lists for its
+# destination.
 
-allow_mount(p_mounts, i_mount, container_id) if {
-	some p_mount in p_mounts
-	p_mount.destination == i_mount.destination
+allow_mount(p_mount, i_mount, container_id) if {
 	p_mount.type_ == i_mount.type_
 	allow_source(p_mount.source, i_mount.source, container_id)
 	{o | some o in p_mount.options} == {o | some o in i_mount.options}

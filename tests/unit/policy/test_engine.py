@@ -189,6 +189,7 @@ def test_new_data_makes_a_new_policy(policy: CompiledPolicy) -> None:
     newer = policy.with_data({"pstate": {"k": True}})
     assert newer.analysis == policy.analysis
     assert newer.constant("State") == Answer(True, source="constant")
+    assert newer.constant("OwnData") is policy.constant("OwnData")  # kept: it reads no data
     assert policy.decide("State", dict).error == "unexpected answer 5"  # the old one is unchanged
 
 
@@ -282,3 +283,11 @@ def test_negations_outside_every_are_fine(body: str) -> None:
 def test_negations_inside_every_are_found(body: str) -> None:
     with pytest.raises(InvalidArgument, match="'not' inside the 'every'"):
         engine.check_constructs(f"package p\n{body}\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "uses_data"),
+    [("State", True), ("OwnData", False), ("Default", False), ("Input", False), ("Ops", False)],
+)
+def test_data_reads(policy: CompiledPolicy, name: str, uses_data: bool) -> None:
+    assert policy.info(name).uses_data is uses_data

@@ -1,4 +1,5 @@
-# Every request allowed, each by its own default (the shape of Kata's allow-all policy).
+# The image's default policy (make image POLICY=1): every request allowed, each by its own default,
+# as Kata's allow-all.rego. SetPolicy replaces it.
 
 package agent_policy
 
