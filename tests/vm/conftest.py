@@ -7,10 +7,7 @@ guest off through DestroySandbox, and a test that needs a fresh VM uses ``boot_g
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.vm.guest import GuestAgent, load_image_build
+from tests.vm.guest import GuestAgent, build_image, load_image_build
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"
@@ -27,17 +24,7 @@ BUILD = REPO / "build"
 @pytest.fixture(scope="session")
 def guest_image() -> dict[str, Any]:
     """Build (or reuse from the cache) the kernel and initrd; fail with the build's own message."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "image-build" / "build.py"), "--out", str(BUILD), "--no-disk"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"make image failed:\n{proc.stderr[-3000:]}", pytrace=False)
-    manifest: dict[str, Any] = json.loads((BUILD / "image.json").read_text())
-    return manifest
+    return build_image(BUILD)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,28 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+def build_image(out: Path, *args: str) -> dict[str, Any]:
+    """``make initrd`` into ``out`` (kernel and initrd, cached by their inputs); the manifest.
+    Fails the test with the build's own message."""
+    import json
+    import subprocess
+
+    import pytest
+
+    build = [sys.executable, str(REPO / "image-build" / "build.py"), "--out", str(out)]
+    proc = subprocess.run(
+        [*build, "--no-disk", *args],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"make image failed:\n{proc.stderr[-3000:]}", pytrace=False)
+    manifest: dict[str, Any] = json.loads((out / "image.json").read_text())
+    return manifest
+
+
 def load_image_build(name: str) -> ModuleType:
     """Import image-build/<name>.py (the directory name is not a package name)."""
     mod_name = f"kata_image_build_{name}"

@@ -8,10 +8,7 @@ taken from build/), and booted once for this module.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ import pytest
 from agent.rpc.pb import agent_pb2
 from agent.rpc.status import Code, RpcError
 from tests.support.policy import ALLOW_ALL, policy_text
-from tests.vm.guest import GuestAgent, console_run, load_image_build, shared_storage
+from tests.vm.guest import GuestAgent, build_image, console_run, load_image_build, shared_storage
 from tests.vm.test_guest import _create_and_start, _make_container_rootfs, _read_all
 
 pytestmark = pytest.mark.vm
@@ -40,25 +37,7 @@ def policy_image(guest_image: dict[str, Any]) -> dict[str, Any]:
     for part in ("kernel", "cache"):
         if not (POLICY_BUILD / part).exists():
             shutil.copytree(BUILD / part, POLICY_BUILD / part, symlinks=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "image-build" / "build.py"),
-            "--out",
-            str(POLICY_BUILD),
-            "--no-disk",
-            "--policy",
-            str(ALLOW_ALL),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"make image POLICY=1 failed:\n{proc.stderr[-3000:]}", pytrace=False)
-    manifest: dict[str, Any] = json.loads((POLICY_BUILD / "image.json").read_text())
-    return manifest
+    return build_image(POLICY_BUILD, "--policy", str(ALLOW_ALL))
 
 
 @pytest.fixture(scope="module")

@@ -269,3 +269,16 @@ def test_grpc_requests_are_decided_too(agent_factory: Factory, tmp_path: Path) -
             exec_process(NO_CONTAINER, timeout=30)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert info.value.details() == "ExecProcessRequest is blocked by policy: "
+
+
+def _engine_mapped(agent: AgentProcess) -> bool:
+    return "librego_shared.so" in Path(f"/proc/{agent.pid}/maps").read_text()
+
+
+async def test_without_a_policy_the_engine_is_not_even_loaded(agent: AgentProcess) -> None:
+    await call(agent, "GetGuestDetails", agent_pb2.GuestDetailsRequest())
+    assert (await code_of(agent, "ExecProcess", NO_CONTAINER))[0] == Code.NOT_FOUND
+    assert not _engine_mapped(agent)
+    assert decisions(agent) == []
+    await set_policy(agent, policy_text("allow-all"))
+    assert _engine_mapped(agent)
