@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,19 +102,14 @@ class Admission:
 class PolicyPoint:
     """Holds the current policy (None: no policy, nothing is checked) and decides requests."""
 
-    def __init__(
-        self,
-        *,
-        on_active: Callable[[], None] | None = None,
-        entrypoints: Sequence[str] | None = None,
-    ) -> None:
+    def __init__(self, *, on_active: Callable[[], None] | None = None) -> None:
         """``on_active``: called (on the loop) when the agent goes from no policy to checking
         requests, to start guarding the AgentService methods."""
         self.policy: CompiledPolicy | None = None
         self.allow_failures = False
         self._closed: str | None = None  # the default policy could not be loaded: deny all
         self._on_active = on_active
-        self._entrypoints = tuple(entrypoints) if entrypoints is not None else None
+        self._entrypoints: tuple[str, ...] | None = None
         self._lock: asyncio.Lock | None = None
 
     @property
