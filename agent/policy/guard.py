@@ -4,8 +4,9 @@
 Installed only once the agent has a policy (``Dispatcher.guard``): without one, the methods are
 bound as they are and a call pays nothing. Both paths of a call are covered: the async handler
 (ttrpc tasks and gRPC) and its synchronous variant, the ttrpc server's answer-at-once path for
-ReadStdout/ReadStderr, which decides at once too or defers to the async handler. SetPolicy is
-left as it is: it decides about itself (``PolicyPoint.set_policy``).
+ReadStdout/ReadStderr, which decides at once too or defers to the async handler. Left as they
+are: SetPolicy, which decides about itself (``PolicyPoint.set_policy``), and the mem-agent
+settings, which the Rust agent does not ask its policy about either.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import Any
 from agent.policy.point import PolicyPoint
 from agent.rpc.dispatch import Bound, NowHandler
 
-SELF_CHECKED = frozenset({"SetPolicy"})
+UNGUARDED = frozenset({"SetPolicy", "MemAgentMemcgSet", "MemAgentCompactSet"})
 
 
 def guarded(point: PolicyPoint, bound: Bound) -> Bound:
     method = bound.method
     handler = bound.handler
-    if handler is None or method.name in SELF_CHECKED:
+    if handler is None or method.name in UNGUARDED:
         return bound
     name = method.request_type.DESCRIPTOR.name
 

@@ -188,6 +188,9 @@ async def test_allow_requests_failing_policy(agent: AgentProcess) -> None:
 
 async def test_a_policy_without_rules_denies_all_but_health(agent: AgentProcess) -> None:
     await set_policy(agent, "package agent_policy\n")
+    # not asked about, as in the Rust agent: the mem-agent settings
+    code, message = await code_of(agent, "MemAgentMemcgSet", agent_pb2.MemAgentMemcgConfig())
+    assert (code, message) == (Code.INTERNAL, "mem-agent is disabled")
     for method, req in [
         ("GetGuestDetails", agent_pb2.GuestDetailsRequest()),
         ("SetPolicy", agent_pb2.SetPolicyRequest(policy="package agent_policy\n")),
