@@ -44,7 +44,7 @@ async def start(
     closers.append(services.uevents.stop)
     closers.append(partial(_close_lifecycle, services))  # stop the engine's spawner
     services.shutdown_requested = stop  # lifecycle: DestroySandbox ends the agent
-    services.policy = await agent_policy.start(dispatcher, config.paths.policy_file)
+    await agent_policy.start(services, dispatcher, config.paths.policy_file)
     dispatcher.add(AGENT_SERVICE, app.build_servicers(services)[AGENT_SERVICE])
     # Everything imported and built so far lives as long as the agent: keep it out of the
     # cyclic GC's generations, so collections stay short (tail latency of every call).

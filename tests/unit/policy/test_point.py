@@ -14,12 +14,14 @@ pytest.importorskip("regopy")
 
 from google.protobuf import empty_pb2
 
+from agent.config import defaults
 from agent.errors import Internal, PermissionDenied
 from agent.policy import start
 from agent.policy.engine import CompiledPolicy
 from agent.policy.point import INITIAL_DATA, PolicyPoint
 from agent.rpc.dispatch import AGENT_SERVICE, Dispatcher
 from agent.rpc.pb import agent_pb2
+from agent.services import Services
 from tests.support.policy import policy_text
 
 PSTATE = policy_text("pstate")
@@ -73,20 +75,29 @@ class Servicer:
         return empty_pb2.Empty()
 
 
+async def started(dispatcher: Dispatcher, policy_file: Path) -> PolicyPoint:
+    services = Services(config=defaults())
+    await start(services, dispatcher, policy_file)
+    return services.policy
+
+
 async def guarded_dispatcher(text: str) -> tuple[Dispatcher, Servicer, PolicyPoint]:
     servicer = Servicer()
     dispatcher = Dispatcher({}, deferred=[AGENT_SERVICE])
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "default-policy.rego"
         policy.write_text(text)
-        point = await start(dispatcher, policy)
+        point = await started(dispatcher, policy)
     dispatcher.add(AGENT_SERVICE, servicer)  # guarded when it is bound
     return dispatcher, servicer, point
 
 
 async def test_no_policy_binds_the_handlers_as_they_are(tmp_path: Path) -> None:
     dispatcher = Dispatcher({AGENT_SERVICE: Servicer()})
-    point = await start(dispatcher, tmp_path / "none.rego")
+    services = Services(config=defaults())
+    await start(services, dispatcher, tmp_path / "none.rego")
+    assert not services.built("policy")  # nothing imported or built without a policy
+    point = services.policy
     assert not point.active
     bound = dispatcher.lookup(AGENT_SERVICE, "CreateContainer")
     assert bound.handler is not None
@@ -110,7 +121,7 @@ async def test_handlers_decide_first() -> None:
 async def test_policy_set_later_guards_the_bound_methods(tmp_path: Path) -> None:
     servicer = Servicer()
     dispatcher = Dispatcher({AGENT_SERVICE: servicer})
-    point = await start(dispatcher, tmp_path / "none.rego")
+    point = await started(dispatcher, tmp_path / "none.rego")
     await point.set_policy(policy_text("allow-all-except-exec-process"))
     bound = dispatcher.lookup(AGENT_SERVICE, "ExecProcess")
     assert bound.handler is not None
