@@ -72,9 +72,9 @@ def build(
     initrd_path = out / "kata-agent-py-initrd.img"
     t = time.monotonic()
     if force or not cached(out / "initrd.json", rootfs_key) or not initrd_path.exists():
-        # The policy engine adds ~9 MB at -10; -19 (an 8 MiB window, as -10's 4 MiB one within
-        # what the kernel's initramfs decompressor takes) keeps the initrd under 25 MB for
-        # ~40 s more build time, once per policy image.
+        # The policy engine's native libraries would take the initrd over its size target at
+        # -10; -19 (an 8 MiB window, within what the kernel's initramfs decompressor takes)
+        # keeps it under, for more build time once per policy image (image-build/README.md).
         initrd.pack(root, initrd_path, logs, level=19 if policy else 10)
         mark(out / "initrd.json", rootfs_key)
     else:

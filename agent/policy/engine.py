@@ -71,8 +71,8 @@ _regopy_missing = False
 
 
 def regopy() -> ModuleType:
-    """The engine, imported on first use (~17 MiB of RSS: only agents with a policy pay it).
-    Unimplemented when it is not installed."""
+    """The engine, imported on first use (a large native library: only agents with a policy
+    pay for it). Unimplemented when it is not installed."""
     global _regopy, _regopy_missing
     if _regopy is None:
         if _regopy_missing:
@@ -84,14 +84,6 @@ def regopy() -> ModuleType:
             raise _unavailable() from None
         _regopy = module
     return _regopy
-
-
-def available() -> bool:
-    try:
-        regopy()
-    except Unimplemented:
-        return False
-    return True
 
 
 def _unavailable() -> Unimplemented:

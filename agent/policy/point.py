@@ -130,7 +130,7 @@ class PolicyPoint:
 
     async def load_default(self, path: Path = DEFAULT_POLICY_FILE) -> None:
         """At start-up, before AgentService serves: the image's default policy, if there is one.
-        Compiled in a worker thread (tens of milliseconds)."""
+        Compiled in a worker thread."""
         try:
             text = await asyncio.to_thread(path.read_text)
         except FileNotFoundError:
