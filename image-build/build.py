@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     # image.json lists absolute paths, whatever directory `make image BUILD=...` ran from.
-    for name in ("out", "kernel", "modules"):
+    for name in ("out", "kernel", "modules", "policy"):
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).absolute())
     args.out.mkdir(parents=True, exist_ok=True)
