@@ -31,18 +31,19 @@ def guest_image() -> dict[str, Any]:
 def boot_guest(
     guest_image: dict[str, Any], request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Any]]:
-    """Factory: boot a VM (extra kernel args optional, ``cpus`` vCPUs); every VM it made is
-    killed at the end. Its run directory (console log, QEMU log) is removed when no test failed,
-    else kept."""
+    """Factory: boot a VM (extra kernel args optional, ``cpus`` vCPUs, another ``image``'s
+    manifest than the tier's); every VM it made is killed at the end. Its run directory (console
+    log, QEMU log) is removed when no test failed, else kept."""
     vm_mod = load_image_build("vm")
     started: list[Any] = []
 
-    def boot(*append: str, cpus: int = 1) -> Any:
+    def boot(*append: str, cpus: int = 1, image: dict[str, Any] | None = None) -> Any:
+        image = guest_image if image is None else image
         # Not under pytest's numbered temp dirs: concurrent pytest runs rotate those away.
         rundir = Path(tempfile.mkdtemp(prefix="kata-vm-"))
         cfg = vm_mod.VmConfig(
-            kernel=Path(guest_image["kernel"]),
-            initrd=Path(guest_image["initrd"]),
+            kernel=Path(image["kernel"]),
+            initrd=Path(image["initrd"]),
             rundir=rundir,
             extra_append=append,
             cpus=cpus,

@@ -9,9 +9,8 @@ taken from build/), and booted once for this module.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from agent.rpc.pb import agent_pb2
 from agent.rpc.status import Code, RpcError
 from tests.support.policy import ALLOW_ALL, policy_text
-from tests.vm.guest import GuestAgent, build_image, console_run, load_image_build, shared_storage
+from tests.vm.guest import GuestAgent, build_image, console_run, shared_storage
 from tests.vm.test_guest import _create_and_start, _make_container_rootfs, _read_all
 
 pytestmark = pytest.mark.vm
@@ -41,24 +40,8 @@ def policy_image(guest_image: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def policy_guest(policy_image: dict[str, Any]) -> Iterator[Any]:
-    vm_mod = load_image_build("vm")
-    rundir = Path(tempfile.mkdtemp(prefix="kata-vm-policy-"))
-    vm = vm_mod.Vm(
-        vm_mod.VmConfig(
-            kernel=Path(policy_image["kernel"]),
-            initrd=Path(policy_image["initrd"]),
-            rundir=rundir,
-            boot_timeout=240.0,
-        )
-    )
-    try:
-        vm.start()
-        vm.wait_for_agent()
-        yield vm
-    finally:
-        vm.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
+def policy_guest(policy_image: dict[str, Any], boot_guest: Callable[..., Any]) -> Any:
+    return boot_guest(image=policy_image)
 
 
 @pytest.fixture(scope="module")
