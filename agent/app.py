@@ -31,7 +31,7 @@ def build_services(config: AgentConfig) -> Services:
 
     def hardware() -> None:  # storages, devices, hot-plug, volumes
         from agent.services.hardware import HardwareService
-        from oci.syscalls import LinuxSyscalls
+        from oci.syscalls.linux import LinuxSyscalls
 
         services.hardware = HardwareService.build(
             run_dir=config.paths.run_dir,

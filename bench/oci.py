@@ -131,7 +131,7 @@ def spawner_rounds(b_true: Path, b_sleep: Path, root: Path, n: int) -> dict[str,
     import asyncio
     import socket
 
-    from oci.engine.spawner import SpawnerClient, spawner_argv
+    from oci.engine.client import SpawnerClient, spawner_argv
     from oci.syscalls import consts, libc
 
     libc.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)

@@ -9,39 +9,35 @@ events, features, spec. Errors are printed the way runc prints them (logfmt on s
 plain message on stderr plus the record in ``--log``), exit status 1; ``run`` and foreground
 ``exec`` exit with the container process's status (128+signal when killed).
 
-The parser is hand-written on purpose: start-up time is part of every container launch (argparse
-alone costs several milliseconds). For the same reason json, signal and contextlib are imported
-on first use (start, kill and delete never need them: with re and enum they cost ~10 ms, as
-much as the interpreter's own start-up), and ``main`` defers ``inspect`` (``_defer``), which
-dataclasses imports and the engine never calls (~8 ms of create, run and exec). Figures: the
-docstring of ``oci.engine.launcher``.
+This module is the entry point a fresh interpreter runs for every command, so the start-up
+economy lives here and nowhere below it: a hand-written parser (argparse alone costs more than
+some commands), the engine and the spec model imported only by the commands that use them, no
+cyclic GC and no interpreter finalization (``main``). tests/unit/oci_engine/test_cli_imports.py
+names what each command may load; the figures are in docs/performance.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import gc
+import json
+import logging
 import os
+import select
+import signal
+import socket
+import subprocess
 import sys
+import termios
 import time
+import tty
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-TYPE_CHECKING = False  # not typing's: start/kill/state need no typing module (~2 ms)
 if TYPE_CHECKING:
-    import contextlib
-    import json
-    import signal
-    from collections.abc import Callable
-    from typing import Any
-else:
-    # start, kill and delete need none of these: json imports re and enum, signal imports
-    # enum, contextlib imports collections and functools (~10 ms together on this machine,
-    # as much as the interpreter's own start-up). They are imported on first use.
-    from oci.lazy import LazyModule as _Lazy
-
-    contextlib = _Lazy("contextlib")
-    json = _Lazy("json")
-    signal = _Lazy("signal")
-
-SIGTERM = 15  # (signal.SIGTERM without the signal module)
+    from oci.engine.facade import Engine
 
 VERSION = "0.1.0"
 DEFAULT_ROOT = "/run/kata-oci"
@@ -236,20 +232,7 @@ class Log:
 
 
 def _setup_logging(log: Log) -> None:
-    """Route the engine's ``logging`` records (warnings from oci.spec/oci.engine) to ``log``.
-
-    ``logging`` costs milliseconds to import (traceback, textwrap, string, weakref, ...) and
-    most commands never log, so unless it is already loaded the handler is installed by an
-    import hook right after the first ``import logging`` (the engine's modules import it lazily,
-    when they have something to say)."""
-    if "logging" in sys.modules:
-        _install_handler(log)
-    else:
-        sys.meta_path.insert(0, _OnLoggingImport(log))
-
-
-def _install_handler(log: Log) -> None:
-    import logging
+    """Route the engine's ``logging`` records (warnings from oci.spec/oci.engine) to ``log``."""
 
     class _H(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -260,49 +243,12 @@ def _install_handler(log: Log) -> None:
     root.setLevel(logging.DEBUG if log.debug_on else logging.WARNING)
 
 
-class _OnLoggingImport:
-    """Meta-path finder: finds ``logging`` as the regular path finder does, with a loader that
-    calls ``_install_handler`` once the module has run. Removes itself on first use."""
-
-    def __init__(self, log: Log) -> None:
-        self._log = log
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "logging":
-            return None
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(self)
-        from importlib.machinery import PathFinder
-
-        spec = PathFinder.find_spec(name, path)
-        if spec is not None and spec.loader is not None:
-            loader: Any = _ThenInstall(spec.loader, self._log)
-            spec.loader = loader
-        return spec
-
-
-class _ThenInstall:
-    def __init__(self, loader: Any, log: Log) -> None:
-        self._loader = loader
-        self._log = log
-
-    def create_module(self, spec: Any) -> Any:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self._loader.exec_module(module)
-        _install_handler(self._log)
-
-    def __getattr__(self, attr: str) -> Any:  # get_source, get_filename, ... (tracebacks)
-        return getattr(self._loader, attr)
-
-
 # --------------------------------------------------------------------------------------------
 # commands
 
 
-def _engine(g: Args) -> Any:
-    from oci.engine import Engine
+def _engine(g: Args) -> Engine:
+    from oci.engine.facade import Engine
 
     return Engine(g.opts.get("root") or DEFAULT_ROOT)
 
@@ -310,8 +256,6 @@ def _engine(g: Args) -> Any:
 def _connect_console(path: str | None) -> int | None:
     if not path:
         return None
-    import socket
-
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
@@ -362,17 +306,12 @@ class _LocalConsole:
     to our stdin/stdout (raw mode and window size when stdin is a terminal)."""
 
     def __init__(self) -> None:
-        import socket
-
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
     def child_fd(self) -> int:
         return self._theirs.detach()  # the engine closes it after handing it to the init
 
     def relay_and_wait(self, pid: int) -> int:
-        import select
-        import socket
-
         _, fds, _, _ = socket.recv_fds(self._ours, 1024, 1)
         self._ours.close()
         if not fds:
@@ -380,9 +319,6 @@ class _LocalConsole:
         master = fds[0]
         saved = None
         if os.isatty(0):
-            import termios
-            import tty
-
             saved = termios.tcgetattr(0)
             tty.setraw(0)
             self._copy_winsize(master)
@@ -415,17 +351,12 @@ class _LocalConsole:
                     break  # exited and drained
         finally:
             if saved is not None:
-                import termios
-
                 termios.tcsetattr(0, termios.TCSADRAIN, saved)
             os.close(master)
         return status if status is not None else _wait_for(pid)
 
     @staticmethod
     def _copy_winsize(master: int) -> None:
-        import fcntl
-        import termios
-
         with contextlib.suppress(OSError):
             ws = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
             fcntl.ioctl(master, termios.TIOCSWINSZ, ws)
@@ -523,13 +454,13 @@ def parse_signal(text: str) -> int:
 
 
 def cmd_kill(g: Args, a: Args) -> int:
-    sig = parse_signal(a.pos[1]) if len(a.pos) > 1 else SIGTERM
+    sig = parse_signal(a.pos[1]) if len(a.pos) > 1 else signal.SIGTERM
     _engine(g).kill(a.pos[0], sig, all_processes=bool(a.opts.get("all")))
     return 0
 
 
 def cmd_delete(g: Args, a: Args) -> int:
-    from oci.engine import ContainerNotFound
+    from oci.engine.errors import ContainerNotFound
 
     try:
         _engine(g).delete(a.pos[0], force=bool(a.opts.get("force")))
@@ -549,8 +480,6 @@ def _parse_user(text: str) -> tuple[int, int]:
 
 
 def cmd_exec(g: Args, a: Args) -> int:
-    import dataclasses
-
     from oci import spec as ocispec
 
     cid = a.pos[0]
@@ -666,8 +595,6 @@ def cmd_ps(g: Args, a: Args) -> int:
     if a.opts.get("format") == "json":
         print(json.dumps(pids))
         return 0
-    import subprocess
-
     ps_args = a.pos[1:] or ["-ef"]
     out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
@@ -764,8 +691,6 @@ def cmd_events(g: Args, a: Args) -> int:
     if a.opts.get("stats"):
         emit("stats", eng.stats(cid))
         return 0
-    import select
-
     interval = float(str(a.opts.get("interval") or "5s").rstrip("s"))
     watcher: Any = None
     try:
@@ -854,49 +779,20 @@ GLOBAL OPTIONS:
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         return _main(argv)
-    # The command line: a short-lived process that allocates tens of thousands of objects while
-    # importing and none it needs collected; the cyclic GC would cost milliseconds of walks.
+    # A short-lived process that allocates tens of thousands of objects while importing and
+    # needs none of them collected: the cyclic GC would only walk them.
     # (`events`, which may run for long, turns it back on.)
     gc.disable()
-    _defer("inspect")
-    _defer("ipaddress")  # urllib.parse (imported by pathlib, oci.cgroups') binds it: ~1.3 ms
     code = _main(sys.argv[1:])
-    # The command line: skip the interpreter's finalization (module teardown and collection
-    # cost ~10 ms after an engine command); nothing of ours needs it (no atexit work, every
-    # log record is written when emitted). Only the std streams' buffers need flushing.
+    # Skip the interpreter's finalization (module teardown and a last collection): nothing of
+    # ours needs it (no atexit work, every log record is written when emitted). Only the std
+    # streams' buffers need flushing.
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except Exception:
         return code  # let the regular exit report it
     os._exit(code)
-
-
-class _Deferred(type(sys)):  # type: ignore[misc]  # a module object
-    """A stand-in in ``sys.modules`` for a module that is imported on first attribute access
-    (``importlib.util.LazyLoader``'s idea, without importing importlib.util)."""
-
-    def __getattr__(self, attr: str) -> Any:
-        name = self.__name__
-        if sys.modules.get(name) is self:
-            del sys.modules[name]
-        __import__(name)
-        real = sys.modules[name]
-        self.__dict__.update(real.__dict__)  # later lookups on this object hit the real names
-        return getattr(real, attr)
-
-
-def _defer(name: str) -> None:
-    """Let a top-level module that the command's imports only bind be imported on first use.
-
-    dataclasses imports ``inspect`` (ast, dis, tokenize, importlib.machinery, ...: ~8 ms,
-    the largest import of create, run and exec) for one call: the signature it puts in the
-    docstring of a dataclass that has none; every dataclass of the engine's path has one, and
-    oci.spec reads annotations without inspect. urllib.parse (pathlib imports it) binds
-    ``ipaddress`` for bracketed URL hosts. A command that does need either gets the real
-    module on first use."""
-    if name not in sys.modules:
-        sys.modules[name] = _Deferred(name)
 
 
 def _main(argv: list[str]) -> int:
@@ -931,7 +827,7 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as err:
-        from oci.engine import EngineError
+        from oci.engine.errors import EngineError
 
         if isinstance(err, EngineError | OSError):
             msg = _os_message(err) if isinstance(err, OSError) else str(err)

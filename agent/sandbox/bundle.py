@@ -19,7 +19,7 @@ from pathlib import Path
 from agent.errors import AlreadyExists, Internal, InvalidArgument
 from agent.storage import mountinfo
 from oci.spec import Spec
-from oci.syscalls import Syscalls
+from oci.syscalls.api import Syscalls
 from oci.syscalls.consts import MNT_DETACH, MS_BIND, MS_REC
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Protocol
 from agent.errors import Internal
 from agent.spawn import Completed
 from agent.storage import mountinfo
-from oci.syscalls import Syscalls
+from oci.syscalls.api import Syscalls
 from oci.syscalls.consts import MNT_DETACH
 
 log = logging.getLogger(__name__)

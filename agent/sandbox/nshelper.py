@@ -17,8 +17,8 @@ import sys
 
 def main(argv: list[str]) -> int:
     # Run as a script: the repository is on sys.path only once __main__ below has put it there.
-    from oci.syscalls import LinuxSyscalls
     from oci.syscalls.consts import CLONE_NEWIPC, CLONE_NEWUTS, MS_BIND
+    from oci.syscalls.linux import LinuxSyscalls
 
     if len(argv) != 3:
         print("usage: nshelper IPC_FILE UTS_FILE HOSTNAME", file=sys.stderr)

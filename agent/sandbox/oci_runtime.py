@@ -1,6 +1,6 @@
 """The real `agent.sandbox.engine` implementation: `oci.engine`'s spawner plus `oci.cgroups`.
 
-* create / exec go through the engine's spawner process (`oci.engine.spawner.SpawnerClient`,
+* create / exec go through the engine's spawner process (`oci.engine.client.SpawnerClient`,
   started once by `start_spawner`): the agent never forks.
 * start / delete run the engine's own code in a thread of the agent when the container has no
   poststart / poststop hooks (they would run as child processes): neither forks, joins a
@@ -46,11 +46,11 @@ from oci.cgroups import errors as cgerr
 from oci.cgroups.oom import OomWatcher
 from oci.cgroups.stats import CgroupStats
 from oci.engine import errors as engerr
-from oci.engine.spawner import SpawnerClient, spawner_argv
+from oci.engine.client import SpawnerClient, spawner_argv
 from oci.spec import LinuxResources, Process, Spec
 
 if TYPE_CHECKING:
-    from oci.engine.launcher import Engine
+    from oci.engine.facade import Engine
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class OciContainer:
         """The engine's synchronous API on the spawner's state root, for the operations that
         neither fork nor change this process (see the module docstring)."""
         # Looked up per call: tests replace the engine class (tests/unit/lifecycle).
-        from oci.engine.launcher import Engine
+        from oci.engine.facade import Engine
 
         return Engine(self._client.root)
 

@@ -38,8 +38,9 @@ from agent.services.processes import ProcessService
 from agent.services.stdio import StdioService
 from agent.spawn import Spawner
 from agent.storage import Storage, mountinfo
-from oci.syscalls import LinuxSyscalls, Syscalls
+from oci.syscalls.api import Syscalls
 from oci.syscalls.consts import MNT_DETACH, MS_BIND
+from oci.syscalls.linux import LinuxSyscalls
 
 log = logging.getLogger(__name__)
 

@@ -34,31 +34,27 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupNotFound, CgroupUnsupported
 from .oom import OomWatcher
 from .paths import DEFAULT_ROOT, CgroupMode, detect_mode, resolve_cgroups_path, v1_controllers
+from .stats import CgroupStats
 from .v1 import V1Manager
 from .v2 import V2Manager
 
-# Import-light: the spec model and the stats dataclasses are loaded on first use (every
-# `kata-oci` command is a fresh interpreter; `delete` needs neither).
-TYPE_CHECKING = False  # not typing's: kata-oci create/run/exec never import typing (~3 ms)
 if TYPE_CHECKING:
-    from typing import Any, Protocol
-
     from oci.spec import LinuxResources
 
-    from .stats import CgroupStats
-
-    # (mode, v1 controller -> hierarchy directory): ``probe_layout``; annotations only
-    CgroupLayout = tuple[CgroupMode, dict[str, Path]]
+CgroupLayout = tuple[CgroupMode, dict[str, Path]]
+"""(mode, v1 controller -> hierarchy directory), as ``probe_layout`` returns it."""
 
 __all__ = [
     "DEFAULT_ROOT",
     "CgroupBusy",
     "CgroupError",
     "CgroupInvalid",
+    "CgroupLayout",
     "CgroupManager",
     "CgroupMode",
     "CgroupNotFound",
@@ -73,10 +69,6 @@ __all__ = [
     "resolve_cgroups_path",
     "v1_controllers",
 ]
-
-
-if not TYPE_CHECKING:
-    Protocol = object  # a protocol is for the type checker: nothing checks it at run time
 
 
 class CgroupManager(Protocol):
@@ -153,11 +145,3 @@ def probe_layout(root: Path = DEFAULT_ROOT) -> CgroupLayout | None:
         return (mode, {})
     controllers = v1_controllers(root)
     return (mode, controllers) if controllers else None
-
-
-def __getattr__(name: str) -> Any:
-    if name == "CgroupStats":
-        from .stats import CgroupStats
-
-        return CgroupStats
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

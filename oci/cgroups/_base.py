@@ -11,25 +11,6 @@ from pathlib import Path, PurePosixPath
 from .errors import CgroupBusy, CgroupError, from_oserror
 from .fs import read_lines
 
-TYPE_CHECKING = False  # not typing's (kata-oci create never imports typing)
-if TYPE_CHECKING:
-    from typing import Any
-
-
-class LazyLogger:
-    """``logging.getLogger(name)``, with ``logging`` imported on the first call: every
-    ``kata-oci`` command is a fresh interpreter, and most never log."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        import logging
-
-        return getattr(logging.getLogger(self._name), attr)
-
 
 def list_pids(top: Path) -> list[int]:
     """Every pid in `top` and its child cgroups (cgroup.procs), sorted."""

@@ -12,8 +12,6 @@ from .errors import CgroupBusy, CgroupError, from_oserror
 
 def read_text(path: Path) -> str:
     try:
-        # cgroup files are ASCII; utf-8 is the codec the interpreter has loaded already (the
-        # ascii one is a module to import: ~0.5 ms of every kata-oci create)
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
     except OSError as e:

@@ -24,15 +24,10 @@ import errno
 import os
 import select
 from pathlib import Path
+from typing import Protocol
 
 from .errors import from_oserror
 from .fs import parse_flat_keyed, write
-
-TYPE_CHECKING = False  # not typing's: kata-oci create/run/exec never import typing (~3 ms)
-if TYPE_CHECKING:
-    from typing import Protocol
-else:
-    Protocol = object  # a protocol is for the type checker: nothing checks it at run time
 
 
 class OomWatcher(Protocol):

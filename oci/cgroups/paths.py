@@ -17,7 +17,7 @@ from .errors import CgroupInvalid
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 
-_SYSTEMD_FORM = r"^[\w.\-]*:[\w.\-]*:[\w.\-]*$"  # compiled by re.match on first use
+_SYSTEMD_FORM = re.compile(r"^[\w.\-]*:[\w.\-]*:[\w.\-]*$")
 
 
 class CgroupMode(enum.StrEnum):
@@ -34,7 +34,7 @@ def resolve_cgroups_path(cgroups_path: str | None, container_id: str) -> PurePos
             raise CgroupInvalid(f"invalid container id {container_id!r} for a cgroup name")
         return PurePosixPath("/", container_id)
     raw = cgroups_path
-    if re.match(_SYSTEMD_FORM, raw):
+    if _SYSTEMD_FORM.match(raw):
         raw = raw.replace(":", "/")
     parts = [p for p in raw.split("/") if p and p != "."]
     if any(p == ".." for p in parts):

@@ -8,25 +8,34 @@ need cgroup v2 and are refused here.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from ._base import LazyLogger, as_dir, list_pids, signal_all, wait_empty
+from ._base import as_dir, list_pids, signal_all, wait_empty
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupUnsupported
 from .fs import mkdir_p, read_flat_keyed, read_int, read_lines, read_text, rmdir_tree, write
 from .oom import OomWatcher, V1OomWatcher
 from .paths import DEFAULT_ROOT, v1_controllers
+from .stats import (
+    BlkioStats,
+    BlkioStatsEntry,
+    CgroupStats,
+    HugetlbStats,
+    MemoryData,
+    MemoryStats,
+    PidsStats,
+    cpu_stats_v1,
+    parse_blkio_v1,
+)
 
-# Import-light: `kata-oci delete` needs neither the spec model, the stats dataclasses nor logging.
-TYPE_CHECKING = False  # not typing's (kata-oci create never imports typing)
 if TYPE_CHECKING:
     from oci.spec import LinuxResources
 
-    from .stats import BlkioStats, CgroupStats, HugetlbStats, MemoryData, MemoryStats, PidsStats
-
-log = LazyLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class V1Manager:
@@ -120,7 +129,7 @@ class V1Manager:
         """Files a single-threaded process writes "0" into to move itself into this cgroup.
 
         Moving a whole process (``cgroup.procs``) takes the kernel's global threadgroup lock,
-        which waits for an RCU grace period: 6-12 ms per container on this machine. A thread
+        which waits for an RCU grace period (docs/performance.md). A thread
         moving itself through v1's ``tasks`` skips that lock; for a single-threaded process
         (the engine's freshly forked stage-1) the effect is the same."""
         return tuple(str(d / "tasks") for d in self._unique_dirs())
@@ -373,8 +382,6 @@ class V1Manager:
     # --- stats ---------------------------------------------------------------------------------
 
     def stats(self) -> CgroupStats:
-        from .stats import CgroupStats, cpu_stats_v1
-
         cpu = cpu_stats_v1(
             usage=self._read_opt("cpuacct", "cpuacct.usage"),
             percpu=self._read_opt("cpuacct", "cpuacct.usage_percpu"),
@@ -396,8 +403,6 @@ class V1Manager:
         return read_text(d / name)
 
     def _memory_data(self, d: Path, prefix: str) -> MemoryData:
-        from .stats import MemoryData
-
         if not (d / f"{prefix}.usage_in_bytes").exists():
             return MemoryData()
         return MemoryData(
@@ -408,8 +413,6 @@ class V1Manager:
         )
 
     def _memory_stats(self) -> MemoryStats:
-        from .stats import MemoryStats
-
         d = self.dirs.get("memory")
         if d is None:
             return MemoryStats()
@@ -427,16 +430,12 @@ class V1Manager:
         )
 
     def _pids_stats(self) -> PidsStats:
-        from .stats import PidsStats
-
         d = self.dirs.get("pids")
         if d is None:
             return PidsStats()
         return PidsStats(current=read_int(d / "pids.current"), limit=read_int(d / "pids.max"))
 
     def _blkio_stats(self) -> BlkioStats:
-        from .stats import BlkioStats, BlkioStatsEntry, parse_blkio_v1
-
         d = self.dirs.get("blkio")
         if d is None:
             return BlkioStats()
@@ -469,8 +468,6 @@ class V1Manager:
         )
 
     def _hugetlb_stats(self) -> dict[str, HugetlbStats]:
-        from .stats import HugetlbStats
-
         d = self.dirs.get("hugetlb")
         if d is None or not d.exists():
             return {}

@@ -19,13 +19,14 @@ host is that the container's /dev contains only the nodes the engine creates (de
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from ._base import (
-    LazyLogger,
     as_dir,
     blkio_weight_to_io_weight,
     list_pids,
@@ -37,15 +38,21 @@ from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupNotFound, Cgro
 from .fs import mkdir_p, parse_flat_keyed, read_flat_keyed, read_int, read_text, rmdir_tree, write
 from .oom import FileChangeWatcher, OomWatcher, V2OomWatcher
 from .paths import DEFAULT_ROOT
+from .stats import (
+    CgroupStats,
+    CpuStats,
+    HugetlbStats,
+    MemoryData,
+    MemoryStats,
+    PidsStats,
+    cpu_stats_v2,
+    parse_io_stat_v2,
+)
 
-# Import-light: `kata-oci delete` needs neither the spec model, the stats dataclasses nor logging.
-TYPE_CHECKING = False  # not typing's (kata-oci create never imports typing)
 if TYPE_CHECKING:
     from oci.spec import LinuxResources
 
-    from .stats import CgroupStats, HugetlbStats, MemoryStats, PidsStats
-
-log = LazyLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def swap_to_v2(swap: int, limit: int | None) -> str:
@@ -323,8 +330,6 @@ class V2Manager:
         return read_text(path) if path.exists() else ""
 
     def stats(self) -> CgroupStats:
-        from .stats import CgroupStats, CpuStats, cpu_stats_v2, parse_io_stat_v2
-
         cpu = cpu_stats_v2(self._opt("cpu.stat")) if self._opt("cpu.stat") else CpuStats()
         return CgroupStats(
             cpu_stats=cpu,
@@ -339,8 +344,6 @@ class V2Manager:
         return read_int(path) if path.exists() else 0
 
     def _memory_stats(self) -> MemoryStats:
-        from .stats import MemoryData, MemoryStats
-
         if not (self.dir / "memory.current").exists():
             return MemoryStats()
         stat = read_flat_keyed(self.dir / "memory.stat")
@@ -368,8 +371,6 @@ class V2Manager:
         )
 
     def _pids_stats(self) -> PidsStats:
-        from .stats import PidsStats
-
         if not (self.dir / "pids.current").exists():
             return PidsStats()
         return PidsStats(
@@ -377,8 +378,6 @@ class V2Manager:
         )
 
     def _hugetlb_stats(self) -> dict[str, HugetlbStats]:
-        from .stats import HugetlbStats
-
         out: dict[str, HugetlbStats] = {}
         for f in sorted(self.dir.glob("hugetlb.*.current")):
             size = f.name.split(".")[1]

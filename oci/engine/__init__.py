@@ -1,9 +1,20 @@
 """oci.engine: the in-guest container engine (runc's job, in Python).
 
-Public API
-==========
+The modules, by concept (youki's libcontainer split):
 
-Synchronous core — ``oci.engine.Engine`` (used by ``kata-oci`` and inside the spawner)::
+* ``facade``: ``Engine``, the synchronous API, one short method per verb (below);
+* ``status``: the lifecycle, which verb is legal in which ``oci.spec.Status``;
+* ``state``: the state record on disk; ``errors``: the engine's errors, by meaning;
+* ``plan`` and ``process``: spec → the init's configuration (pure; bad names fail here);
+* ``launch``: fork stage-1 and walk the sync protocol (``sync``); start's fifo walk;
+* ``init``: stage-1 and the container init's ordered steps (``rootfs`` does the mounts);
+  ``inplace``: exec from a disposable caller;
+* ``cgroup``: the engine's use of ``oci.cgroups``; ``hooks``: OCI hooks and their state;
+* ``spawner`` (the agent's warm engine process), ``client`` (its asyncio client), ``wire``.
+
+Import the module you need: the agent's process loads ``client`` and ``errors`` only.
+
+Synchronous core: ``oci.engine.facade.Engine`` (used by ``kata-oci`` and in the spawner)::
 
     eng = Engine(root="/run/kata-oci")                 # state dir: <root>/<id>/state.json
     eng.create(cid, bundle, stdio=(0, 1, 2) | None, console_socket=fd | None,
@@ -19,9 +30,9 @@ Synchronous core — ``oci.engine.Engine`` (used by ``kata-oci`` and inside the 
 * Every method blocks until done (create: until the init is set up and waiting for start;
   start and exec: until the process has exec'd the container's program). Not thread-safe:
   one call at a time, from a single-threaded process — it forks. **The agent must not call
-  it in its own process**; it uses ``oci.engine.spawner`` (below). Exception: ``start`` and
-  ``delete`` of a container without poststart / poststop hooks neither fork nor change the
-  calling process; the agent runs them in a thread (``agent.sandbox.oci_runtime``).
+  it in its own process**; it uses the spawner (below). Exception: ``start`` and ``delete``
+  of a container without poststart / poststop hooks neither fork nor change the calling
+  process; the agent runs them in a thread (``agent.sandbox.oci_runtime``).
 * Terminal: either ``console_socket`` (runc's way: the init makes the pty inside the
   container and sends the master over it) or a pty slave made by the caller passed as
   ``stdio`` with ``process.terminal`` set (the agent's way: it keeps the master).
@@ -38,12 +49,9 @@ Synchronous core — ``oci.engine.Engine`` (used by ``kata-oci`` and inside the 
   A failed create leaves nothing behind (no process, cgroup or state dir; mounts live only in
   the container's mount namespace, which dies with it).
 
-For the agent (asyncio, never forks) — ``oci.engine.spawner``::
+For the agent (asyncio, never forks): ``oci.engine.client.SpawnerClient`` over the spawner::
 
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    argv = spawner.spawner_argv(3)      # start ONCE at agent start-up via agent.spawn with
-                                        # child fd 3 = child end; keep ``parent``
-    client = spawner.SpawnerClient(parent, root=state_root)   # asyncio, many tasks at once
+    client = SpawnerClient(parent, root=state_root)   # asyncio, many tasks at once
     pid = await client.create(cid, bundle, stdio=(in, out, err) | None, no_pivot=False)
     await client.start(cid)
     pid = await client.exec(cid, process: oci.spec.Process, stdio=(in, out, err) | None)
@@ -51,32 +59,9 @@ For the agent (asyncio, never forks) — ``oci.engine.spawner``::
     await client.state(cid) / pids(cid) / pause(cid) / resume(cid) / update(cid, res) /
     stats(cid)
 
-  Each request is served by a worker the spawner forks (~1-3 ms): it runs ``Engine`` and
-  replies (the caller's stdio fds travel to it with SCM_RIGHTS; the caller closes its copies
-  of the child ends afterwards). Requests run concurrently. Container processes get
-  reparented to the agent (PID 1/subreaper), never to the spawner or a worker; the spawner
-  only reaps its own workers. It exits when ``parent`` is closed.
+  Each request is served by a worker the spawner forks: it runs ``Engine`` and replies (the
+  caller's stdio fds travel to it with SCM_RIGHTS; the caller closes its copies of the child
+  ends afterwards). Requests run concurrently. Container processes get reparented to the agent
+  (PID 1/subreaper), never to the spawner or a worker; the spawner only reaps its own workers.
+  It exits when ``parent`` is closed.
 """
-
-from .errors import (
-    ContainerExists,
-    ContainerNotFound,
-    EngineError,
-    HookError,
-    InitError,
-    InvalidArgument,
-    InvalidState,
-)
-from .launcher import Engine, Launched
-
-__all__ = [
-    "ContainerExists",
-    "ContainerNotFound",
-    "Engine",
-    "EngineError",
-    "HookError",
-    "InitError",
-    "InvalidArgument",
-    "InvalidState",
-    "Launched",
-]

@@ -1,8 +1,10 @@
 """The container side of a launch: stage-1 (namespaces) and the container init (stage-2).
 
-Both run in processes forked by the launcher from a single-threaded process (the kata-oci CLI,
-or the engine's spawner for the agent), so the plan they follow (``InitConfig``) is inherited in
-memory: nothing is serialised and nothing is imported per container.
+Both run in processes forked by ``oci.engine.launch`` from a single-threaded process (the
+kata-oci CLI, or the engine's spawner for the agent), so the plan they follow (``InitConfig``) is
+inherited in memory: nothing is serialised and nothing is imported per container. Everything
+the steps use is imported here, at module level: after pivot_root the Python library is out of
+reach.
 
 stage-1 waits for ``go`` (it has been put into the container's cgroup), enters the user
 namespace (new: the parent writes the id maps; or joined by path), joins the namespaces given
@@ -13,37 +15,36 @@ process is then reparented to the nearest subreaper: the agent (PID 1 / subreape
 
 The container process runs ``CREATE_STEPS`` (or ``EXEC_STEPS`` for ``exec``): an ordered list
 of named steps. A failing step sends ``error {step, errno, msg, path}`` to the parent and exits;
-the launcher raises it as ``InitError`` ("mount /proc: ... : Permission denied").
+the parent raises it as ``InitError`` ("mount /proc: ... : Permission denied").
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import gc
 import os
 import select
 import signal
+import socket
 import struct
 import sys
 import termios
 from collections.abc import Callable
-from dataclasses import field
+from dataclasses import dataclass, field
 
-from oci.syscalls import Syscalls
+from oci.spec import Hook
 from oci.syscalls import consts as c
-from oci.syscalls.valueclass import value_class
+from oci.syscalls.api import Syscalls
 
 from . import hooks as hooks_mod
 from . import rootfs as rfs
 from . import sync
 from .process import ProcessPlan, exec_env, find_executable
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import _socket  # the sync socket: sync.pair() gives _socket.socket objects
 
-
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class DevicePlan:
     """A device node to create in the container's /dev."""
 
@@ -56,9 +57,10 @@ class DevicePlan:
     gid: int
 
 
-@value_class(slots=True)
+@dataclass(frozen=True, slots=True)
 class InitConfig:
-    """Everything the container side needs, decided by the launcher before the fork."""
+    """Everything the container side needs, decided by the parent before the fork
+    (``oci.engine.plan``; the launch fills in the fds it opens)."""
 
     mode: str  # "create" | "exec"
     container_id: str
@@ -79,8 +81,8 @@ class InitConfig:
     hostname: str | None = None
     domainname: str | None = None
     no_pivot: bool = False
-    hooks_create_container: tuple[object, ...] = ()
-    hooks_start_container: tuple[object, ...] = ()
+    hooks_create_container: tuple[Hook, ...] = ()
+    hooks_start_container: tuple[Hook, ...] = ()
     has_prestart_hooks: bool = False
     stdio: tuple[int, int, int] | None = None
     console_fd: int | None = None  # connected console socket (SCM_RIGHTS receiver)
@@ -106,13 +108,13 @@ class InitConfig:
 
 
 class _Ctx:
-    def __init__(self, cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
+    def __init__(self, cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
         self.cfg = cfg
         self.sys = sys_
         self.sock = sock
         self.exe = ""
         self.state_json = ""
-        self.slave: int | None = None
+        self.keep_fds = cfg.keep_fds
 
 
 Step = tuple[str, Callable[[_Ctx], None]]
@@ -122,7 +124,7 @@ Step = tuple[str, Callable[[_Ctx], None]]
 # stage-1
 
 
-def stage1(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
+def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
     """Entry point of the forked stage-1 process; never returns."""
     step = "wait for the parent"
     gc.disable()  # a short-lived fork: never let a collection dirty the inherited pages
@@ -165,7 +167,7 @@ def stage1(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
         step = "fork the container process"
         # The container process waits for EOF on this pipe, i.e. until stage-1 has reported its
         # pid: so "pid" always reaches the parent before any message of stage-2. The pipe is
-        # closed explicitly, not by the exit, which frees the address space first (~1 ms).
+        # closed explicitly, not by the exit, which frees the address space first.
         gate_r, gate_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -184,11 +186,10 @@ def stage1(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
 
 
 def _become_root(sys_: Syscalls) -> None:
-    try:
+    # 0 not mapped: keep the overflow ids, the process sets its own user later
+    with contextlib.suppress(OSError):
         sys_.setresgid(0)
         sys_.setresuid(0)
-    except OSError:
-        pass  # 0 is not mapped: keep the overflow ids, the process sets its own user later
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def _session_keyring(x: _Ctx) -> None:
     try:
         x.sys.join_session_keyring(f"_ses.{x.cfg.container_id}")
     except OSError as err:
-        if err.errno not in (38, 1):  # ENOSYS (no keyrings), EPERM (restricted keyctl)
+        if err.errno not in (errno.ENOSYS, errno.EPERM):  # no keyrings; restricted keyctl
             raise
 
 
@@ -251,7 +252,7 @@ def _devices(x: _Ctx) -> None:
 def _prestart_hooks(x: _Ctx) -> None:
     cfg = x.cfg
     if not (cfg.has_prestart_hooks or cfg.hooks_create_container or cfg.hooks_start_container):
-        return  # no hook needs the state: no round trip to the parent (~1 ms of every create)
+        return  # no hook needs the state: no round trip to the parent
     sync.send(x.sock, "hooks")
     msg = sync.expect(x.sock, "hooks_ok", "prestart hooks")
     x.state_json = str(msg.get("state", ""))
@@ -269,9 +270,9 @@ def _pivot_root(x: _Ctx) -> None:
     try:
         rfs.pivot(x.sys, x.cfg.rootfs)
     except OSError as err:
-        if err.errno != 22:
+        if err.errno != errno.EINVAL:
             raise
-        # EINVAL: the current root is the initramfs "rootfs", which cannot be pivoted away.
+        # the current root is the initramfs "rootfs", which cannot be pivoted away
         rfs.move_root(x.sys, x.cfg.rootfs)
 
 
@@ -318,11 +319,11 @@ def _console(x: _Ctx) -> None:
                     os.dup2(fd, i)
         if x.cfg.console_fd is not None:  # not needed without a terminal: do not leak it
             os.close(x.cfg.console_fd)
-            x.cfg.keep_fds = frozenset()
+            x.keep_fds = frozenset()
         return
     if x.cfg.console_fd is None:
         if x.cfg.stdio is None:
-            raise OSError(22, "process.terminal is set but no console socket was given")
+            raise OSError(errno.EINVAL, "process.terminal is set but no console socket was given")
         # The caller made the pty (the agent keeps the master): stdio is the slave.
         for i, fd in enumerate(x.cfg.stdio):
             if fd != i:
@@ -333,8 +334,6 @@ def _console(x: _Ctx) -> None:
     if x.cfg.process.console_size is not None:
         rows, cols = x.cfg.process.console_size
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    import socket  # only a --console-socket create or exec needs it (~3 ms to import)
-
     sock = socket.socket(fileno=x.cfg.console_fd)
     try:
         socket.send_fds(sock, [b"/dev/ptmx"], [master])
@@ -434,16 +433,14 @@ def _umask(x: _Ctx) -> None:
 
 
 def _close_fds(x: _Ctx) -> None:
-    keep = {x.sock.fileno(), *x.cfg.keep_fds}
+    keep = {x.sock.fileno(), *x.keep_fds}
     if x.cfg.fifo_fd is not None:
         keep.add(x.cfg.fifo_fd)
     keep.update(range(3, 3 + x.cfg.preserve_fds))
     x.sys.close_fds_from(3, frozenset(keep))
     for fd in range(3, 3 + x.cfg.preserve_fds):
-        try:  # noqa: SIM105 - no contextlib on kata-oci's path (~0.7 ms to import)
+        with contextlib.suppress(OSError):
             os.set_inheritable(fd, True)
-        except OSError:
-            pass
 
 
 class _Named(Exception):
@@ -530,7 +527,7 @@ def steps_for(cfg: InitConfig) -> tuple[Step, ...]:
     return CREATE_STEPS if cfg.has_mntns else CREATE_STEPS_NO_MNTNS
 
 
-def stage2(cfg: InitConfig, sys_: Syscalls, sock: _socket.socket) -> None:
+def stage2(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
     """The container process: run the steps, report ready, wait for start, exec. Never returns."""
     x = _Ctx(cfg, sys_, sock)
     name = "init"

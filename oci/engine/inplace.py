@@ -20,39 +20,56 @@ itself never enters the container's cgroup (it would be counted, frozen and char
 until it exits). The container process is the worker's child until the worker exits; then it
 is reparented to the subreaper (the agent), as it is after stage-1's exit in ``kata-oci``.
 
-Measured with bench/lifecycle.py (the worker's share of an ExecProcess, medians at load ~1):
-stage-1 + stage-2 ~11.5 ms; one fork + the init's steps ~5.7 ms; the lean child ~5 ms, the
-rest of the gain from the spawner (see the launcher docstring).
+Only on Linux >= 5.16 (``cgroup_checks_at_open``); older kernels take stage-1's path. What this
+path saves: docs/performance.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import signal
-from typing import TYPE_CHECKING
+from socket import socket
 
 from oci.syscalls import consts as c
+from oci.syscalls.api import Syscalls
 
 # Everything this module runs after joining the container's mount namespace is imported here:
 # the Python library is not visible from there.
 from . import sync
 from .errors import InitError
-from .init import stage2
-from .process import exec_env, find_executable
+from .init import InitConfig, stage2
+from .process import ProcessPlan, exec_env, find_executable
 
-if TYPE_CHECKING:
-    from socket import socket
-
-    from oci.syscalls import Syscalls
-
-    from .init import InitConfig
-    from .process import ProcessPlan
+log = logging.getLogger(__name__)
 
 # What stage-1 resets before the container process inherits it (Python ignores SIGPIPE and
 # SIGXFSZ, and handles SIGINT).
 _DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM)
+
+
+def cgroup_checks_at_open(release: str | None = None) -> bool:
+    """Whether the kernel checks a cgroup migration against the credentials and cgroup namespace
+    of whoever opened ``cgroup.procs``/``tasks`` rather than of the writer (Linux >= 5.16).
+    The in-caller exec relies on it: its child joins the container's cgroup through files the
+    worker opened as root before it joined the container's namespaces and took on the
+    process's user. On older kernels an exec takes stage-1's path, where the parent moves the
+    process from outside."""
+
+    def leading_int(text: str) -> int:
+        digits = ""
+        for ch in text:
+            if not ch.isdigit():
+                break
+            digits += ch
+        return int(digits) if digits else -1
+
+    parts = (release or os.uname().release).split(".")
+    if len(parts) < 2:
+        return False
+    return (leading_int(parts[0]), leading_int(parts[1])) >= (5, 16)
 
 
 def exec_in_caller(cfg: InitConfig, sys_: Syscalls, cgroup_join: tuple[str, ...]) -> int:
@@ -60,8 +77,6 @@ def exec_in_caller(cfg: InitConfig, sys_: Syscalls, cgroup_join: tuple[str, ...]
     exec'd. Leaves this process inside the container's namespaces (and, on the lean path,
     with the process's credentials): the caller must exit soon after."""
     lean = is_lean(cfg)
-    if not lean:
-        import logging  # noqa: F401 - the init's steps may send a warning to log (see above)
     if lean:
         # Before the mount namespace changes what /proc/self is: nothing of ours but the
         # stdio the child dup2()s survives its execve.
@@ -282,11 +297,7 @@ def _stage2_exec(cfg: InitConfig, sys_: Syscalls, cgroup_fds: list[tuple[int, st
             if t == "error":
                 raise sync.error_from(msg)
             if t == "warn":
-                import logging
-
-                logging.getLogger("oci.engine.launcher").warning(
-                    "container %s: %s", cfg.container_id, msg.get("msg")
-                )
+                log.warning("container %s: %s", cfg.container_id, msg.get("msg"))
             elif t == "ready":
                 # The process's end is close-on-exec: EOF = it has exec'd (or died).
                 with contextlib.suppress(OSError):

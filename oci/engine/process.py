@@ -4,18 +4,20 @@ process exists) and applied in the init: capabilities, seccomp, rlimits, user, e
 from __future__ import annotations
 
 import errno as _errno
+import os
+from dataclasses import dataclass
 
-from oci.syscalls import CapabilitySets, SeccompPlan, SeccompRule
-from oci.syscalls import consts as c
+from oci import spec as ocispec
+from oci.spec import names as spec_names
 from oci.syscalls import libseccomp as ls
-from oci.syscalls.valueclass import value_class
+from oci.syscalls.api import ArgCondition, CapabilitySets, SeccompPlan, SeccompRule
 
 from .errors import InvalidArgument
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class ProcessPlan:
     """The container process resolved ahead of the fork (names to numbers, the executable)."""
 
@@ -40,23 +42,24 @@ class ProcessPlan:
 def _caps(names: tuple[str, ...], field: str) -> frozenset[int]:
     out = set()
     for n in names:
-        num = c.CAPABILITIES.get(n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper())
+        num = spec_names.CAPABILITIES.get(
+            n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper()
+        )
         if num is None:
             raise InvalidArgument(f'{field}: unknown capability "{n}"')
         out.add(num)
     return frozenset(out)
 
 
-def plan_caps(caps: object | None) -> CapabilitySets | None:
+def plan_caps(caps: ocispec.LinuxCapabilities | None) -> CapabilitySets | None:
     if caps is None:
         return None
-    g = caps.__getattribute__
     return CapabilitySets(
-        bounding=_caps(g("bounding"), "process.capabilities.bounding"),
-        effective=_caps(g("effective"), "process.capabilities.effective"),
-        permitted=_caps(g("permitted"), "process.capabilities.permitted"),
-        inheritable=_caps(g("inheritable"), "process.capabilities.inheritable"),
-        ambient=_caps(g("ambient"), "process.capabilities.ambient"),
+        bounding=_caps(caps.bounding, "process.capabilities.bounding"),
+        effective=_caps(caps.effective, "process.capabilities.effective"),
+        permitted=_caps(caps.permitted, "process.capabilities.permitted"),
+        inheritable=_caps(caps.inheritable, "process.capabilities.inheritable"),
+        ambient=_caps(caps.ambient, "process.capabilities.ambient"),
     )
 
 
@@ -81,23 +84,22 @@ def _action(name: str, errno_ret: int | None, field: str) -> int:
     raise InvalidArgument(f'{field}: unknown seccomp action "{name}"')
 
 
-def plan_seccomp(sc: object | None) -> SeccompPlan | None:
+def plan_seccomp(sc: ocispec.LinuxSeccomp | None) -> SeccompPlan | None:
     """Spec ``linux.seccomp`` → SeccompPlan; every name is resolved now (unknown syscall,
     architecture, operator or flag → InvalidArgument naming the field)."""
     if sc is None:
         return None
-    g = sc.__getattribute__
-    default = _action(g("default_action"), g("default_errno_ret"), "linux.seccomp.defaultAction")
-    for i, arch in enumerate(g("architectures")):
+    default = _action(sc.default_action, sc.default_errno_ret, "linux.seccomp.defaultAction")
+    for i, arch in enumerate(sc.architectures):
         try:
             ls.resolve_arch(arch)
         except OSError as err:
             raise InvalidArgument(f"linux.seccomp.architectures[{i}]: {err.strerror}") from None
-    for i, flag in enumerate(g("flags")):
+    for i, flag in enumerate(sc.flags):
         if flag not in ls.FLAGS:
             raise InvalidArgument(f'linux.seccomp.flags[{i}]: unsupported flag "{flag}"')
     rules = []
-    for i, sysc in enumerate(g("syscalls")):
+    for i, sysc in enumerate(sc.syscalls):
         field = f"linux.seccomp.syscalls[{i}]"
         action = _action(sysc.action, sysc.errno_ret, field + ".action")
         conds = []
@@ -107,51 +109,51 @@ def plan_seccomp(sc: object | None) -> SeccompPlan | None:
                 raise InvalidArgument(f'{field}.args[{j}].op: unknown operator "{a.op}"')
             if not 0 <= a.index < 6:
                 raise InvalidArgument(f"{field}.args[{j}].index: must be 0..5, got {a.index}")
-            conds.append(ls.ArgCondition(a.index, op, a.value, a.value_two))
+            conds.append(ArgCondition(a.index, op, a.value, a.value_two))
         for name in sysc.names:
             try:
                 ls.resolve_syscall(name)
             except OSError as err:
                 raise InvalidArgument(f"{field}.names: {err.strerror}") from None
         rules.append(SeccompRule(action, tuple(sysc.names), tuple(conds)))
-    return SeccompPlan(default, tuple(g("architectures")), tuple(g("flags")), tuple(rules))
+    return SeccompPlan(default, tuple(sc.architectures), tuple(sc.flags), tuple(rules))
 
 
-def plan_rlimits(rlimits: tuple[object, ...]) -> tuple[tuple[int, int, int], ...]:
+def plan_rlimits(
+    rlimits: tuple[ocispec.POSIXRlimit, ...],
+) -> tuple[tuple[int, int, int], ...]:
     out = []
     for i, r in enumerate(rlimits):
-        g = r.__getattribute__
-        num = c.RLIMITS.get(g("type"))
+        num = spec_names.RLIMITS.get(r.type)
         if num is None:
-            raise InvalidArgument(f'process.rlimits[{i}].type: unknown rlimit "{g("type")}"')
-        out.append((num, g("soft"), g("hard")))
+            raise InvalidArgument(f'process.rlimits[{i}].type: unknown rlimit "{r.type}"')
+        out.append((num, r.soft, r.hard))
     return tuple(out)
 
 
-def plan_process(proc: object, seccomp: object | None) -> ProcessPlan:
+def plan_process(proc: ocispec.Process, seccomp: ocispec.LinuxSeccomp | None) -> ProcessPlan:
     """``oci.spec.Process`` (+ ``linux.seccomp``) → ProcessPlan, validating every name."""
-    g = proc.__getattribute__
-    user = g("user")
-    args = tuple(g("args"))
+    user = proc.user
+    args = tuple(proc.args)
     if not args:
         raise InvalidArgument("process.args: must not be empty")
-    size = g("console_size")
+    size = proc.console_size
     return ProcessPlan(
         args=args,
-        env=tuple(g("env")),
-        cwd=g("cwd") or "/",
+        env=tuple(proc.env),
+        cwd=proc.cwd or "/",
         uid=user.uid,
         gid=user.gid,
         additional_gids=tuple(user.additional_gids),
         umask=user.umask,
-        rlimits=plan_rlimits(tuple(g("rlimits"))),
-        caps=plan_caps(g("capabilities")),
-        no_new_privs=bool(g("no_new_privileges")),
-        oom_score_adj=g("oom_score_adj"),
+        rlimits=plan_rlimits(tuple(proc.rlimits)),
+        caps=plan_caps(proc.capabilities),
+        no_new_privs=bool(proc.no_new_privileges),
+        oom_score_adj=proc.oom_score_adj,
         seccomp=plan_seccomp(seccomp),
-        apparmor_profile=g("apparmor_profile"),
-        selinux_label=g("selinux_label"),
-        terminal=bool(g("terminal")),
+        apparmor_profile=proc.apparmor_profile,
+        selinux_label=proc.selinux_label,
+        terminal=bool(proc.terminal),
         console_size=(size.height, size.width) if size is not None else None,
     )
 
@@ -190,8 +192,6 @@ def exec_env(p: ProcessPlan) -> dict[str, str]:
 
 def find_executable(arg0: str, env: tuple[str, ...]) -> str:
     """Resolve ``arg0`` in the container (after pivot_root) like execvp; OSError if missing."""
-    import os
-
     if "/" in arg0:
         if not os.path.exists(arg0):
             raise OSError(2, f'exec: "{arg0}": no such file or directory', arg0)

@@ -1,20 +1,21 @@
 """Per-container state on disk: ``<root>/<id>/state.json`` (+ ``exec.fifo`` while created).
 
 The record is written once at create (atomically, via rename) and read by every later command;
-the live status is derived, as runc does: pid gone (or reused, or a zombie) → stopped; exec.fifo
-present → created; cgroup frozen → paused; else running.
+the live status is derived from it (``oci.engine.status``), as runc does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
+import shutil
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import ContainerNotFound, InvalidArgument
-
-TYPE_CHECKING = False  # not typing's: start/kill/state need no typing module (~2 ms)
-if TYPE_CHECKING:
-    from typing import Any
+from .errors import ContainerExists, ContainerNotFound, InvalidArgument
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
@@ -27,58 +28,40 @@ def check_id(container_id: str) -> None:
         raise InvalidArgument(f"invalid container id format: {container_id!r}")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
-    """The persisted facts about one container (plain class: no dataclasses import here)."""
+    """The persisted facts about one container.
 
-    FIELDS = (
-        "id",
-        "pid",
-        "pid_start",
-        "bundle",
-        "rootfs",
-        "created",
-        "config",
-        "owner",
-        "cgroup",
-        "namespaces",
-    )
+    ``config`` is the spec as JSON data; ``cgroup`` holds the resolved cgroup ``path``, its
+    ``version`` and ``join``: the files stage-1 writes "0" into to join it (see
+    ``oci.engine.cgroup.join_files``)."""
 
-    def __init__(
-        self,
-        *,
-        id: str,
-        pid: int,
-        pid_start: int,
-        bundle: str,
-        rootfs: str,
-        created: str,
-        config: dict[str, Any],
-        owner: str = "",
-        cgroup: dict[str, Any] | None = None,
-        namespaces: list[str] | None = None,
-    ) -> None:
-        self.id = id
-        self.pid = pid
-        self.pid_start = pid_start
-        self.bundle = bundle
-        self.rootfs = rootfs
-        self.created = created
-        self.config = config
-        self.owner = owner
-        self.cgroup: dict[str, Any] = cgroup or {}
-        self.namespaces: list[str] = namespaces or []
+    id: str
+    pid: int
+    pid_start: int
+    bundle: str
+    rootfs: str
+    created: str
+    config: dict[str, Any]
+    owner: str = ""
+    cgroup: dict[str, Any] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
 
     def to_json(self, config_json: str | None = None) -> str:
         """The state file's text. ``config_json``: ``config_json(self.config)``, encoded
         beforehand (create does it while the container is being set up); same text."""
-        import json
-
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if config_json is None:
-            return json.dumps({k: getattr(self, k) for k in self.FIELDS}, separators=(",", ":"))
-        fields = {k: getattr(self, k) for k in self.FIELDS}
+            return json.dumps(fields, separators=(",", ":"))
         fields["config"] = _CONFIG_SLOT
         text = json.dumps(fields, separators=(",", ":"))
         return text.replace(json.dumps(_CONFIG_SLOT), config_json, 1)
+
+    @property
+    def cgroups_path(self) -> str | None:
+        """The spec's ``linux.cgroupsPath``."""
+        path = (self.config.get("linux") or {}).get("cgroupsPath")
+        return str(path) if path is not None else None
 
 
 # Stands for the config in ``Record.to_json``: NUL is in no path, id or other field, and
@@ -88,8 +71,6 @@ _CONFIG_SLOT = "\0config\0"
 
 def config_json(config: dict[str, Any]) -> str:
     """A record's config as ``Record.to_json`` encodes it."""
-    import json
-
     return json.dumps(config, separators=(",", ":"))
 
 
@@ -102,13 +83,37 @@ def state_dir(root: str, container_id: str) -> str:
     return os.path.join(root, container_id)
 
 
+def fifo_path(root: str, container_id: str) -> str:
+    return os.path.join(root, container_id, FIFO)
+
+
+def make_dir(root: str, container_id: str) -> None:
+    """The container's state directory; ContainerExists when it is there already."""
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    try:
+        os.mkdir(state_dir(root, container_id), 0o711)
+    except FileExistsError:
+        raise ContainerExists(container_id) from None
+
+
+def make_fifo(root: str, container_id: str, opened: contextlib.ExitStack) -> int:
+    """The exec fifo a created init waits on, opened O_RDWR for the init (closed with
+    ``opened``): ``start`` writes to it, and it is gone once started."""
+    path = fifo_path(root, container_id)
+    os.mkfifo(path, 0o622)
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    opened.callback(os.close, fd)
+    return fd
+
+
 def save(root: str, rec: Record, *, config_json: str | None = None) -> None:
     """Write the record (atomically: a temporary file renamed). ``config_json``: see
     ``Record.to_json``."""
     d = state_dir(root, rec.id)
     tmp = os.path.join(d, STATE + ".tmp")
     data = rec.to_json(config_json).encode()  # ASCII: json.dumps escapes the rest
-    # os-level, not open(): no text and buffer layers to set up (~0.3 ms of a spawner worker)
+    # os-level writes: the spawner's worker is a fresh fork, where a text layer's first use
+    # copies pages on a create's path
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
         view = memoryview(data)
@@ -123,46 +128,10 @@ def load(root: str, container_id: str) -> Record:
     check_id(container_id)
     try:
         with open(os.path.join(state_dir(root, container_id), STATE)) as f:
-            text = f.read()
+            data = json.load(f)
     except (FileNotFoundError, NotADirectoryError):
         raise ContainerNotFound(container_id) from None
-    return Record(**_json_loads(text))
-
-
-class _ScanContext:
-    """What ``_json.make_scanner`` reads from a ``json.JSONDecoder``: its defaults."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = {
-        "NaN": float("nan"),
-        "Infinity": float("inf"),
-        "-Infinity": float("-inf"),
-    }.__getitem__
-
-
-def _json_loads(text: str) -> Any:
-    """``json.loads`` for the state file through the C scanner ``json`` itself uses, without
-    importing ``json``: json.decoder imports re and enum, ~5 ms of every start, kill, state
-    and delete (a fresh interpreter each) for a file this module wrote with ``json.dumps``.
-    Anything the scanner cannot read goes to ``json.loads`` for its error."""
-    body = text.strip()
-    ctx: Any = _ScanContext
-    try:
-        from _json import make_scanner
-
-        value, end = make_scanner(ctx)(body, 0)
-    except (ImportError, StopIteration, ValueError):  # no C accelerator; not JSON
-        pass
-    else:
-        if end == len(body):
-            return value
-    import json
-
-    return json.loads(text)
+    return Record(**data)
 
 
 def list_ids(root: str) -> list[str]:
@@ -176,17 +145,13 @@ def list_ids(root: str) -> list[str]:
 def remove(root: str, container_id: str) -> None:
     d = state_dir(root, container_id)
     for name in (FIFO, STATE, STATE + ".tmp"):
-        try:  # noqa: SIM105 - contextlib costs start/kill/delete ~2 ms to import
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(d, name))
-        except FileNotFoundError:
-            pass
     try:
         os.rmdir(d)
     except FileNotFoundError:
         pass
     except OSError:
-        import shutil
-
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -28,28 +28,19 @@ an ``InitError`` naming the last step it heard of.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-
-# The C socket type, not socket.socket: the socket module costs every kata-oci create, run
-# and exec ~3 ms to import (enum conversions of its constants) for a wrapper this protocol
-# does not need. _socket.socket is socket.socket's base class: send, recv, close, fileno,
-# detach; a socket.socket is one too.
-from _socket import AF_UNIX, SOCK_SEQPACKET, socket, socketpair
+from socket import AF_UNIX, SOCK_SEQPACKET, socket, socketpair
+from typing import Any
 
 from .errors import InitError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
-Message = dict[str, "Any"]
+Message = dict[str, Any]
 
 
-def pair() -> tuple[Any, Any]:
-    """(parent end, child end); the child end is inheritable, both are blocking. Both are
-    ``_socket.socket`` objects (typed Any: callers annotate them as socket.socket, whose
-    extra methods must not be used on them)."""
+def pair() -> tuple[socket, socket]:
+    """(parent end, child end); the child end is inheritable, both are blocking."""
     p, c = socketpair(AF_UNIX, SOCK_SEQPACKET)
     os.set_inheritable(c.fileno(), True)
     return p, c
@@ -97,7 +88,5 @@ def send_error(sock: socket, step: str, err: BaseException) -> None:
         errno, path, text = err.errno, err.path, err.detail
     else:
         errno, path, text = 0, None, str(err) or type(err).__name__
-    try:  # noqa: SIM105 - no contextlib here (import cost, see above)
+    with contextlib.suppress(OSError):
         send(sock, "error", step=step, errno=errno, msg=text, path=path)
-    except OSError:
-        pass

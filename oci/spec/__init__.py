@@ -47,10 +47,13 @@ Model conventions
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 
+from . import names
 from ._codec import JSON, Problem, SpecError, SpecObject, UnknownPolicy, decode, encode
+from .defaults import default_spec
+from .features import features
 from .linux import (
     Linux,
     LinuxBlockIO,
@@ -93,48 +96,9 @@ from .runtime import (
     User,
 )
 from .state import State, Status
+from .validate import check, check_process, check_resources, validate
 
-# Import-light: every `kata-oci` command is a fresh interpreter, so the validation rules, the
-# name tables, the defaults, the features document and logging are loaded on first use.
-TYPE_CHECKING = False  # not typing's: kata-oci create/run/exec never import typing (~3 ms)
-if TYPE_CHECKING:
-    from typing import Any
-
-    from . import names
-    from .defaults import default_spec
-    from .features import features
-    from .validate import check, check_process, check_resources, validate
-
-_LAZY = {
-    "names": ("names", None),
-    "default_spec": ("defaults", "default_spec"),
-    "features": ("features", "features"),
-    "check": ("validate", "check"),
-    "check_process": ("validate", "check_process"),
-    "check_resources": ("validate", "check_resources"),
-    "validate": ("validate", "validate"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    full = f"{__name__}.{where[0]}"
-    __import__(full)  # not importlib.import_module: importlib costs kata-oci create ~0.5 ms
-    module = sys.modules[full]
-    # Importing a submodule binds its name in this package: bind the public names it provides
-    # afterwards, so `validate` and `features` stay the functions, as with eager imports.
-    for public, (mod, attr) in _LAZY.items():
-        if mod == where[0]:
-            globals()[public] = module if attr is None else getattr(module, attr)
-    return globals()[name]
-
-
-def _warn(msg: str, *args: object) -> None:
-    import logging
-
-    logging.getLogger(__name__).warning(msg, *args)
+log = logging.getLogger(__name__)
 
 
 __all__ = [
@@ -227,7 +191,7 @@ def _read(path_or_text: str | bytes | os.PathLike[str]) -> tuple[str | bytes, st
 def _report_unknown(source: str, unknown: UnknownPolicy, paths: list[str]) -> None:
     if paths:
         what = "ignored" if unknown == "ignore" else "kept"
-        _warn("%s: unknown fields %s: %s", source, what, ", ".join(paths))
+        log.warning("%s: unknown fields %s: %s", source, what, ", ".join(paths))
 
 
 def loads(
@@ -241,8 +205,8 @@ def loads(
     spec, unknown_paths = decode(Spec, _parse(text, source), unknown=unknown)
     _report_unknown(source, unknown, unknown_paths)
     if validate:
-        for warning in __getattr__("check")(spec):
-            _warn("%s: %s", source, warning)
+        for warning in check(spec):
+            log.warning("%s: %s", source, warning)
     return spec
 
 
@@ -269,8 +233,8 @@ def load_process(
     process, unknown_paths = decode(Process, _parse(text, source), unknown=unknown, path="process")
     _report_unknown(source, unknown, unknown_paths)
     if validate:
-        for warning in __getattr__("check_process")(process):
-            _warn("%s: %s", source, warning)
+        for warning in check_process(process):
+            log.warning("%s: %s", source, warning)
     return process
 
 

@@ -23,34 +23,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import sys
 import types
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, dataclass_transform
 
-from oci.syscalls.valueclass import value_class
+JSON = Any
+"""Any JSON value (the result of `json.loads`)."""
 
-# No typing at run time: every kata-oci create, run and exec imports this module, and typing
-# costs ~3 ms to import. Field hints are builtin generics (`tuple[str, ...]`, `str | None`,
-# `Mapping[str, X]`) read through their __origin__/__args__; `JSON` is a stand-in for Any.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from typing import Any, Literal, TypeVar, dataclass_transform
+UnknownPolicy = Literal["keep", "ignore", "error"]
 
-    JSON = Any
-    UnknownPolicy = Literal["keep", "ignore", "error"]
-    _M = TypeVar("_M", bound=type)
-else:
-
-    class JSON:
-        """Any JSON value (the result of `json.loads`): `typing.Any` for the type checker."""
-
-    UnknownPolicy = str
-
-    def dataclass_transform(**_: object) -> Any:
-        return lambda f: f
-
+_M = TypeVar("_M", bound=type)
+T = TypeVar("T", bound="SpecObject")
 
 _KEY = "oci_key"
 _REQUIRED = "oci_required"
@@ -58,7 +43,7 @@ _ALWAYS = "oci_always"
 _EXTRA = "oci_extra"
 
 
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """One finding about a spec: the JSON path of the field and what is wrong with it."""
 
@@ -97,8 +82,8 @@ class SpecObject:
 
     Model classes are declared with `@model` (a frozen, slotted, keyword-only dataclass) and
     share the `__init__`, `__setattr__`, `__eq__`, `__hash__` and `__repr__` below, which behave
-    like the generated ones: every generated method is an `exec` at import, a cost every
-    short-lived `kata-oci` process pays (about a millisecond per class on this machine).
+    like the generated ones: generating five methods for each of the model's classes would make
+    every import of the model several times slower (docs/performance.md).
     """
 
     extra: Mapping[str, JSON] = field(default_factory=dict, repr=False, metadata={_EXTRA: True})
@@ -206,7 +191,7 @@ def camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class _FieldInfo:
     """How the codec reads and writes one field of a model class."""
 
@@ -224,7 +209,7 @@ def _fields_of(cls: type) -> tuple[tuple[_FieldInfo, ...], str | None]:
     cached = _INFO_CACHE.get(cls)
     if cached is not None:
         return cached
-    hints = _type_hints(cls)
+    hints = typing.get_type_hints(cls)
     infos: list[_FieldInfo] = []
     extra_name: str | None = None
     for f in dataclasses.fields(cls):
@@ -243,31 +228,6 @@ def _fields_of(cls: type) -> tuple[tuple[_FieldInfo, ...], str | None]:
     result = (tuple(infos), extra_name)
     _INFO_CACHE[cls] = result
     return result
-
-
-_HINT_CACHE: dict[tuple[str, str], Any] = {}
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    """`typing.get_type_hints(cls)` for the model's plain annotations, evaluating each distinct
-    annotation text once per module (`str | None`, `tuple[str, ...]`, ... repeat across classes;
-    every `kata-oci create` pays for the first decode of each class)."""
-    out: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        # inspect.get_annotations(klass) without inspect (kata-oci defers that import)
-        ann = klass.__dict__.get("__annotations__")  # noqa: RUF063
-        if not isinstance(ann, dict) or not ann:
-            continue
-        module = sys.modules[klass.__module__]
-        for name, value in ann.items():
-            if isinstance(value, str):
-                key = (klass.__module__, value)
-                try:
-                    value = _HINT_CACHE[key]
-                except KeyError:
-                    value = _HINT_CACHE[key] = eval(value, vars(module))
-            out[name] = value
-    return out
 
 
 def json_key(cls: type, name: str) -> str:
@@ -298,17 +258,6 @@ def _json_type(value: JSON) -> str:
     return type(value).__name__
 
 
-if TYPE_CHECKING:
-    T = TypeVar("T", bound=SpecObject)
-
-
-def _is_typing(obj: object, name: str) -> bool:
-    """`obj is typing.<name>`, without importing typing (hints made by typing exist only when
-    something has imported it)."""
-    typing = sys.modules.get("typing")
-    return typing is not None and obj is getattr(typing, name)
-
-
 class _Decoder:
     def __init__(self, unknown: UnknownPolicy) -> None:
         self.unknown = unknown
@@ -320,12 +269,12 @@ class _Decoder:
 
     def value(self, hint: Any, raw: JSON, path: str) -> Any:
         origin = getattr(hint, "__origin__", None)
-        if isinstance(hint, types.UnionType) or _is_typing(origin, "Union"):
+        if isinstance(hint, types.UnionType) or origin is typing.Union:
             members = [a for a in hint.__args__ if a is not type(None)]
             if raw is None:
                 return None
             return self.value(members[0], raw, path)
-        if hint is JSON or _is_typing(hint, "Any"):
+        if hint is Any:
             return raw
         if origin is tuple:
             (item,) = hint.__args__[:1]

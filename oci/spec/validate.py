@@ -29,13 +29,11 @@ from .runtime import Hook, Mount, Process, Spec
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _I64_MIN = -(1 << 63)
-# Patterns, compiled by re.match on first use (re caches them): every kata-oci create imports
-# this module and most specs need one or two of them (~0.1 ms per compile).
-_VERSION_RE = r"^(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
-_CPU_LIST_RE = r"^\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*$"
-_PAGE_SIZE_RE = r"^\d+(?:KB|MB|GB|TB|PB)$"
-_SYSCALL_NAME_RE = r"^[a-z0-9_]+$"
-_UNIFIED_KEY_RE = r"^[a-z_0-9]+\.[A-Za-z_0-9.\-]+$"
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_CPU_LIST_RE = re.compile(r"^\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*$")
+_PAGE_SIZE_RE = re.compile(r"^\d+(?:KB|MB|GB|TB|PB)$")
+_SYSCALL_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+_UNIFIED_KEY_RE = re.compile(r"^[a-z_0-9]+\.[A-Za-z_0-9.\-]+$")
 
 
 def _q(value: object) -> str:
@@ -82,7 +80,7 @@ class _Checker:
     # --- top level -------------------------------------------------------------------------
 
     def spec(self, spec: Spec) -> None:
-        m = re.match(_VERSION_RE, spec.oci_version)
+        m = _VERSION_RE.match(spec.oci_version)
         if m is None:
             self.error("ociVersion", f"{_q(spec.oci_version)} is not a semantic version")
         elif m.group(1) != "1":
@@ -191,7 +189,7 @@ class _Checker:
                 ("initial", p.exec_cpu_affinity.initial),
                 ("final", p.exec_cpu_affinity.final),
             ):
-                if value is not None and not re.match(_CPU_LIST_RE, value):
+                if value is not None and not _CPU_LIST_RE.match(value):
                     self.error(f"{path}.execCPUAffinity.{key}", f"{_q(value)} is not a CPU list")
 
     def mount(self, path: str, m: Mount) -> None:
@@ -380,7 +378,7 @@ class _Checker:
             self.u64(f"{cpath}.burst", cpu.burst)
             self.u64(f"{cpath}.realtimePeriod", cpu.realtime_period)
             for key, cpulist in (("cpus", cpu.cpus), ("mems", cpu.mems)):
-                if cpulist and not re.match(_CPU_LIST_RE, cpulist):
+                if cpulist and not _CPU_LIST_RE.match(cpulist):
                     self.error(f"{cpath}.{key}", f'{_q(cpulist)} is not a list like "0-3,6"')
             if cpu.idle is not None and cpu.idle not in (0, 1):
                 self.error(f"{cpath}.idle", f"must be 0 or 1, got {cpu.idle}")
@@ -409,7 +407,7 @@ class _Checker:
         seen_pages: set[str] = set()
         for i, h in enumerate(r.hugepage_limits):
             hpath = f"{path}.hugepageLimits[{i}].pageSize"
-            if not re.match(_PAGE_SIZE_RE, h.page_size):
+            if not _PAGE_SIZE_RE.match(h.page_size):
                 self.error(hpath, f'{_q(h.page_size)} is not a page size like "2MB"')
             elif h.page_size in seen_pages:
                 self.error(hpath, f"duplicate page size {_q(h.page_size)}")
@@ -418,7 +416,7 @@ class _Checker:
         if r.network is not None:
             self.u32(f"{path}.network.classID", r.network.class_id)
         for key in r.unified:
-            if not re.match(_UNIFIED_KEY_RE, key) or ".." in key:
+            if not _UNIFIED_KEY_RE.match(key) or ".." in key:
                 self.error(
                     f"{path}.unified.{key}",
                     'is not a cgroup v2 interface file name like "memory.high"',
@@ -449,7 +447,7 @@ class _Checker:
             if not sc.names:
                 self.error(f"{spath}.names", "must not be empty")
             for j, name in enumerate(sc.names):
-                if not re.match(_SYSCALL_NAME_RE, name):
+                if not _SYSCALL_NAME_RE.match(name):
                     self.error(f"{spath}.names[{j}]", f"invalid syscall name {_q(name)}")
             if sc.action not in names.SECCOMP_ACTIONS:
                 self.error(f"{spath}.action", f"unknown action {_q(sc.action)}")

@@ -1,33 +1,10 @@
-"""The one seam between the container engine and the kernel.
+"""The one seam between the container engine and the kernel; the only package that loads
+``ctypes`` or ``prctl``.
 
-``Syscalls`` is the protocol, ``LinuxSyscalls`` the real implementation (ctypes libc,
-python-prctl, libseccomp) and ``oci.syscalls.fake.RecordingSyscalls`` the recording fake.
-Every call raises ``OSError`` carrying ``errno`` and, where there is one, the path.
-Only this package imports ``ctypes`` or ``prctl``.
-
-The names are loaded on first use (PEP 562) so that ``from oci.syscalls import consts`` stays
-cheap for short kata-oci commands.
+Import the module you need: ``api`` (the ``Syscalls`` protocol and the plans it takes),
+``linux`` (``LinuxSyscalls``, the real implementation), ``fake`` (``RecordingSyscalls``, the
+recording fake for unit tests), ``consts`` (kernel constants), ``libc``, ``libseccomp`` and
+``boot`` (the ctypes bindings). Every call raises ``OSError`` carrying ``errno`` and, where there
+is one, the path. The package itself imports nothing: the guest's PID 1 loads ``libc`` and
+``boot`` before anything else (see agent/pid1_early.py).
 """
-
-from __future__ import annotations
-
-TYPE_CHECKING = False  # not typing's: importing typing costs ~0.1 s on PID 1's path under TCG
-if TYPE_CHECKING:
-    from typing import Any
-
-    from .api import CapabilitySets, SeccompPlan, SeccompRule, Syscalls
-    from .linux import LinuxSyscalls
-
-__all__ = ["CapabilitySets", "LinuxSyscalls", "SeccompPlan", "SeccompRule", "Syscalls"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "LinuxSyscalls":
-        from .linux import LinuxSyscalls
-
-        return LinuxSyscalls
-    if name in ("CapabilitySets", "SeccompPlan", "SeccompRule", "Syscalls"):
-        from . import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'oci.syscalls' has no attribute {name!r}")

@@ -7,19 +7,21 @@ there is one, ``filename`` naming the path involved.
 
 from __future__ import annotations
 
-from dataclasses import field
-
-from .libseccomp import ArgCondition
-from .valueclass import value_class
-
-TYPE_CHECKING = False  # not typing's: kata-oci create/run/exec never import typing (~3 ms)
-if TYPE_CHECKING:
-    from typing import Protocol
-else:
-    Protocol = object  # a protocol is for the type checker: nothing checks it at run time
+from dataclasses import dataclass
+from typing import Protocol
 
 
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
+class ArgCondition:
+    """One argument comparison of a seccomp rule (libseccomp's scmp_arg_cmp)."""
+
+    index: int
+    op: int
+    value: int
+    value_two: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SeccompRule:
     """One seccomp rule: an action for some syscalls, under argument conditions."""
 
@@ -28,17 +30,17 @@ class SeccompRule:
     conditions: tuple[ArgCondition, ...] = ()
 
 
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class SeccompPlan:
-    """A libseccomp filter as data (built by oci.engine.seccomp, loaded by the seam)."""
+    """A libseccomp filter as data (planned by oci.engine.process, loaded by the seam)."""
 
     default_action: int
     architectures: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
-    rules: tuple[SeccompRule, ...] = field(default=())
+    rules: tuple[SeccompRule, ...] = ()
 
 
-@value_class(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class CapabilitySets:
     """The five capability sets of a process, as capability numbers."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 # mount(2) flags
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -23,6 +25,7 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
 MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 
@@ -64,10 +67,7 @@ TIOCSPTLCK = 0x40045431
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
 # syscall numbers (x86_64 / aarch64)
-import os as _os  # noqa: E402
-
-_MACHINE = _os.uname().machine
-if _MACHINE == "aarch64":
+if os.uname().machine == "aarch64":
     SYS_PIVOT_ROOT = 41
     SYS_SETNS = 268
     SYS_UNSHARE = 97
@@ -82,79 +82,14 @@ else:
     SYS_CLOSE_RANGE = 436
     SYS_MOUNT_SETATTR = 442
 
-# Namespace type names as in the runtime spec → clone flag and /proc/<pid>/ns file name.
-NAMESPACES: dict[str, tuple[int, str]] = {
-    "user": (CLONE_NEWUSER, "user"),
-    "pid": (CLONE_NEWPID, "pid"),
-    "ipc": (CLONE_NEWIPC, "ipc"),
-    "uts": (CLONE_NEWUTS, "uts"),
-    "network": (CLONE_NEWNET, "net"),
-    "cgroup": (CLONE_NEWCGROUP, "cgroup"),
-    "mount": (CLONE_NEWNS, "mnt"),
-    "time": (CLONE_NEWTIME, "time"),
-}
-
-# Capability names → numbers (linux/capability.h).
-CAPABILITIES: dict[str, int] = {
-    "CAP_CHOWN": 0,
-    "CAP_DAC_OVERRIDE": 1,
-    "CAP_DAC_READ_SEARCH": 2,
-    "CAP_FOWNER": 3,
-    "CAP_FSETID": 4,
-    "CAP_KILL": 5,
-    "CAP_SETGID": 6,
-    "CAP_SETUID": 7,
-    "CAP_SETPCAP": 8,
-    "CAP_LINUX_IMMUTABLE": 9,
-    "CAP_NET_BIND_SERVICE": 10,
-    "CAP_NET_BROADCAST": 11,
-    "CAP_NET_ADMIN": 12,
-    "CAP_NET_RAW": 13,
-    "CAP_IPC_LOCK": 14,
-    "CAP_IPC_OWNER": 15,
-    "CAP_SYS_MODULE": 16,
-    "CAP_SYS_RAWIO": 17,
-    "CAP_SYS_CHROOT": 18,
-    "CAP_SYS_PTRACE": 19,
-    "CAP_SYS_PACCT": 20,
-    "CAP_SYS_ADMIN": 21,
-    "CAP_SYS_BOOT": 22,
-    "CAP_SYS_NICE": 23,
-    "CAP_SYS_RESOURCE": 24,
-    "CAP_SYS_TIME": 25,
-    "CAP_SYS_TTY_CONFIG": 26,
-    "CAP_MKNOD": 27,
-    "CAP_LEASE": 28,
-    "CAP_AUDIT_WRITE": 29,
-    "CAP_AUDIT_CONTROL": 30,
-    "CAP_SETFCAP": 31,
-    "CAP_MAC_OVERRIDE": 32,
-    "CAP_MAC_ADMIN": 33,
-    "CAP_SYSLOG": 34,
-    "CAP_WAKE_ALARM": 35,
-    "CAP_BLOCK_SUSPEND": 36,
-    "CAP_AUDIT_READ": 37,
-    "CAP_PERFMON": 38,
-    "CAP_BPF": 39,
-    "CAP_CHECKPOINT_RESTORE": 40,
-}
-
-# Resource limit names → RLIMIT_* numbers.
-RLIMITS: dict[str, int] = {
-    "RLIMIT_CPU": 0,
-    "RLIMIT_FSIZE": 1,
-    "RLIMIT_DATA": 2,
-    "RLIMIT_STACK": 3,
-    "RLIMIT_CORE": 4,
-    "RLIMIT_RSS": 5,
-    "RLIMIT_NPROC": 6,
-    "RLIMIT_NOFILE": 7,
-    "RLIMIT_MEMLOCK": 8,
-    "RLIMIT_AS": 9,
-    "RLIMIT_LOCKS": 10,
-    "RLIMIT_SIGPENDING": 11,
-    "RLIMIT_MSGQUEUE": 12,
-    "RLIMIT_NICE": 13,
-    "RLIMIT_RTPRIO": 14,
-    "RLIMIT_RTTIME": 15,
+# Namespace type names as in the runtime spec → clone flag.
+NAMESPACE_FLAGS: dict[str, int] = {
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+    "network": CLONE_NEWNET,
+    "cgroup": CLONE_NEWCGROUP,
+    "mount": CLONE_NEWNS,
+    "time": CLONE_NEWTIME,
 }

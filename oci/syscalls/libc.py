@@ -5,6 +5,15 @@ from __future__ import annotations
 import ctypes
 import os
 
+from .consts import (
+    KEYCTL_JOIN_SESSION_KEYRING,
+    SYS_CLOSE_RANGE,
+    SYS_KEYCTL,
+    SYS_PIVOT_ROOT,
+    SYS_SETNS,
+    SYS_UNSHARE,
+)
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 _mount = _libc.mount
@@ -59,22 +68,16 @@ def umount2(target: str, flags: int) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    from .consts import SYS_PIVOT_ROOT
-
     if _syscall(SYS_PIVOT_ROOT, _b(new_root), _b(put_old)) != 0:
         raise oserror("pivot_root", new_root)
 
 
 def unshare(flags: int) -> None:
-    from .consts import SYS_UNSHARE
-
     if _syscall(SYS_UNSHARE, ctypes.c_int(flags)) != 0:
         raise oserror("unshare")
 
 
 def setns(fd: int, nstype: int, path: str | None = None) -> None:
-    from .consts import SYS_SETNS
-
     if _syscall(SYS_SETNS, ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
         raise oserror("setns", path)
 
@@ -99,8 +102,6 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> in
 
 
 def keyctl_join_session_keyring(name: str | None) -> None:
-    from .consts import KEYCTL_JOIN_SESSION_KEYRING, SYS_KEYCTL
-
     if _syscall(SYS_KEYCTL, ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), _b(name)) < 0:
         raise oserror("keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
 
@@ -116,8 +117,6 @@ def personality(domain: int) -> None:
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
-    from .consts import SYS_CLOSE_RANGE
-
     if _syscall(SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0)) != 0:
         raise oserror("close_range")
 

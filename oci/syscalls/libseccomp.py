@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .valueclass import value_class
+from .api import ArgCondition
 
 SCMP_ACT_KILL_PROCESS = 0x80000000
 SCMP_ACT_KILL_THREAD = 0x00000000
@@ -61,16 +61,6 @@ class _ArgCmp(ctypes.Structure):
         ("datum_a", ctypes.c_uint64),
         ("datum_b", ctypes.c_uint64),
     )
-
-
-@value_class(frozen=True, slots=True)
-class ArgCondition:
-    """One argument comparison of a seccomp rule (scmp_arg_cmp)."""
-
-    index: int
-    op: int
-    value: int
-    value_two: int = 0
 
 
 _lib: ctypes.CDLL | None = None

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     from agent.sandbox.bundle import Bundles, remove_tree
     from agent.storage import mountinfo
     from oci.spec import Process, Root, Spec
-    from oci.syscalls import LinuxSyscalls
+    from oci.syscalls.linux import LinuxSyscalls
 
     tmp = Path({tmp!r})
     src = tmp / "image"; src.mkdir(); (src / "keep").write_text("precious")

@@ -26,7 +26,7 @@ CALLER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
 from oci.engine.errors import InitError
-from oci.engine.launcher import Engine
+from oci.engine.facade import Engine
 from oci.spec import Process, decode
 root, cid, out_path, raw = sys.argv[1:5]
 out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -20,7 +20,7 @@ import pytest
 
 from agent.services.hardware import HardwareService
 from agent.storage import mountinfo
-from agent.storage import mountopts as m
+from oci.syscalls import consts as c
 from oci.syscalls.linux import LinuxSyscalls
 
 LOOP_CTL_ADD = 0x4C80
@@ -32,13 +32,13 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
     run = tmp_path / f"kata-{uuid.uuid4().hex[:8]}"
     run.mkdir()
     sc = LinuxSyscalls()
-    sc.mount(str(run), str(run), None, m.MS_BIND)
+    sc.mount(str(run), str(run), None, c.MS_BIND)
     try:
-        sc.mount(None, str(run), None, m.MS_PRIVATE)
+        sc.mount(None, str(run), None, c.MS_PRIVATE)
         yield run
     finally:
         left = [e.mount_point for e in mountinfo.mounts_below(run) if e.mount_point != str(run)]
-        sc.umount2(str(run), m.MNT_DETACH)
+        sc.umount2(str(run), c.MNT_DETACH)
         assert left == [], f"mounts left behind under {run}: {left}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from oci.cgroups import CgroupMode, V1Manager, V2Manager, manager_for, probe_layout
-from oci.engine.launcher import Engine
+from oci.engine.facade import Engine
 
 
 def _v1_root(root: Path, *names: str) -> None:

@@ -50,11 +50,11 @@ class FakeEngine:
 
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> type[FakeEngine]:
-    import oci.engine.launcher
+    import oci.engine.facade
 
     FakeEngine.calls = []
     FakeEngine.fail = None
-    monkeypatch.setattr(oci.engine.launcher, "Engine", FakeEngine)
+    monkeypatch.setattr(oci.engine.facade, "Engine", FakeEngine)
     return FakeEngine
 
 
@@ -116,7 +116,7 @@ async def test_engine_errors_become_domain_errors_in_the_agent_too(engine: Any) 
 
 
 def test_module_keeps_the_engine_import_lazy() -> None:
-    # the agent imports oci_runtime at start-up; the launcher is loaded on the first start
+    # the agent imports oci_runtime at start-up; the engine is loaded on the first start
     assert not hasattr(oci_runtime, "Engine")
 
 

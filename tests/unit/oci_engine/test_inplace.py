@@ -11,8 +11,7 @@ import pytest
 from oci import spec as ocispec
 from oci.engine.errors import InitError
 from oci.engine.init import InitConfig
-from oci.engine.inplace import is_lean, join_namespaces
-from oci.engine.launcher import cgroup_checks_at_open
+from oci.engine.inplace import cgroup_checks_at_open, is_lean, join_namespaces
 from oci.engine.process import exec_env, plan_process
 from oci.syscalls import consts as c
 from oci.syscalls.fake import RecordingSyscalls
@@ -97,7 +96,7 @@ def test_exec_env_adds_home_only_when_missing() -> None:
 def test_a_process_plan_crosses_the_spawner_socket_unchanged() -> None:
     import json
 
-    from oci.engine.spawner import plan_from_wire, plan_to_wire
+    from oci.engine.wire import plan_from_wire, plan_to_wire
 
     proc = ocispec.Process(
         args=("sh", "-c", "x"),
@@ -119,7 +118,7 @@ def test_a_process_plan_crosses_the_spawner_socket_unchanged() -> None:
 
 def test_a_plan_with_a_seccomp_profile_is_not_sent() -> None:
     from oci.engine.errors import InvalidArgument
-    from oci.engine.spawner import plan_to_wire
+    from oci.engine.wire import plan_to_wire
 
     seccomp = ocispec.LinuxSeccomp(default_action="SCMP_ACT_ALLOW")
     plan = plan_process(ocispec.Process(args=("true",), cwd="/"), seccomp)

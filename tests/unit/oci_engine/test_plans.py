@@ -24,17 +24,32 @@ from oci.engine.init import (
 )
 from oci.engine.process import find_executable, plan_process, plan_seccomp
 from oci.syscalls import consts as c
+from oci.syscalls import mountopts
 from oci.syscalls.fake import Call, RecordingSyscalls
 
 
-def test_parse_options_flags_propagation_and_data() -> None:
-    flags, clear, prop, data = rfs.parse_options(
-        ("nosuid", "nodev", "ro", "rbind", "rslave", "mode=755", "size=65536k", "rw")
+def test_plan_mount_flags_propagation_and_data() -> None:
+    op = rfs.plan_mount(
+        "/x",
+        "tmpfs",
+        "tmpfs",
+        ("nosuid", "nodev", "ro", "rbind", "rslave", "mode=755", "size=65536k", "rw", "nofail"),
+        "/b",
     )
-    assert flags == c.MS_NOSUID | c.MS_NODEV | c.MS_BIND | c.MS_REC
-    assert clear & c.MS_RDONLY  # "rw" after "ro" wins
-    assert prop == (c.MS_SLAVE | c.MS_REC,)
-    assert data == "mode=755,size=65536k"
+    assert op.flags == c.MS_NOSUID | c.MS_NODEV | c.MS_BIND | c.MS_REC
+    assert op.clear & c.MS_RDONLY  # "rw" after "ro" wins
+    assert op.propagation == (c.MS_SLAVE | c.MS_REC,)
+    assert op.data == "mode=755,size=65536k"  # runc's own options never reach the kernel
+
+
+@pytest.mark.parametrize("option", sorted(mountopts.FLAGS))
+def test_the_engine_and_the_agent_read_mount_options_alike(option: str) -> None:
+    from agent.storage import mountopts as agent_mountopts
+
+    engine = rfs.plan_mount("/x", "/src", None, (option,), "/b")
+    agent = agent_mountopts.parse([option])
+    assert (engine.flags, engine.clear) == (agent.flags, agent.clear)
+    assert (engine.flags, engine.clear) != (0, 0) or option == "defaults"
 
 
 def test_plan_mount_makes_relative_bind_source_absolute() -> None:

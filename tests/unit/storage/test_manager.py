@@ -12,10 +12,10 @@ import pytest
 
 from agent.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from agent.storage import StorageManager
-from agent.storage import mountopts as m
 from agent.storage.env import StorageEnv
 from agent.storage.model import Storage
 from agent.storage.paths import StorageRoots
+from oci.syscalls import consts as c
 from oci.syscalls.fake import RecordingSyscalls
 
 
@@ -95,7 +95,7 @@ async def test_tmpfs_keeps_size_options(env: StorageEnv, sys_: RecordingSyscalls
     [mp] = await sm.add_storages([shm(env)], None)
     _src, fstype, flags, data = sys_.mounts[mp]
     assert fstype == "tmpfs"
-    assert flags == m.MS_NOEXEC | m.MS_NOSUID | m.MS_NODEV
+    assert flags == c.MS_NOEXEC | c.MS_NOSUID | c.MS_NODEV
     assert data == "mode=1777,size=65536"
 
 
@@ -295,7 +295,7 @@ async def test_update_ephemeral_remounts(env: StorageEnv, sys_: RecordingSyscall
     await sm.update_ephemeral_mounts([shm(env, options=("size=1048576", "fsgid=5"))])
     last = sys_.calls[-1]
     assert last.name == "mount"
-    assert int(last.args[3]) & m.MS_REMOUNT  # type: ignore[call-overload]
+    assert int(last.args[3]) & c.MS_REMOUNT  # type: ignore[call-overload]
     assert last.args[4] == "size=1048576"
     with pytest.raises(InvalidArgument, match="only ephemeral"):
         await sm.update_ephemeral_mounts([Storage(driver="local", mount_point=mp)])

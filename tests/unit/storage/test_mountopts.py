@@ -4,19 +4,21 @@ import pytest
 
 from agent.errors import InvalidArgument
 from agent.storage import mountopts as m
+from oci.syscalls import consts as c
 
 
 @pytest.mark.parametrize(
     ("options", "flags", "data", "prop"),
     [
         ([], 0, "", ()),
-        (["ro", "nosuid", "nodev"], m.MS_RDONLY | m.MS_NOSUID | m.MS_NODEV, "", ()),
+        (["ro", "nosuid", "nodev"], c.MS_RDONLY | c.MS_NOSUID | c.MS_NODEV, "", ()),
         (["ro", "rw"], 0, "", ()),
-        (["rbind", "rprivate"], m.MS_BIND | m.MS_REC, "", (m.MS_PRIVATE | m.MS_REC,)),
+        (["rbind", "rprivate"], c.MS_BIND | c.MS_REC, "", (c.MS_PRIVATE | c.MS_REC,)),
         (["size=64m", "mode=1777"], 0, "size=64m,mode=1777", ()),
-        (["noexec,nosuid", "mode=0755,uid=0"], m.MS_NOEXEC | m.MS_NOSUID, "mode=0755,uid=0", ()),
+        (["noexec,nosuid", "mode=0755,uid=0"], c.MS_NOEXEC | c.MS_NOSUID, "mode=0755,uid=0", ()),
         (["dax", "io.katacontainers.fs-opt.overlay-rw", "X-kata.x=1"], 0, "dax", ()),
-        (["relatime", "shared"], m.MS_RELATIME, "", (m.MS_SHARED,)),
+        (["relatime", "shared"], c.MS_RELATIME, "", (c.MS_SHARED,)),
+        (["nosymfollow", "nodev"], c.MS_NOSYMFOLLOW | c.MS_NODEV, "", ()),
     ],
 )
 def test_parse(options: list[str], flags: int, data: str, prop: tuple[int, ...]) -> None:
