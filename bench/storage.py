@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent import spawn
 from agent.devices.uevent import Match
 from agent.services.hardware import HardwareService
-from agent.storage import mountopts as m
+from oci.syscalls import consts as c
 from agent.storage.model import Storage
 from oci.syscalls.linux import LinuxSyscalls
 
@@ -331,8 +331,8 @@ async def main(args: argparse.Namespace) -> None:
     run_dir = tmp / "run"
     run_dir.mkdir()
     sc = LinuxSyscalls()
-    sc.mount(str(run_dir), str(run_dir), None, m.MS_BIND)
-    sc.mount(None, str(run_dir), None, m.MS_PRIVATE)
+    sc.mount(str(run_dir), str(run_dir), None, c.MS_BIND)
+    sc.mount(None, str(run_dir), None, c.MS_PRIVATE)
     hw = HardwareService.build(run_dir=run_dir, hotplug_timeout=10, syscalls=sc, run=spawn.run)
     await hw.start()
     try:
@@ -346,7 +346,7 @@ async def main(args: argparse.Namespace) -> None:
         with contextlib.suppress(Exception):
             await hw.storage.release_all()
         await hw.stop()
-        sc.umount2(str(run_dir), m.MNT_DETACH)
+        sc.umount2(str(run_dir), c.MNT_DETACH)
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 

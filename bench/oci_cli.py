@@ -1,6 +1,6 @@
 """Benchmark kata-oci against runc and crun on the same bundle.
 
-    .venv/bin/python bench/oci.py [--iterations N] [--runtimes kata-oci,runc,crun]
+    .venv/bin/python bench/oci_cli.py [--iterations N] [--runtimes kata-oci,runc,crun]
                                   [--baseline DIR]
 
 Measures, interleaved (one round = every runtime once, in rotating order), the wall time of:
@@ -204,7 +204,7 @@ def main() -> int:
     ap.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
-        print("bench/oci.py needs root", file=sys.stderr)
+        print("bench/oci_cli.py needs root", file=sys.stderr)
         return 2
     if not args.in_namespace:
         # Re-run in a private mount namespace without the cgroup2 mount (for crun 1.8).
