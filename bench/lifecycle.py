@@ -8,8 +8,8 @@ Run as root on the host: ``.venv/bin/python bench/lifecycle.py [--runs N] [--exe
 2. Exec latency: ExecProcess of ``echo x`` in a running container, timed to the first byte
    returned by ReadStdout (the read is issued as soon as ExecProcess returns, as the shim does).
    Target: median <= 10 ms.
-3. ReadStdout throughput: a container writes 256 MiB to stdout (``dd bs=1M``; busybox's
-   ``head -c`` alone caps near 190 MiB/s here); the client reads it with the shim's ``len`` of
+3. ReadStdout throughput: a container writes 256 MiB to stdout (``dd bs=1M``: busybox's
+   ``head -c`` is slower than the target); the client reads it with the shim's ``len`` of
    32 KiB (and with 1 MiB for comparison), ``--throughput-runs`` times (3; the median run is
    printed, then every run). Target: >= 300 MiB/s. Also printed: the CPU time the
    agent and this client spent per MiB (load-independent, unlike the rate on a shared machine),
@@ -20,19 +20,19 @@ asyncio's own loop) and with glibc malloc told not to mmap/unmap every 1 MiB rep
 (``--no-tune-malloc`` to leave it): with fresh pages for each reply the page faults cost this
 Python client more than the copies, a cost the shim's allocator does not have. Phase 3 reads with
 `ShimStreamReader`, a lean synchronous client on its own connection: the shim's ``io.Copy`` costs a
-few microseconds of Go per ReadStdout, the asyncio client ~80 us of Python, which made phase 3
-measure the client more than the agent. It still does what the shim does (one ReadStdout of
-``len`` at a time, the next sent when the reply is in; ReadStderr parked meanwhile; every reply
-decoded with protobuf, its status checked, its bytes counted; see its docstring).
+few microseconds of Go per ReadStdout, an asyncio client far more Python than the agent spends,
+which made phase 3 measure the client more than the agent (docs/performance.md). It still does
+what the shim does (one ReadStdout of ``len`` at a time, the next sent when the reply is in;
+ReadStderr parked meanwhile; every reply decoded with protobuf, its status checked, its bytes
+counted; see its docstring).
 
 ``--cpu N`` pins this client and the agent, and so the container processes (they inherit the
-agent's affinity), to CPU N, as ``bench/rpc.py --cpu`` does. On this machine (a VM whose idle
-vCPUs halt) each wake-up of a process on the other, idle CPU costs the waker tens of microseconds:
-phase 3 unpinned pays two per ReadStdout (client -> agent -> client) plus one per 64 KiB
-(agent -> writer), which measured here more than doubles the agent's CPU per MiB (2.2-2.8 ms vs
-0.9-1.0 ms pinned, quiet machine) and halves the rate. Pinned, the figure is the agent's own
-path; one CPU is also what Kata's default guest has (``default_vcpus = 1``: agent and container
-share it). Run both ways and report both.
+agent's affinity), to CPU N, as ``bench/rpc.py --cpu`` does. On a VM whose idle vCPUs halt, each
+wake-up of a process on the other, idle CPU costs the waker: phase 3 unpinned pays two per
+ReadStdout (client -> agent -> client) plus one per 64 KiB (agent -> writer), which inflates the
+agent's CPU per MiB and lowers the rate (docs/performance.md). Pinned, the figure is the agent's
+own path; one CPU is also what Kata's default guest has (``default_vcpus = 1``: agent and
+container share it). Run both ways and report both.
 
 The agent's run dir (bundles, engine state) is on tmpfs (/dev/shm), as /run/kata-containers is in
 the guest; ``--disk-run-dir`` keeps the test support's default on /tmp.
@@ -184,7 +184,7 @@ async def stop_box(a: Any) -> None:
 def start_bench_agent(args: argparse.Namespace) -> tuple[AgentProcess, Path | None]:
     extra = ["--container-pipe-size", str(args.pipe_size)] if args.pipe_size else []
     # In the guest the state root /run/kata-containers is on tmpfs: put it on tmpfs here too
-    # (the test support's default is on /tmp, here an ext4 disk: +1.3 ms per bundle alone).
+    # (the test support's default is on /tmp, a disk here: slower per bundle).
     run_dir = None if args.disk_run_dir else Path(tempfile.mkdtemp(prefix="kag-bench-", dir=SHM))
     if run_dir is not None:
         extra += ["--run-dir", str(run_dir)]
@@ -363,8 +363,8 @@ class ShimStreamReader:
 
     The shim copies a process's output with ``io.Copy`` (a 32 KiB buffer): one ReadStdout of
     ``len`` 32768 at a time per stream, the next sent when the previous reply is in; its per-call
-    cost is a few microseconds of Go. An asyncio client spends ~80 us of Python per call, more
-    than the agent's own time, so the rate would measure the client. This one does what the shim
+    cost is a few microseconds of Go. An asyncio client spends more Python per call than the
+    agent's own time, so the rate would measure the client. This one does what the shim
     does with as little Python as it takes: a blocking unix socket, request frames built from a
     serialized ``ttrpc.Request`` (stream ids odd and increasing), replies received with
     ``recv_into`` into one reused buffer, each reply decoded with protobuf (``ttrpc.Response``,

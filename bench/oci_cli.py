@@ -11,19 +11,21 @@ Measures, interleaved (one round = every runtime once, in rotating order), the w
 * exec   — ``X exec <id> true`` into the running container (returns when ``true`` exits)
 * delete — ``X delete`` of the stopped container (after ``kill KILL``, untimed wait)
 
-and prints the median of each, plus kata-oci's ratio to runc and to crun against the targets
-(every ratio vs runc <= 1.0; run and exec within 1.5x of crun).
+and prints the median of each, plus kata-oci's ratio to runc and to crun against the target:
+kata-oci, a fresh interpreter per command, within 2.5x of runc for every command (issue 13; what
+users run is the engine warm in the agent: the in-agent line below).
 
-``--baseline DIR`` adds a column ``kata-base``: the kata-oci of another tree of the project
-(DIR holds its ``oci`` package, e.g. ``git archive <commit> oci | tar -x -C DIR``), run the
-same way in the same interleaved rounds, for a before/after comparison on a noisy machine.
+``--baseline DIR`` adds a column ``kata-base`` and the ratio ``kata/base``: the kata-oci of
+another tree of the project (DIR holds its ``oci`` package, e.g. ``git archive <commit> oci | tar
+-x -C DIR``), run the same way in the same interleaved rounds, for a before/after comparison on
+a noisy machine.
 
 The ``oci`` package is byte-compiled first (``compileall``): with PYTHONDONTWRITEBYTECODE=1 no
 .pyc would be written and every command would recompile what it imports.
 
-Debian's crun 1.8 refuses this machine's hybrid cgroup layout, so the whole benchmark re-runs
-itself in a private mount namespace where the cgroup2 mount at /sys/fs/cgroup/unified is
-unmounted: the three runtimes see the same (v1) layout. Needs root.
+Debian's crun 1.8 refuses a hybrid cgroup layout (v1 plus cgroup2 at unified), so the whole
+benchmark re-runs itself in a private mount namespace where the cgroup2 mount at
+/sys/fs/cgroup/unified is unmounted: the three runtimes see the same (v1) layout. Needs root.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ KATA_OCI = [
 ]
 RUNTIMES = {"kata-oci": KATA_OCI, "runc": ["runc"], "crun": ["crun"]}
 OPS = ("run", "create", "start", "exec", "delete")
+TARGET_VS_RUNC = 2.5
 
 
 def _make_bundles(tmp: Path) -> tuple[Path, Path]:
@@ -287,26 +290,26 @@ def main() -> int:
     print(
         f"{'op':8}"
         + "".join(f"{n:>10}" for n in names)
+        + ("  kata/base" if "kata-base" in names else "")
         + ("  kata/runc" if "runc" in names else "")
         + ("  kata/crun" if "crun" in names else "")
     )
     ok = True
     for op in OPS:
         line = f"{op:8}" + "".join(f"{med[n][op]:10.1f}" for n in names)
-        if "kata-oci" in names and "runc" in names:
-            ratio = med["kata-oci"][op] / med["runc"][op]
-            ok &= ratio <= 1.0
-            line += f"  {ratio:9.2f}"
-        if "kata-oci" in names and "crun" in names:
-            ratio = med["kata-oci"][op] / med["crun"][op]
-            if op in ("run", "exec"):
-                ok &= ratio <= 1.5
-            line += f"  {ratio:9.2f}"
+        for other in ("kata-base", "runc", "crun"):
+            if "kata-oci" in names and other in names:
+                ratio = med["kata-oci"][op] / med[other][op]
+                line += f"  {ratio:9.2f}"
+                if other == "runc":
+                    ok &= ratio <= TARGET_VS_RUNC
         print(line)
-    print("targets (all vs runc <= 1.0; run, exec vs crun <= 1.5):", "met" if ok else "NOT met")
+    if "kata-oci" in names and "runc" in names:
+        verdict = "met" if ok else "NOT met"
+        print(f"target (kata-oci <= {TARGET_VS_RUNC}x runc per command): {verdict}")
     if spawner is not None:
         print(
-            "\nin-agent path: the same operations through oci.engine.spawner (warm, no "
+            "\nin-agent path: the same operations through the engine's spawner (warm, no "
             "interpreter start-up), median ms"
         )
         line = ""

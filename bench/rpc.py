@@ -9,7 +9,7 @@ path) so the numbers are the agent's, not the client's:
 * start-up: from just before ``Popen`` to the first Health.Check reply (the client polls
   connect + Check every 0.5 ms), median and best of ``--starts`` runs; also the time until the
   AgentService answers (two-phase start-up), and, for context, the interpreter floor
-  (``python -c 'import asyncio, uvloop'``) on this machine at the same moment;
+  (``python -c 'import asyncio, uvloop'``) measured at the same moment;
 * Check round trip: ``--calls`` sequential calls on one connection (after 500 warm-up calls),
   p50/p90/p99/max;
 * throughput: 8 concurrent callers for ``--duration`` seconds, both as 8 requests in flight on
@@ -24,10 +24,10 @@ path) so the numbers are the agent's, not the client's:
 Targets (issue 2): start-up <= 80 ms, p50 <= 60 us, p99 <= 300 us, idle RSS <= 25 MiB.
 
 ``--cpu N`` pins the client and the agent (which inherits the affinity) to CPU N. A sequential
-round trip between two processes on two CPUs pays two cross-CPU wake-ups; on an idle machine of
-this kind (a VM whose guest halt-polling is off) each costs a vCPU exit and re-entry, which
-measured here moves the Check p50 from ~28 us (one CPU, or two busy CPUs) to 70-100 us (two idle
-CPUs). Pinning measures the agent's own path; run both ways and report both.
+round trip between two processes on two CPUs pays two cross-CPU wake-ups; on an idle VM whose
+guest halt-polling is off each costs a vCPU exit and re-entry, which moves the Check p50 by a
+large factor (docs/performance.md). Pinning measures the agent's own path; run both ways and
+report both.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent import spawn
 from agent.devices.uevent import Match
 from agent.services.hardware import HardwareService
-from oci.syscalls import consts as c
 from agent.storage.model import Storage
+from oci.syscalls import consts as c
 from oci.syscalls.linux import LinuxSyscalls
 
 LOOP_CTL_ADD = 0x4C80

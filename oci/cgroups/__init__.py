@@ -13,8 +13,9 @@ API summary
   mounted under `root` yet (probe again later).
 * `CgroupManager` (Protocol): `create()`, `add_pid(pid)`, `apply(resources)` / `update(...)`
   (an `oci.spec.LinuxResources`), `freeze(timeout=)` (waits for FROZEN), `thaw()`,
-  `freezer_state()`, `can_freeze()`, `refresh_cpuset(cpus)` (after CPU hot-plug),
-  `pids()` (recursive), `kill_all(sig=SIGKILL, timeout=)`
+  `freezer_state()`, `can_freeze()`, `freezer_file()` (read later by `frozen(file)` without a
+  manager), `refresh_cpuset(cpus)` (after CPU hot-plug), `pids()` (recursive),
+  `kill_all(sig=SIGKILL, timeout=)`
   (freeze, signal every pid, thaw; v2 uses cgroup.kill; waits until empty for SIGKILL),
   `stats() -> CgroupStats` (typed dataclasses in `stats.py`), `oom_watcher() -> OomWatcher`,
   `destroy(timeout=)` (removes the cgroup and its children, retrying while EBUSY), `exists()`.
@@ -37,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import CgroupBusy, CgroupError, CgroupInvalid, CgroupNotFound, CgroupUnsupported
+from .fs import parse_flat_keyed
 from .oom import OomWatcher
 from .paths import DEFAULT_ROOT, CgroupMode, detect_mode, resolve_cgroups_path, v1_controllers
 from .stats import CgroupStats
@@ -64,6 +66,7 @@ __all__ = [
     "V1Manager",
     "V2Manager",
     "detect_mode",
+    "frozen",
     "manager_for",
     "probe_layout",
     "resolve_cgroups_path",
@@ -103,6 +106,11 @@ class CgroupManager(Protocol):
 
     def freezer_state(self) -> str: ...
 
+    def freezer_file(self) -> str:
+        """The file that tells whether the cgroup is frozen (see ``frozen``); "" without a
+        freezer."""
+        ...
+
     def freeze(self, *, timeout: float = 10.0) -> None: ...
 
     def thaw(self) -> None: ...
@@ -135,6 +143,21 @@ def manager_for(
     if (mode or detect_mode(root)) is CgroupMode.V2:
         return V2Manager(path, root=root)
     return V1Manager(path, root=root)
+
+
+def frozen(freezer_file: str) -> bool:
+    """Whether the cgroup is frozen, from its ``CgroupManager.freezer_file()`` alone: a caller
+    that kept the file (the engine's state record) needs no manager to ask."""
+    if not freezer_file:
+        return False
+    try:
+        with open(freezer_file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return False
+    if freezer_file.endswith("freezer.state"):  # v1: THAWED, FREEZING or FROZEN
+        return text.strip() == "FROZEN"
+    return parse_flat_keyed(text).get("frozen") == 1  # v2: cgroup.events
 
 
 def probe_layout(root: Path = DEFAULT_ROOT) -> CgroupLayout | None:

@@ -8,14 +8,14 @@ import signal
 import time
 from pathlib import Path, PurePosixPath
 
-from .errors import CgroupBusy, CgroupError, from_oserror
+from .errors import CgroupBusy, CgroupError, CgroupNotFound, from_oserror
 from .fs import read_lines
 
 
 def list_pids(top: Path) -> list[int]:
     """Every pid in `top` and its child cgroups (cgroup.procs), sorted."""
     if not top.exists():
-        raise CgroupError(f"list pids of {top}: cgroup does not exist", errno=errno.ENOENT)
+        raise CgroupNotFound(f"list pids of {top}: cgroup does not exist", errno=errno.ENOENT)
     pids: set[int] = set()
     for root, _, _ in os.walk(top):
         procs = Path(root) / "cgroup.procs"

@@ -94,8 +94,13 @@ def rmdir_tree(path: Path, *, timeout: float = 5.0) -> None:
     A cgroup stays busy for a moment after its last process exits (the kernel finishes
     the exit asynchronously); retry with a short back-off until `timeout`.
     """
-    if not path.exists():
+    try:  # the usual case, an empty leaf: one syscall
+        os.rmdir(path)
         return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass  # children or processes: below
     deadline = time.monotonic() + timeout
     dirs = [Path(root) for root, _, _ in os.walk(path)]
     for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):

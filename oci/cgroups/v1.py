@@ -313,6 +313,9 @@ class V1Manager:
     def can_freeze(self) -> bool:
         return "freezer" in self.dirs
 
+    def freezer_file(self) -> str:
+        return str(self.dirs["freezer"] / "freezer.state") if "freezer" in self.dirs else ""
+
     def freezer_state(self) -> str:
         """ "THAWED", "FREEZING" or "FROZEN"."""
         return read_text(self._dir("freezer", "freezer state") / "freezer.state").strip()

@@ -259,6 +259,9 @@ class V2Manager:
     def can_freeze(self) -> bool:
         return (self.dir / "cgroup.freeze").exists()
 
+    def freezer_file(self) -> str:
+        return str(self.dir / "cgroup.events")
+
     def freezer_state(self) -> str:
         """ "FROZEN" or "THAWED" (v2 reports the settled state in cgroup.events)."""
         events = parse_flat_keyed(read_text(self.dir / "cgroup.events"))

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import oci.cgroups
 from oci import spec as ocispec
-from oci.cgroups import CgroupError, CgroupLayout, CgroupManager, manager_for
+from oci.cgroups import CgroupError, CgroupLayout, CgroupManager, CgroupNotFound, manager_for
 
 from .errors import InitError
 
@@ -72,19 +74,38 @@ def destroy(container_id: str, mgr: CgroupManager) -> None:
     """Kill what is left in the cgroup and remove it; a failure is logged, never raised (a
     leftover cgroup must not fail a delete)."""
     try:
-        if mgr.exists():
-            if mgr.pids():
-                mgr.kill_all()
-            mgr.destroy()
+        try:
+            busy = bool(mgr.pids())
+        except CgroupNotFound:  # gone already, or never created in every hierarchy
+            busy = False
+        if busy:
+            mgr.kill_all()
+        mgr.destroy()
     except Exception as err:
         log.warning("container %s: remove cgroup %s: %s", container_id, mgr.path, err)
 
 
-def frozen(mgr: CgroupManager) -> bool:
+def frozen(recorded: dict[str, Any], mgr: Callable[[], CgroupManager]) -> bool:
+    """Whether the container's cgroup is frozen: through the freezer file its state record
+    keeps (``record_of``), else through its manager (``mgr()``)."""
+    if "freezer" in recorded:
+        return oci.cgroups.frozen(str(recorded["freezer"]))
     try:
-        return mgr.can_freeze() and mgr.freezer_state() == "FROZEN"
+        m = mgr()
+        return m.can_freeze() and m.freezer_state() == "FROZEN"
     except Exception:
         return False
+
+
+def record_of(mgr: CgroupManager) -> dict[str, Any]:
+    """What the state record keeps of the container's cgroup."""
+    return {
+        "path": str(mgr.path),
+        "version": mgr.version,
+        "freezer": mgr.freezer_file(),
+        # exec's stage-1 joins the cgroup through these (see ``join``)
+        "join": list(mgr.self_join_files()),
+    }
 
 
 def thaw(mgr: CgroupManager) -> None:

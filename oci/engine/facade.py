@@ -116,12 +116,7 @@ class Engine:
         prepared: dict[str, Any] = {}
 
         def prepare() -> None:
-            prepared["cgroup"] = {
-                "path": str(mgr.path),
-                "version": mgr.version,
-                # exec's stage-1 joins the cgroup through these (see cgroup.join)
-                "join": list(mgr.self_join_files()),
-            }
+            prepared["cgroup"] = cgroup.record_of(mgr)
             prepared["config"] = spec.to_dict()
             prepared["config_json"] = state.config_json(prepared["config"])
 
@@ -304,7 +299,7 @@ class Engine:
             return Status.STOPPED
         if os.path.exists(state.fifo_path(self.root, rec.id)):
             return Status.CREATED
-        if cgroup.frozen(self._cgroup(rec.id, rec.cgroups_path)):
+        if cgroup.frozen(rec.cgroup, lambda: self._cgroup(rec.id, rec.cgroups_path)):
             return Status.PAUSED
         return Status.RUNNING
 

@@ -32,9 +32,8 @@ def check_id(container_id: str) -> None:
 class Record:
     """The persisted facts about one container.
 
-    ``config`` is the spec as JSON data; ``cgroup`` holds the resolved cgroup ``path``, its
-    ``version`` and ``join``: the files stage-1 writes "0" into to join it (see
-    ``oci.engine.cgroup.join_files``)."""
+    ``config`` is the spec as JSON data; ``cgroup`` what the engine keeps of the container's
+    cgroup (``oci.engine.cgroup.record_of``)."""
 
     id: str
     pid: int

@@ -618,3 +618,25 @@ def test_v2_refresh_cpuset_rewrites_only_an_own_list(tmp_path: Path, writes: Wri
     assert writes == []
     m.refresh_cpuset("0-1")
     assert writes == [("cpuset.cpus", "0-1")]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "frozen"),
+    [
+        ("freezer.state", "FROZEN\n", True),
+        ("freezer.state", "FREEZING\n", False),
+        ("freezer.state", "THAWED\n", False),
+        ("cgroup.events", "populated 1\nfrozen 1\n", True),
+        ("cgroup.events", "populated 1\nfrozen 0\n", False),
+    ],
+)
+def test_frozen_from_the_freezer_file_alone(
+    tmp_path: Path, name: str, text: str, frozen: bool
+) -> None:
+    from oci.cgroups import frozen as is_frozen
+
+    f = tmp_path / name
+    f.write_text(text)
+    assert is_frozen(str(f)) is frozen
+    assert is_frozen(str(tmp_path / "gone" / name)) is False
+    assert is_frozen("") is False
