@@ -34,6 +34,7 @@ from agent.sandbox.stdio import ChildStdio
 from agent.spawn import Child, Spawner
 from oci.cgroups import (
     DEFAULT_ROOT,
+    CgroupLayout,
     CgroupManager,
     CgroupMode,
     V1Manager,
@@ -121,6 +122,7 @@ class OciContainer:
         client: SpawnerClient,
         reaper: Reaper,
         cgroup: CgroupManager,
+        cgroup_layout: CgroupLayout | None = None,
         start_hooks: bool = True,
         stop_hooks: bool = True,
         cpus: str | None = None,
@@ -130,6 +132,7 @@ class OciContainer:
         self._reaper = reaper
         self._cgroup = cgroup
         self._cpus = cpus  # the container's own cpuset (spec, then updates): refresh_cpuset
+        self._cgroup_layout = cgroup_layout  # probed once by OciEngine: the engine needs no probe
         self._oom: OomWatcher | None = None
         # poststart / poststop hooks run as child processes: then only the spawner may start /
         # delete the container (the agent never forks)
@@ -152,7 +155,7 @@ class OciContainer:
         # Looked up per call: tests replace the engine class (tests/unit/lifecycle).
         from oci.engine.facade import Engine
 
-        return Engine(self._client.root)
+        return Engine(self._client.root, cgroup_layout=self._cgroup_layout)
 
     async def exec(self, exec_id: str, process: Process, stdio: ChildStdio) -> Launched:
         with domain_errors(f"container {self.id}: exec {exec_id}"):
@@ -270,6 +273,9 @@ class OciEngine:
             return manager_for_layout(path, root, mode, controllers)
         return manager_for_layout(path, root, self._cgroup_mode, self._controllers)
 
+    def _layout(self) -> CgroupLayout | None:
+        return None if self._cgroup_mode is None else (self._cgroup_mode, self._controllers)
+
     async def create(
         self, *, container_id: str, bundle: Path, spec: Spec, stdio: ChildStdio
     ) -> tuple[OciContainer, Launched]:
@@ -288,6 +294,7 @@ class OciEngine:
             client=self._client,
             reaper=self._reaper,
             cgroup=cgroup,
+            cgroup_layout=self._layout(),
             start_hooks=bool(hooks and hooks.poststart),
             stop_hooks=bool(hooks and hooks.poststop),
             cpus=_spec_cpus(spec),

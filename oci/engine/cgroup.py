@@ -11,7 +11,7 @@ from typing import Any
 
 import oci.cgroups
 from oci import spec as ocispec
-from oci.cgroups import CgroupError, CgroupLayout, CgroupManager, CgroupNotFound, manager_for
+from oci.cgroups import CgroupBusy, CgroupError, CgroupLayout, CgroupManager, manager_for
 
 from .errors import InitError
 
@@ -71,15 +71,15 @@ def join(mgr: CgroupManager, pid: int) -> tuple[str, ...]:
 
 
 def destroy(container_id: str, mgr: CgroupManager) -> None:
-    """Kill what is left in the cgroup and remove it; a failure is logged, never raised (a
-    leftover cgroup must not fail a delete)."""
+    """Remove the cgroup, killing what is left in it first; a failure is logged, never raised
+    (a leftover cgroup must not fail a delete)."""
     try:
         try:
-            busy = bool(mgr.pids())
-        except CgroupNotFound:  # gone already, or never created in every hierarchy
-            busy = False
-        if busy:
-            mgr.kill_all()
+            mgr.destroy(timeout=0)  # the usual case, an empty cgroup: removed at once
+            return
+        except CgroupBusy:
+            pass  # processes left, or still exiting: kill them, then wait for the removal
+        mgr.kill_all()
         mgr.destroy()
     except Exception as err:
         log.warning("container %s: remove cgroup %s: %s", container_id, mgr.path, err)

@@ -1,6 +1,6 @@
 """The VM tier: build the guest image (cached in build/), boot it once under QEMU, drive the agent.
 
-``guest`` is session-scoped: one VM for the tier (each boot costs ~6-10 s under TCG). QEMU and
+``guest`` is session-scoped: one VM for the tier (a boot under TCG takes seconds). QEMU and
 virtiofsd are killed in the fixture's ``finally`` whatever the tests did; the last test powers the
 guest off through DestroySandbox, and a test that needs a fresh VM uses ``boot_guest``.
 """

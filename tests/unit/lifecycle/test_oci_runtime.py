@@ -32,8 +32,9 @@ class FakeEngine:
     calls: ClassVar[list[tuple[str, str, str]]] = []
     fail: ClassVar[Exception | None] = None
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, cgroup_layout: object = None) -> None:
         self.root = root
+        self.cgroup_layout = cgroup_layout
 
     def start(self, cid: str) -> None:
         self._record("start", cid)
@@ -58,13 +59,16 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> type[FakeEngine]:
     return FakeEngine
 
 
-def container(client: FakeClient, **hooks: bool) -> OciContainer:
+def container(
+    client: FakeClient, *, start_hooks: bool = True, stop_hooks: bool = True
+) -> OciContainer:
     return OciContainer(
         container_id="c1",
         client=client,  # type: ignore[arg-type]
         reaper=None,  # type: ignore[arg-type]
         cgroup=None,  # type: ignore[arg-type]
-        **hooks,
+        start_hooks=start_hooks,
+        stop_hooks=stop_hooks,
     )
 
 

@@ -1,5 +1,6 @@
-"""pyroute2 (~75-100 ms, several MiB) must not be imported when the agent starts, only on the
-first network call: importing the composition root and everything network must leave it out."""
+"""pyroute2 (a heavy import: docs/performance.md) must not be imported when the agent starts,
+only on the first network call: importing the composition root and everything network must leave
+it out."""
 
 from __future__ import annotations
 
