@@ -12,7 +12,8 @@ The modules, by concept (youki's libcontainer split):
 * ``cgroup``: the engine's use of ``oci.cgroups``; ``hooks``: OCI hooks and their state;
 * ``spawner`` (the agent's warm engine process), ``client`` (its asyncio client), ``wire``.
 
-Import the module you need: the agent's process loads ``client`` and ``errors`` only.
+Import the module you need: the agent's process loads ``client`` and ``errors``, and
+``facade`` only for its first in-thread start or delete (below).
 
 Synchronous core: ``oci.engine.facade.Engine`` (used by ``kata-oci`` and in the spawner)::
 

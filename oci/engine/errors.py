@@ -31,7 +31,7 @@ class InvalidState(EngineError):
 
 
 class InitError(EngineError):
-    """Container set-up failed inside the init process (or in the launcher on its behalf).
+    """Container set-up failed inside the init process (or in its parent on its behalf).
 
     ``step`` names the set-up step, ``path`` the object (may be None) and ``errno`` the error
     number (0 when the failure was not a system call)."""

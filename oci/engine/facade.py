@@ -159,8 +159,8 @@ class Engine:
         rec = state.load(self.root, container_id)
         status.require("start", self.status(rec), container_id)
         launch.release(state.fifo_path(self.root, container_id))
-        spec = _hooks_spec(rec)
-        if spec is not None and spec.hooks is not None and spec.hooks.poststart:
+        spec = _spec_with_hooks(rec, "poststart")
+        if spec is not None and spec.hooks is not None:
             doc = _hook_state(rec.id, Status.RUNNING, rec.bundle, spec, rec.pid)
             hooks.run_hooks("poststart", spec.hooks.poststart, doc)
 
@@ -281,8 +281,8 @@ class Engine:
                     os.kill(pid, signal.SIGKILL)
             launch.kill_and_wait(rec.pid)
         cgroup.destroy(container_id, mgr)
-        spec = _hooks_spec(rec)
-        if spec is not None and spec.hooks is not None and spec.hooks.poststop:
+        spec = _spec_with_hooks(rec, "poststop")
+        if spec is not None and spec.hooks is not None:
             doc = _hook_state(rec.id, Status.STOPPED, rec.bundle, spec)
             hooks.run_hooks_logged("poststop", spec.hooks.poststop, doc)
         state.remove(self.root, container_id)
@@ -406,9 +406,9 @@ def _open_namespaces(
         raise InvalidArgument(f"{field}: {err.filename}: {os.strerror(err.errno or 0)}") from None
 
 
-def _hooks_spec(rec: state.Record) -> ocispec.Spec | None:
-    """The stored spec, decoded only when it has hooks."""
-    if not rec.config.get("hooks"):
+def _spec_with_hooks(rec: state.Record, kind: str) -> ocispec.Spec | None:
+    """The stored spec, decoded only when it has hooks of ``kind`` (its JSON key)."""
+    if not (rec.config.get("hooks") or {}).get(kind):
         return None
     return ocispec.decode(ocispec.Spec, rec.config)[0]
 

@@ -1,5 +1,6 @@
-"""The process half of a spec, planned as data in the launcher (so bad names fail before any
-process exists) and applied in the init: capabilities, seccomp, rlimits, user, env."""
+"""The process half of a spec, planned as data before the fork (with ``oci.engine.plan``, so bad
+names fail before any process exists) and applied in the init: capabilities, seccomp, rlimits,
+user, env."""
 
 from __future__ import annotations
 
