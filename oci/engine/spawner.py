@@ -30,6 +30,7 @@ the container process copy each page they touch: the asyncio client lives in ano
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -42,9 +43,9 @@ from oci import spec as ocispec
 from oci.cgroups import CgroupLayout, probe_layout
 from oci.syscalls import consts, libc, libseccomp
 
+from . import launch, plan, state
 from .errors import InvalidArgument
 from .facade import Engine
-from .init import InitConfig
 from .inplace import is_lean
 from .process import plan_process
 from .wire import MAX_FDS, error_to_wire, plan_from_wire, plan_to_wire
@@ -174,9 +175,10 @@ def _prefork_worker(
 
 def _rehearse(sample_plan: str) -> None:
     """Run the generic part of a request once in a fresh worker, before it waits: receiving
-    fds, decoding the request, a reply socket, encoding the reply, and decoding an exec's
-    process plan (``sample_plan``, made by ``_warm_up``). The first run of code in a fork
-    copies every page it writes (reference counts): here, not on a request's path."""
+    fds, decoding the request, a reply socket, encoding the reply, and an exec's planning from
+    its process plan (``sample_plan``, made by ``_warm_up``) and a state record. The first run
+    of code in a fork copies every page it writes (reference counts): here, not on a request's
+    path."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         socket.send_fds(a, [b'{"op": "x", "id": "y", "root": "/"}'], [a.fileno(), b.fileno()])
@@ -190,9 +192,23 @@ def _rehearse(sample_plan: str) -> None:
     finally:
         a.close()
         b.close()
-    if sample_plan:
-        plan = plan_from_wire(json.loads(sample_plan))
-        is_lean(InitConfig(mode="exec", container_id="x", process=plan, stdio=(0, 1, 2)))
+    if sample_plan:  # an exec's planning, as Engine.exec_planned does it
+        record = state.Record(**json.loads(_SAMPLE_RECORD))
+        process = plan.exec_process(
+            record.config, plan_from_wire(json.loads(sample_plan)), init_caps=True
+        )
+        cfg, joins = plan.exec_config(
+            "x", "/", 1, [], process, stdio=(0, 1, 2), console_socket=None, preserve_fds=0
+        )
+        with contextlib.ExitStack() as opened:
+            ns_join = launch.open_namespaces(joins, opened)
+        is_lean(dataclasses.replace(cfg, ns_join=ns_join, cgroup_join=()))
+
+
+# A state record as ``_rehearse`` reads one.
+_SAMPLE_RECORD = state.Record(
+    id="x", pid=0, pid_start=0, bundle="/", rootfs="/", created="", config={}
+).to_json()
 
 
 def _warm_up() -> str:
