@@ -329,7 +329,7 @@ def _test_main(argv: list[str]) -> int:
         def settings(config: Any) -> Any:
             return dataclasses.replace(real_settings(config), stdio_grace=float(grace))
 
-        lifecycle.lifecycle_settings = settings  # type: ignore[assignment]
+        lifecycle.lifecycle_settings = settings
     return cli.main(argv)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from hv.shared import shared_storage  # noqa: F401 (the tier's tests import it from here)
+from hv.shared import shared_storage as shared_storage  # the tier's tests import it from here
 
 GUEST_SHARED = "/run/kata-containers/shared/containers"
 REPO = Path(__file__).resolve().parents[2]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -189,8 +190,10 @@ async def test_every_byte_reaches_the_host_in_racing_trials(pod: Pod, other: Any
     # each process is gone once waited for and read to EOF, and took its fds with it
     assert agent_fds(pod.agent) == before
     for t in trials[:50]:
-        await expect_not_found(lambda t=t: wait_process(pod.client, "c1", t.eid))
-        await expect_not_found(lambda t=t: read_once(pod.client, "c1", t.eid, 10, stderr=False))
+        await expect_not_found(functools.partial(wait_process, pod.client, "c1", t.eid))
+        await expect_not_found(
+            functools.partial(read_once, pod.client, "c1", t.eid, 10, stderr=False)
+        )
     await pod.remove("c1")
 
 
@@ -204,12 +207,10 @@ async def test_a_process_can_be_waited_for_and_read_from_different_connections(
     for eid, size, n in (("e1", 5000, 1024), ("e2", 60000, 1024), ("e3", 60000, 32768)):
         await pod.exec("c1", eid, ["head", "-c", str(size), "/pattern"])
         assert await wait_process(other, "c1", eid) == 0
-        await expect_not_found(lambda eid=eid: wait_process(pod.client, "c1", eid))
+        await expect_not_found(functools.partial(wait_process, pod.client, "c1", eid))
         assert await read_to_eof(pod.client, "c1", eid, n, stderr=False) == PATTERN[:size]
         assert await read_to_eof(pod.client, "c1", eid, n, stderr=True) == b""
-        await expect_not_found(
-            lambda eid=eid, n=n: read_once(pod.client, "c1", eid, n, stderr=False)
-        )
+        await expect_not_found(functools.partial(read_once, pod.client, "c1", eid, n, stderr=False))
     await pod.remove("c1")
 
 

@@ -80,6 +80,7 @@ def test_hypervisor_messages_match_kata_remote_hypervisor() -> None:
         ("Version", "VersionRequest", "VersionResponse"),
     ]
     annotations = hypervisor_pb2.CreateVMRequest.DESCRIPTOR.fields_by_name["annotations"]
+    assert annotations.message_type is not None
     assert annotations.message_type.GetOptions().map_entry
 
 

@@ -108,7 +108,7 @@ def kernel_onlines(hw: HardwareService, base: Path) -> None:
         KernelCpus(base).sync()
         return n
 
-    hw._online_some = online_some  # type: ignore[method-assign]
+    hw._online_some = online_some  # type: ignore[method-assign,assignment]
 
 
 def mem(tmp_path: Path, states: list[str]) -> Path:
@@ -147,7 +147,7 @@ async def test_online_cpus_already_reached_returns_at_once(tmp_path: Path) -> No
     base = cpus(tmp_path, [None, "1", "0"])
     hw = make(tmp_path)
     passes: list[int | None] = []
-    hw._online_some = lambda b, p, limit: passes.append(limit) or 0  # type: ignore[method-assign]
+    hw._online_some = lambda b, p, limit: passes.append(limit) or 0  # type: ignore[method-assign,assignment,func-returns-value]
     called = []
 
     async def cpuset() -> None:
@@ -191,7 +191,7 @@ async def test_more_cpus_than_the_guest_can_have_fails_at_once(tmp_path: Path) -
     cpus(tmp_path, [None, "0"], possible=2)
     hw = make(tmp_path)
     passes: list[int | None] = []
-    hw._online_some = lambda b, p, limit: passes.append(limit) or 0  # type: ignore[method-assign]
+    hw._online_some = lambda b, p, limit: passes.append(limit) or 0  # type: ignore[method-assign,assignment,func-returns-value]
     with pytest.raises(InvalidArgument, match=r"online 3 CPUs: the guest can have at most 2 "):
         await hw.online_cpu_mem(3, cpu_only=True)
     assert passes == []  # not a single onlining pass, so no retry either
@@ -217,14 +217,14 @@ async def test_hot_plugged_cpus_still_arriving_are_waited_for(
         KernelCpus(base).sync()
         return n
 
-    hw._online_some = plug_on_third_pass  # type: ignore[method-assign]
+    hw._online_some = plug_on_third_pass  # type: ignore[method-assign,assignment]
     await hw.online_cpu_mem(2, cpu_only=True)
     assert (base / "cpu1/online").read_text().strip() == "1"
     assert passes == [1, 1, 1]
 
     (base / "cpu1/online").write_text("0\n")
     KernelCpus(base).sync()
-    hw._online_some = lambda b, p, limit: 0  # type: ignore[method-assign]  # never comes online
+    hw._online_some = lambda b, p, limit: 0  # type: ignore[method-assign,assignment]  # never comes online
     with pytest.raises(Internal, match=r"2 CPUs: still 1 online after 0s \(present CPUs 0\)"):
         await hw.online_cpu_mem(2, cpu_only=True)
 
