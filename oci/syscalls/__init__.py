@@ -6,5 +6,5 @@ Import the module you need: ``api`` (the ``Syscalls`` protocol and the plans it 
 recording fake for unit tests), ``consts`` (kernel constants), ``libc``, ``libseccomp`` and
 ``boot`` (the ctypes bindings). Every call raises ``OSError`` carrying ``errno`` and, where there
 is one, the path. The package itself imports nothing: the guest's PID 1 loads ``libc`` and
-``boot`` before anything else (see agent/pid1_early.py).
+``boot`` before anything else (see agent/boot).
 """

@@ -20,13 +20,10 @@ LAYERS = (
 )
 ONLY = {  # an import → the modules allowed to make it
     ("ctypes", "prctl", "_prctl"): ("oci.syscalls",),
-    ("pyroute2",): ("agent.network.netlink",),
+    ("pyroute2",): ("agent.network.netlink", "agent.imports"),  # imports: the guarded import
     ("agent.rpc.pb",): ("agent.rpc", "agent.ctl", "hv"),  # hv serves its own ttrpc protocol
     ("oci.cli",): (),  # the kata-oci entry point: nothing imports it
 }
-# ctypes outside the seam, until the agent's own calls move into oci.syscalls (issue 13,
-# agent side): remove each entry when its module stops loading ctypes.
-CTYPES_ALLOWED_FOR_NOW = ("agent.app", "agent.reaper")
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -69,6 +66,5 @@ def test_restricted_imports_stay_where_they_belong() -> None:
         for src, dst in _imports()
         for targets, allowed in ONLY.items()
         if _under(dst, targets) and not _under(src, allowed)
-        if not (targets[0] == "ctypes" and src in CTYPES_ALLOWED_FOR_NOW)
     ]
     assert misplaced == []
