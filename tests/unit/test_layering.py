@@ -21,7 +21,8 @@ LAYERS = (
 ONLY = {  # an import → the modules allowed to make it
     ("ctypes", "prctl", "_prctl"): ("oci.syscalls",),
     ("pyroute2",): ("agent.network.netlink", "agent.imports"),  # imports: the guarded import
-    ("agent.rpc.pb",): ("agent.rpc", "agent.ctl", "hv"),  # hv serves its own ttrpc protocol
+    # hv serves its own ttrpc protocol; agent.policy decides on the requests as they come in
+    ("agent.rpc.pb",): ("agent.rpc", "agent.ctl", "agent.policy", "hv"),
     ("oci.cli",): (),  # the kata-oci entry point: nothing imports it
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from typing import Any
 
@@ -111,7 +112,7 @@ def test_constant_answers_are_what_evaluation_says(policy: CompiledPolicy) -> No
         if stored is None:
             continue
         for value in INPUTS:
-            got = always.decide(name, lambda v=value: v)
+            got = always.decide(name, functools.partial(dict, value))
             assert (got.allowed, got.defined, got.ops, got.error, got.prints) == (
                 stored.allowed,
                 stored.defined,

@@ -135,7 +135,8 @@ async def test_the_synchronous_variant_decides_too() -> None:
     assert bound is not None
     assert bound.now is not None
     ok = agent_pb2.ReadStreamRequest(container_id="c", exec_id="e", len=100)
-    assert bound.now(ok).data == b"now"
+    reply: Any = bound.now(ok)
+    assert reply.data == b"now"
     with pytest.raises(PermissionDenied, match="ReadStreamRequest is blocked by policy"):
         bound.now(agent_pb2.ReadStreamRequest(container_id="c", exec_id="e", len=1 << 20))
 
@@ -164,8 +165,8 @@ async def test_stateful_requests_wait_for_the_commit_before() -> None:
     create_c = dispatcher.lookup(AGENT_SERVICE, "CreateContainer").handler
     assert create_c is not None
     servicer.gate = asyncio.Event()
-    first = asyncio.create_task(create_c(create("c1", ["true"])))
-    second = asyncio.create_task(create_c(create("c2", ["true"])))
+    first = asyncio.ensure_future(create_c(create("c1", ["true"])))
+    second = asyncio.ensure_future(create_c(create("c2", ["true"])))
     await asyncio.sleep(0.05)
     assert servicer.calls == ["create c1"]  # c2 is decided only once c1 has committed
     servicer.gate.set()
@@ -179,7 +180,7 @@ async def test_a_cancelled_request_releases_the_state_lock() -> None:
     create_c = dispatcher.lookup(AGENT_SERVICE, "CreateContainer").handler
     assert create_c is not None
     servicer.gate = asyncio.Event()
-    task = asyncio.create_task(create_c(create("c1", ["true"])))
+    task = asyncio.ensure_future(create_c(create("c1", ["true"])))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
