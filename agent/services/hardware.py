@@ -222,9 +222,7 @@ class HardwareService:
     def _online_count(self) -> int:
         online = self._cpu_list("online")
         if online is None:
-            raise Internal(
-                f"online CPUs: cannot read {self._sysfs / 'devices/system/cpu/online'}"
-            )
+            raise Internal(f"online CPUs: cannot read {self._sysfs / 'devices/system/cpu/online'}")
         return cpu_count(online)
 
     async def mem_hotplug_by_probe(self, addresses: Sequence[int]) -> None:
