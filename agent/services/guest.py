@@ -4,14 +4,17 @@ Everything that touches the system goes through a root or a callable given to th
 (``sysfs_root``, ``random_device``, ``set_clock``), so tests can point it at temp files.
 
 CopyFile (Kata's semantics, reference §1.2): the target must be below
-``<run_dir>/shared/containers/``. The path is resolved one component at a time with
-``O_NOFOLLOW | O_DIRECTORY`` relative to the previous directory's fd, so neither ``..`` nor a
-symlink (even one planted concurrently) can lead outside. Missing parents are created with
-``dir_mode & 0o777``; the immediate parent is chowned to uid/gid. ``file_mode``'s type bits select
-a directory, a symlink (``data`` is the target) or a regular file; regular files are written in
-chunks at ``offset`` into ``<name>.tmp`` (offset 0 truncates; a chunk may not leave a gap) and
-renamed into place, with mode and owner applied, once the size reaches ``file_size`` (an atomic
-replace).
+``<run_dir>/shared/containers/``, a directory the host (and containers, through their rootfs) can
+write. The parent is resolved and made with ``oci.safepath`` (no symlink anywhere on the way, even
+one planted concurrently); everything after that acts on file descriptors: the mode and owner of a
+directory are set with fchmod/fchown on the opened directory, and a file is only ever opened after
+its type was checked on an ``O_PATH`` fd (a FIFO planted at ``<name>.tmp`` is refused, never
+opened). Missing parents are created with ``dir_mode & 0o777``; the immediate parent is chowned to
+uid/gid. ``file_mode``'s type bits select a directory, a symlink (``data`` is the target) or a
+regular file; regular files are written in chunks at ``offset`` into ``<name>.tmp`` (offset 0
+truncates; a chunk may not leave a gap) and renamed into place, with mode and owner applied, once
+the size reaches ``file_size`` (an atomic replace). The work runs on the filesystem pool
+(``agent.blocking``), so a stuck share cannot starve other requests.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from agent import __version__
+from agent.blocking import BlockingPool, fs_pool
 from agent.config import AgentConfig
 from agent.errors import Internal, InvalidArgument, PermissionDenied
 from agent.metrics import MetricsCollector
+from oci import safepath
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,7 @@ class GuestService:
     supports_seccomp: Callable[[], bool] = _seccomp_available
     extra_features: tuple[str, ...] = field(default=())
     metrics: MetricsCollector = field(default_factory=MetricsCollector)
+    fs: BlockingPool = field(default_factory=fs_pool)
 
     # -- GetMetrics --------------------------------------------------------------------------------
 
@@ -176,30 +182,25 @@ class GuestService:
     # -- CopyFile ----------------------------------------------------------------------------------
 
     async def copy_file(self, args: CopyFileArgs) -> None:
-        await asyncio.to_thread(self._copy_file, args)
+        check_copy_args(args)
+        await self.fs.run(self._copy_file, args)
 
     def _copy_file(self, args: CopyFileArgs) -> None:
         base = self.config.paths.shared_containers_dir
         parts = self._relative_parts(args.path, base)
-        if args.offset < 0:
-            raise InvalidArgument(f"copy file {args.path}: negative offset {args.offset}")
-        if args.file_size < 0:
-            raise InvalidArgument(f"copy file {args.path}: negative file size {args.file_size}")
         try:
             base.mkdir(parents=True, exist_ok=True)
-            root_fd = os.open(base, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            root = safepath.open_root(base)
         except OSError as err:
             raise Internal(f"copy file {args.path}: open {base}: {_errno_text(err)}") from err
-        opened = [root_fd]
         try:
-            dir_fd = root_fd
-            for i, name in enumerate(parts[:-1]):
-                dir_fd = self._enter_dir(dir_fd, name, args, last=i == len(parts) - 2)
-                opened.append(dir_fd)
-            self._write_leaf(dir_fd, parts[-1], args)
+            dir_fd = self._parent_dir(root, "/".join(parts[:-1]), args)
+            try:
+                self._write_leaf(dir_fd, parts[-1], args)
+            finally:
+                os.close(dir_fd)
         finally:
-            for fd in opened:
-                os.close(fd)
+            os.close(root)
 
     def _relative_parts(self, path: str, base: Path) -> list[str]:
         pure = PurePosixPath(path)
@@ -217,100 +218,112 @@ class GuestService:
             raise PermissionDenied(f"copy file {path}: only paths below {base}/ may be written")
         return list(rel.parts)
 
-    def _enter_dir(self, parent_fd: int, name: str, args: CopyFileArgs, *, last: bool) -> int:
-        flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    def _parent_dir(self, root: int, rel: str, args: CopyFileArgs) -> int:
+        """The leaf's directory, opened for fchown: made (mode ``dir_mode``, not subject to the
+        umask) where missing, no symlink anywhere on the way, owned by uid/gid."""
+        created: list[str] = []
+        dir_mode = args.dir_mode & 0o777
         try:
-            fd = os.open(name, flags, dir_fd=parent_fd)
-            created = False
-        except FileNotFoundError:
+            path_fd = safepath.mkdirs(
+                root, rel, dir_mode, how=safepath.NO_SYMLINKS, created=created
+            )
             try:
-                os.mkdir(name, args.dir_mode & 0o777, dir_fd=parent_fd)
-            except FileExistsError:
-                pass
-            except OSError as err:
-                raise Internal(f"copy file {args.path}: mkdir {name}: {_errno_text(err)}") from err
-            fd = self._open_dir(parent_fd, name, args)
-            created = True
+                fd = os.open(safepath.proc_path(path_fd), os.O_RDONLY | os.O_DIRECTORY)
+            finally:
+                os.close(path_fd)
         except OSError as err:
-            raise self._walk_error(args.path, name, err) from err
-        if created:
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, args.dir_mode & 0o777)  # not subject to the umask
-        if last:
-            try:
+            raise self._walk_error(args.path, err) from err
+        try:
+            for made in created:
+                made_fd = safepath.resolve(
+                    root, made, os.O_RDONLY | os.O_DIRECTORY, how=safepath.NO_SYMLINKS
+                )
+                try:
+                    os.fchmod(made_fd, dir_mode)
+                finally:
+                    os.close(made_fd)
+            if rel:
                 os.fchown(fd, args.uid, args.gid)
-            except OSError as err:
-                os.close(fd)
-                raise Internal(
-                    f"copy file {args.path}: chown parent {name}: {_errno_text(err)}"
-                ) from err
+        except OSError as err:
+            os.close(fd)
+            raise Internal(f"copy file {args.path}: set up the parent: {_errno_text(err)}") from err
         return fd
 
     @staticmethod
-    def _open_dir(parent_fd: int, name: str, args: CopyFileArgs) -> int:
-        try:
-            return os.open(name, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-        except OSError as err:
-            raise GuestService._walk_error(args.path, name, err) from err
-
-    @staticmethod
-    def _walk_error(path: str, name: str, err: OSError) -> Exception:
-        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+    def _walk_error(path: str, err: OSError) -> Exception:
+        if err.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
             return PermissionDenied(
-                f"copy file {path}: {name} is a symlink or not a directory; refusing to follow"
+                f"copy file {path}: a parent is a symlink or not a directory; refusing to follow"
             )
-        return Internal(f"copy file {path}: open {name}: {_errno_text(err)}")
+        return Internal(f"copy file {path}: open the parent: {_errno_text(err)}")
 
     def _write_leaf(self, dir_fd: int, name: str, args: CopyFileArgs) -> None:
         kind = stat.S_IFMT(args.file_mode)
         mode = args.file_mode & 0o7777
         if kind == stat.S_IFDIR:
-            try:
-                os.mkdir(name, mode, dir_fd=dir_fd)
-            except FileExistsError:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode):
-                    raise InvalidArgument(
-                        f"copy file {args.path}: exists and is not a directory"
-                    ) from None
-            except OSError as err:
-                raise Internal(f"copy file {args.path}: mkdir: {_errno_text(err)}") from err
-            try:
-                os.chmod(name, mode, dir_fd=dir_fd, follow_symlinks=True)
-                os.chown(name, args.uid, args.gid, dir_fd=dir_fd, follow_symlinks=False)
-            except OSError as err:
-                raise Internal(f"copy file {args.path}: chmod/chown: {_errno_text(err)}") from err
-            return
-        if kind == stat.S_IFLNK:
-            target = args.data.decode(errors="surrogateescape")
-            if not target:
-                raise InvalidArgument(f"copy file {args.path}: symlink with an empty target")
-            tmp = f".{name}.symlink.tmp"
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-                os.symlink(target, tmp, dir_fd=dir_fd)
-                os.chown(tmp, args.uid, args.gid, dir_fd=dir_fd, follow_symlinks=False)
-                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except OSError as err:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-                raise Internal(f"copy file {args.path}: symlink: {_errno_text(err)}") from err
-            return
-        if kind not in (0, stat.S_IFREG):
+            self._make_dir(dir_fd, name, mode, args)
+        elif kind == stat.S_IFLNK:
+            self._make_symlink(dir_fd, name, args)
+        elif kind in (0, stat.S_IFREG):
+            self._write_chunk(dir_fd, name, mode, args)
+        else:
             raise InvalidArgument(
-                f"copy file {args.path}: unsupported file type {oct(kind)} in file_mode"
+                f"copy file {args.path}: file_mode: unsupported file type {oct(kind)}"
             )
+
+    def _make_dir(self, dir_fd: int, name: str, mode: int, args: CopyFileArgs) -> None:
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            pass  # an existing directory gets the mode and owner; anything else is refused
+        except OSError as err:
+            raise Internal(f"copy file {args.path}: mkdir: {_errno_text(err)}") from err
+        try:
+            fd = safepath.open_at(dir_fd, name, os.O_RDONLY, kinds=(stat.S_IFDIR,))
+        except OSError as err:
+            raise self._leaf_error(args.path, name, err) from err
+        try:
+            os.fchmod(fd, mode)  # on the fd: a swap for a symlink cannot redirect it
+            os.fchown(fd, args.uid, args.gid)
+        except OSError as err:
+            raise Internal(f"copy file {args.path}: chmod/chown: {_errno_text(err)}") from err
+        finally:
+            os.close(fd)
+
+    def _make_symlink(self, dir_fd: int, name: str, args: CopyFileArgs) -> None:
+        target = args.data.decode(errors="surrogateescape")
+        if not target:
+            raise InvalidArgument(f"copy file {args.path}: data: symlink with an empty target")
+        if "\0" in target:
+            raise InvalidArgument(f"copy file {args.path}: data: symlink target has a NUL byte")
+        tmp = f".{name}.symlink.tmp"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            os.symlink(target, tmp, dir_fd=dir_fd)
+            os.chown(tmp, args.uid, args.gid, dir_fd=dir_fd, follow_symlinks=False)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise InvalidArgument(
+                    f"copy file {args.path}: a directory is in the way of the symlink"
+                ) from err
+            raise Internal(f"copy file {args.path}: symlink: {_errno_text(err)}") from err
+
+    def _write_chunk(self, dir_fd: int, name: str, mode: int, args: CopyFileArgs) -> None:
         if args.offset + len(args.data) > args.file_size:
             raise InvalidArgument(
                 f"copy file {args.path}: chunk at offset {args.offset} with {len(args.data)} "
                 f"bytes goes past file_size {args.file_size}"
             )
         tmp = f"{name}.tmp"
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        flags |= os.O_CREAT | os.O_TRUNC if args.offset == 0 else 0
         try:
-            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+            if args.offset == 0:
+                fd = safepath.open_at(dir_fd, tmp, os.O_WRONLY | os.O_TRUNC, 0o600, create=True)
+            else:
+                fd = safepath.open_at(dir_fd, tmp, os.O_WRONLY)
         except FileNotFoundError:
             raise InvalidArgument(
                 f"copy file {args.path}: chunk at offset {args.offset} but no transfer in "
@@ -319,15 +332,13 @@ class GuestService:
         except OSError as err:
             raise self._leaf_error(args.path, tmp, err) from err
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise PermissionDenied(f"copy file {args.path}: {tmp} is not a regular file")
-            if args.offset > st.st_size:
+            size = os.fstat(fd).st_size
+            if args.offset > size:
                 # chunks arrive in order (the runtime sends them sequentially); a gap would make
                 # the size check below declare a file with a hole complete
                 raise InvalidArgument(
                     f"copy file {args.path}: chunk at offset {args.offset} leaves a gap after "
-                    f"byte {st.st_size} received so far"
+                    f"byte {size} received so far"
                 )
             view = memoryview(args.data)
             pos = args.offset
@@ -335,22 +346,42 @@ class GuestService:
                 n = os.pwrite(fd, view, pos)
                 view = view[n:]
                 pos += n
-            size = os.fstat(fd).st_size
-            if size < args.file_size:
+            if os.fstat(fd).st_size < args.file_size:
                 return
             os.fchmod(fd, mode)
             os.fchown(fd, args.uid, args.gid)
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except OSError as err:
+            if err.errno in (errno.EISDIR, errno.ENOTEMPTY):
+                raise InvalidArgument(
+                    f"copy file {args.path}: a directory is in the way of the file"
+                ) from err
             raise Internal(f"copy file {args.path}: write: {_errno_text(err)}") from err
         finally:
             os.close(fd)
 
     @staticmethod
     def _leaf_error(path: str, name: str, err: OSError) -> Exception:
-        if err.errno == errno.ELOOP:
+        if isinstance(err, safepath.WrongType):
+            return InvalidArgument(f"copy file {path}: {name} {err.strerror}")
+        if err.errno in (errno.ELOOP, errno.EXDEV):
             return PermissionDenied(f"copy file {path}: {name} is a symlink; refusing to follow")
         return Internal(f"copy file {path}: open {name}: {_errno_text(err)}")
+
+
+ID_MAX = 0xFFFFFFFE  # uid/gid 2**32-1 is (uid_t)-1, "no change"
+
+
+def check_copy_args(args: CopyFileArgs) -> None:
+    """Input errors of a CopyFile request, each naming its field."""
+    where = f"copy file {args.path!r}"
+    if args.offset < 0:
+        raise InvalidArgument(f"{where}: offset: must be >= 0, got {args.offset}")
+    if args.file_size < 0:
+        raise InvalidArgument(f"{where}: file_size: must be >= 0, got {args.file_size}")
+    for field_name, value in (("uid", args.uid), ("gid", args.gid)):
+        if value < -1 or value > ID_MAX:
+            raise InvalidArgument(f"{where}: {field_name}: must be -1 or 0..{ID_MAX}, got {value}")
 
 
 def _errno_text(err: OSError) -> str:

@@ -66,6 +66,15 @@ TIOCSPTLCK = 0x40045431
 # keyctl
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
+# openat2(2) resolve flags (linux/openat2.h) and renameat2(2) flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
 # syscall numbers (x86_64 / aarch64)
 if os.uname().machine == "aarch64":
     SYS_PIVOT_ROOT = 41
@@ -74,6 +83,7 @@ if os.uname().machine == "aarch64":
     SYS_KEYCTL = 219
     SYS_CLOSE_RANGE = 436
     SYS_MOUNT_SETATTR = 442
+    SYS_OPENAT2 = 437
 else:
     SYS_PIVOT_ROOT = 155
     SYS_SETNS = 308
@@ -81,6 +91,7 @@ else:
     SYS_KEYCTL = 250
     SYS_CLOSE_RANGE = 436
     SYS_MOUNT_SETATTR = 442
+    SYS_OPENAT2 = 437
 
 # Namespace type names as in the runtime spec → clone flag.
 NAMESPACE_FLAGS: dict[str, int] = {

@@ -129,3 +129,36 @@ def malloc_trim(pad: int = 0) -> None:
         return
     trim.argtypes = (ctypes.c_size_t,)
     trim(pad)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
+    """openat2(2): ``path`` resolved relative to ``dirfd`` under the ``resolve`` restrictions
+    (RESOLVE_BENEATH, RESOLVE_IN_ROOT, ...); the new fd, or OSError (ENOSYS before Linux 5.6)."""
+    from .consts import SYS_OPENAT2
+
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    fd: int = _syscall(
+        SYS_OPENAT2,
+        ctypes.c_int(dirfd),
+        _b(path),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        raise oserror("openat2", path)
+    return fd
+
+
+_renameat2 = _libc.renameat2
+_renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+_renameat2.restype = ctypes.c_int
+
+
+def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:
+    """renameat2(2) (RENAME_EXCHANGE swaps the two names atomically, RENAME_NOREPLACE)."""
+    if _renameat2(olddirfd, _b(old), newdirfd, _b(new), flags) != 0:
+        raise oserror("renameat2", old)

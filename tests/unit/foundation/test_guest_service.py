@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import stat
@@ -132,7 +133,7 @@ async def test_copy_does_not_follow_symlinks(service: GuestService, tmp_path: Pa
     base = _base(service)
     base.mkdir(parents=True)
     (base / "evil").symlink_to(outside)
-    with pytest.raises(PermissionDenied, match="evil is a symlink or not a directory"):
+    with pytest.raises(PermissionDenied, match="is a symlink or not a directory"):
         await service.copy_file(_args(service, "evil/x", file_size=1, data=b"x"))
     # a planted <name>.tmp symlink is not followed either
     (base / "f.tmp").symlink_to(outside / "victim")
@@ -146,8 +147,10 @@ async def test_copy_does_not_follow_symlinks(service: GuestService, tmp_path: Pa
     [
         (dict(file_size=2, data=b"xyz"), "goes past file_size 2"),
         (dict(file_size=10, offset=5, data=b"x"), "no transfer in progress"),
-        (dict(offset=-1), "negative offset"),
-        (dict(file_size=-5), "negative file size"),
+        (dict(offset=-1), "offset: must be >= 0"),
+        (dict(file_size=-5), "file_size: must be >= 0"),
+        (dict(uid=-2), "uid: must be -1 or"),
+        (dict(gid=1 << 32), "gid: must be -1 or"),
         (dict(file_mode=stat.S_IFIFO | 0o600), "unsupported file type"),
         (dict(file_mode=stat.S_IFLNK | 0o777, data=b""), "symlink with an empty target"),
     ],
@@ -157,6 +160,51 @@ async def test_copy_bad_requests(
 ) -> None:
     with pytest.raises(InvalidArgument, match=message):
         await service.copy_file(_args(service, "bad", **kw))
+
+
+async def test_copy_refuses_planted_fifo_without_blocking(service: GuestService) -> None:
+    """A FIFO at <name>.tmp used to block the worker thread forever (open without O_NONBLOCK);
+    now it is refused by type, before it is opened, for a first chunk and a later one alike."""
+    base = _base(service)
+    base.mkdir(parents=True)
+    os.mkfifo(base / "f.tmp")
+    for offset in (0, 1):
+        with pytest.raises(InvalidArgument, match=r"f\.tmp is a FIFO"):
+            await service.copy_file(_args(service, "f", file_size=2, offset=offset, data=b"x"))
+    os.mkfifo(base / "d")
+    with pytest.raises(InvalidArgument, match="d is a FIFO"):
+        await service.copy_file(_args(service, "d", file_mode=stat.S_IFDIR | 0o755))
+
+
+async def test_many_planted_fifos_do_not_starve_an_innocent_copy(service: GuestService) -> None:
+    """More calls than the filesystem pool has workers, each at a planted FIFO, then a normal
+    copy: all answer (the FIFO ones with INVALID_ARGUMENT)."""
+    base = _base(service)
+    base.mkdir(parents=True)
+    calls = []
+    for i in range(3 * service.fs.workers):
+        os.mkfifo(base / f"p{i}.tmp")
+        calls.append(service.copy_file(_args(service, f"p{i}", file_size=1, data=b"x")))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, InvalidArgument) for r in results), results
+    await service.copy_file(_args(service, "innocent", file_size=1, data=b"x"))
+    assert (base / "innocent").read_bytes() == b"x"
+
+
+async def test_copy_directory_mode_lands_on_the_directory_not_a_link(
+    service: GuestService, tmp_path: Path
+) -> None:
+    """The directory branch sets mode and owner on the opened directory: an existing symlink at
+    the name is refused and its target keeps its mode."""
+    outside = tmp_path / "victim"
+    outside.write_text("x")
+    outside.chmod(0o600)
+    base = _base(service)
+    base.mkdir(parents=True)
+    (base / "d").symlink_to(outside)
+    with pytest.raises(PermissionDenied, match="d is a symlink"):
+        await service.copy_file(_args(service, "d", file_mode=stat.S_IFDIR | 0o777))
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o600
 
 
 def test_guest_details(service: GuestService, tmp_path: Path) -> None:
