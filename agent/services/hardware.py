@@ -11,18 +11,20 @@ import asyncio
 import logging
 import os
 import re
+import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.blocking import fs_pool
 from agent.devices import pci
 from agent.devices.handlers import DeviceManager
 from agent.devices.lookup import DeviceLookup
 from agent.devices.uevent import UeventListener
 from agent.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from agent.spawn import Runner
-from agent.storage import StorageManager, mountinfo
-from agent.storage.env import MountSyscalls, StorageEnv, errname
+from agent.storage import StorageManager
+from agent.storage.env import Mounted, MountSyscalls, StorageEnv, errname
 from agent.storage.model import Storage
 from agent.storage.paths import StorageRoots
 
@@ -266,12 +268,19 @@ class HardwareService:
     # --- volumes -----------------------------------------------------------------------------
 
     async def volume_stats(self, path: str) -> VolumeStats:
-        if not path:
-            raise InvalidArgument("volume path is empty")
+        """statfs of a volume the host mounted through a storage (on the filesystem pool: a
+        stalled share must not stall other requests)."""
+        key, _storage, mounted = self.storage.volume(path)
+
+        def statfs() -> os.statvfs_result:
+            fd = self.storage.open_volume(key, mounted)
+            try:
+                return os.fstatvfs(fd)
+            finally:
+                os.close(fd)
+
         try:
-            st = await asyncio.to_thread(os.statvfs, path)
-        except FileNotFoundError:
-            raise NotFound(f"volume {path!r} does not exist") from None
+            st = await fs_pool().run(statfs)
         except OSError as err:
             raise Internal(f"statfs {path!r}: {errname(err)}") from err
         frsize = st.f_frsize or st.f_bsize
@@ -285,20 +294,29 @@ class HardwareService:
         )
 
     async def resize_volume(self, path: str, size: int) -> None:
-        """Grow the filesystem mounted at `path` to its (already grown) block device."""
-        entry = await asyncio.to_thread(mountinfo.find, path, self._proc)
-        if entry is None:
-            raise NotFound(f"resize volume {path!r}: no filesystem is mounted there")
-        if entry.fstype in ("ext2", "ext3", "ext4"):
-            argv = ["resize2fs", entry.source]
+        """Grow the filesystem of a block-device volume (mounted through a storage) to its
+        (already grown) device, online: resize2fs for ext2/3/4, xfs_growfs for xfs."""
+        key, storage, mounted = self.storage.volume(path)
+        device = mounted.device
+        if device is None:
+            raise FailedPrecondition(
+                f"resize volume {path!r}: {storage.driver} storages are not block devices"
+            )
+        device_size = await fs_pool().run(self._check_device, key, mounted, device)
+        if size > device_size:
+            raise InvalidArgument(
+                f"resize volume {path!r}: size: {size} bytes is more than the device "
+                f"{device} has ({device_size})"
+            )
+        fstype = storage.fstype or "ext4"
+        if fstype in ("ext2", "ext3", "ext4"):
+            argv = ["resize2fs", str(device)]
             if size > 0:
                 argv.append(f"{size // 1024}K")
-        elif entry.fstype == "xfs":
-            argv = ["xfs_growfs", entry.mount_point]
+        elif fstype == "xfs":
+            argv = ["xfs_growfs", str(key)]
         else:
-            raise FailedPrecondition(
-                f"resize volume {path!r}: cannot grow a {entry.fstype} filesystem"
-            )
+            raise FailedPrecondition(f"resize volume {path!r}: cannot grow a {fstype} filesystem")
         res = await self._run(argv, timeout=self._timeout)
         if res.returncode != 0:
             msg = res.stderr.decode(errors="replace").strip().splitlines()
@@ -306,6 +324,28 @@ class HardwareService:
                 f"resize volume {path!r}: {argv[0]} exited with {res.returncode}: "
                 f"{msg[-1] if msg else ''}"
             )
+        log.info("volume resized", extra={"volume": str(key), "device": str(device)})
+
+    def _check_device(self, key: Path, mounted: Mounted, device: Path) -> int:
+        """The volume's mount is still that of ``device``; returns the device's size."""
+        fd = self.storage.open_volume(key, mounted)
+        try:
+            on_dev = os.fstat(fd).st_dev
+        finally:
+            os.close(fd)
+        try:
+            dev_fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:
+            raise Internal(f"resize volume {str(key)!r}: open {device}: {errname(err)}") from err
+        try:
+            st = os.fstat(dev_fd)
+            if not stat.S_ISBLK(st.st_mode) or st.st_rdev != on_dev:
+                raise FailedPrecondition(
+                    f"resize volume {str(key)!r}: {device} is no longer what is mounted there"
+                )
+            return os.lseek(dev_fd, 0, os.SEEK_END)
+        finally:
+            os.close(dev_fd)
 
     async def update_ephemeral_mounts(self, storages: Sequence[Storage]) -> None:
         await self.storage.update_ephemeral_mounts(storages)

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from agent.errors import Internal
 from agent.spawn import Runner
-from agent.storage.paths import StorageRoots
+from agent.storage.paths import MountPoint, StorageRoots
 
 
 class MountSyscalls(Protocol):
@@ -73,6 +73,11 @@ class Mounted:
     unmount: bool = True
     remove_dir: bool = True
     on_release: list[ReleaseHook] = field(default_factory=list)
+    # the id of the mount made (unmount acts on it only if it is still there); None: unknown
+    mount_id: int | None = None
+    device: Path | None = None  # the block device of a block-device volume (ResizeVolume)
+    # the mount point directory, held open: unmount finds the mount through it (closed then)
+    mount_point: MountPoint | None = None
 
 
 def oserror(what: str, step: str, err: OSError) -> Internal:

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import AgentError, Internal, InvalidArgument, NotFound
+from agent.blocking import fs_pool
+from agent.errors import AgentError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from agent.storage import mountinfo, mountopts
 from agent.storage.drivers import common
 from agent.storage.drivers.base import Driver
@@ -30,7 +31,8 @@ from agent.storage.drivers.shared_fs import NineP, VirtioFs
 from agent.storage.drivers.watchable import WatchableBind
 from agent.storage.env import Mounted, StorageEnv
 from agent.storage.model import Storage
-from agent.storage.paths import confine
+from agent.storage.paths import PATH_MAX, confine
+from oci import safepath
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +117,18 @@ class StorageManager:
                 async with self._lock(key):
                     entry = self._entries.get(key)
                     if entry is None:
-                        existed = await asyncio.to_thread(os.path.lexists, key)
+                        existed = await fs_pool().run(os.path.lexists, key)
                         started = time.monotonic()
                         try:
                             mounted = await driver.mount(self._env, storage, container_id)
                         except BaseException:
                             if not existed:
-                                common.remove_empty_dir(key)
+                                common.remove_empty_dir(self._env.roots, key)
                             raise
                         try:
                             if storage.fs_group is not None and not _readonly(storage):
                                 await common.apply_fs_group(
-                                    mounted.path, storage.fs_group, what=storage.describe()
+                                    mounted, storage.fs_group, what=storage.describe()
                                 )
                         except BaseException:
                             await self._undo(mounted, storage)
@@ -168,9 +170,10 @@ class StorageManager:
         for key in reversed(list(self._entries)):
             try:
                 async with self._lock(key):
-                    entry = self._entries.pop(key, None)
+                    entry = self._entries.get(key)
                     if entry is not None:
                         await self._undo(entry.mounted, entry.storage)
+                        del self._entries[key]
             except AgentError as err:
                 errors.append(str(err))
         self._locks.clear()
@@ -185,17 +188,25 @@ class StorageManager:
             entry.owners.remove(owner)
             if entry.owners or (entry.storage.shared and not force):
                 return
-            del self._entries[key]
             await self._undo(entry.mounted, entry.storage)
+            del self._entries[key]  # kept on failure: release_all tries again
 
     async def _undo(self, mounted: Mounted, storage: Storage) -> None:
         what = storage.describe()
-        for hook in reversed(mounted.on_release):
-            await hook()
+        while mounted.on_release:  # each hook once, even when a later step fails and is retried
+            await mounted.on_release.pop()()
         if mounted.unmount:
-            common.unmount(self._env, mounted.path, what=what)
+            common.unmount(
+                self._env,
+                mounted.path,
+                what=what,
+                mount_id=mounted.mount_id,
+                mount_point=mounted.mount_point,
+            )
+        if mounted.mount_point is not None:
+            mounted.mount_point.close()
         if mounted.remove_dir:
-            common.remove_empty_dir(mounted.path)
+            common.remove_empty_dir(self._env.roots, mounted.path)
         log.info("storage released", extra={"storage": what})
 
     async def update_ephemeral_mounts(self, storages: Iterable[Storage]) -> None:
@@ -216,7 +227,47 @@ class StorageManager:
                 with contextlib.suppress(OSError):
                     os.stat(e.mount_point)
 
-        await asyncio.to_thread(touch)
+        await fs_pool().run(touch)  # a stat of a stalled share blocks: not on the shared pool
+
+    def volume(self, path: str) -> tuple[Path, Storage, Mounted]:
+        """The storage mounted at ``path`` (GetVolumeStats, ResizeVolume): only a mount point the
+        host asked for through a storage is a volume; anything else is INVALID_ARGUMENT."""
+        if not path:
+            raise InvalidArgument("volume_guest_path: empty")
+        if "\0" in path or len(path) > PATH_MAX or not os.path.isabs(path):
+            raise InvalidArgument(
+                f"volume_guest_path: {path[:200]!r} is not an absolute path of at most "
+                f"{PATH_MAX} bytes"
+            )
+        key = Path(os.path.normpath(path))
+        entry = self._entries.get(key)
+        if entry is None:
+            with contextlib.suppress(AgentError):
+                key = confine(self._env.roots, path, what="volume")
+                entry = self._entries.get(key)
+        if entry is None:
+            raise InvalidArgument(
+                f"volume_guest_path: {path!r} is not a volume mounted through a storage"
+            )
+        return key, entry.storage, entry.mounted
+
+    def open_volume(self, key: Path, mounted: Mounted) -> int:
+        """An ``O_PATH`` fd of the volume's mount point, found below run_dir without following a
+        symlink out, and only while the storage's own mount is still the one there."""
+        roots = self._env.roots
+        root = roots.open()
+        try:
+            fd = safepath.resolve(root, os.path.relpath(key, safepath.real_path(root)))
+        except OSError as err:
+            raise FailedPrecondition(
+                f"volume {str(key)!r} cannot be opened: {os.strerror(err.errno or 0)}"
+            ) from err
+        finally:
+            os.close(root)
+        if mounted.mount_id is not None and safepath.mount_id(fd) != mounted.mount_id:
+            os.close(fd)
+            raise FailedPrecondition(f"volume {str(key)!r} is no longer mounted there")
+        return fd
 
     def find(self, mount_point: str) -> Storage:
         key = confine(self._env.roots, mount_point, what="storage")

@@ -80,3 +80,7 @@ def is_mounted(mount_point: str | Path, proc: Path = Path("/proc")) -> bool:
 def mounts_below(prefix: str | Path, proc: Path = Path("/proc")) -> list[MountEntry]:
     p = str(prefix).rstrip("/")
     return [e for e in read(proc) if e.mount_point == p or e.mount_point.startswith(p + "/")]
+
+
+def has_id(mount_id: int, proc: Path = Path("/proc")) -> bool:
+    return any(e.mount_id == mount_id for e in read(proc))

@@ -3,14 +3,28 @@
 Records every call in order as ``Call(name, *args)``, keeps an in-memory mount table
 (``mounts``: target → (source, fstype, flags, data)) and lets a test inject a failure for the
 n-th call of a given name (``fail("mount", errno.EACCES, target="/x/proc")``).
+
+Callers that act on file descriptors pass ``/proc/self/fd/N`` as a mount target (or in a mount's
+data, as overlay directories do): the fake records the path the fd stands for, so tests read and
+match the real paths.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from .api import CapabilitySets, SeccompPlan
+
+_PROC_FD = re.compile(r"/proc/self/fd/(\d+)")
+
+
+def _real(text: str | None) -> str | None:
+    """``/proc/self/fd/N`` → the path of fd N (as it is now), wherever it appears in ``text``."""
+    if text is None or "/proc/self/fd/" not in text:
+        return text
+    return _PROC_FD.sub(lambda m: os.readlink(m.group(0)), text)
 
 
 @dataclass(frozen=True)
@@ -59,12 +73,16 @@ class RecordingSyscalls:
         flags: int,
         data: str | None = None,
     ) -> None:
+        source = _real(source)
+        target = _real(target) or target
+        data = _real(data)
         self._rec("mount", source, target, fstype, flags, data, path=target)
         if source is None and fstype is None and target in self.mounts:
             return  # a remount or a propagation change of an existing mount
         self.mounts[target] = (source, fstype, flags, data)
 
     def umount2(self, target: str, flags: int = 0) -> None:
+        target = _real(target) or target
         self._rec("umount2", target, flags, path=target)
         self.mounts.pop(target, None)
 

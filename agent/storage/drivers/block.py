@@ -70,14 +70,16 @@ async def mount_block(env: StorageEnv, storage: Storage, device: Path) -> Mounte
         await make_filesystem(env, storage, device, what=what)
     fstype = storage.fstype or "ext4"
     opts = mountopts.parse(storage.options)
-    target = ensure_dir(env.roots, storage.mount_point, what=what)
-    try:
-        # a journal replay or a slow disk can take a while: off the loop
-        await common.mount(env, str(device), target, fstype, opts, what=what, slow=True)
-    except BaseException:
-        common.remove_empty_dir(target)
-        raise
-    return Mounted(target)
+    with ensure_dir(env.roots, storage.mount_point, what=what) as target:
+        try:
+            # a journal replay or a slow disk can take a while: off the loop
+            mount_id = await common.mount(
+                env, str(device), target, fstype, opts, what=what, slow=True
+            )
+        except BaseException:
+            common.remove_empty_dir(env.roots, target.path)
+            raise
+        return Mounted(target.path, mount_id=mount_id, device=device, mount_point=target.keep())
 
 
 class Blk:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 from agent.errors import InvalidArgument, ResourceExhausted
@@ -19,7 +20,6 @@ from agent.storage.drivers import common
 from agent.storage.env import Mounted, StorageEnv, oserror
 from agent.storage.model import Storage
 from agent.storage.paths import ensure_dir
-from oci.syscalls.consts import MS_REMOUNT
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,24 @@ class Ephemeral:
             raise InvalidArgument(f"{what}: ephemeral fstype {fstype!r} (tmpfs or hugetlbfs)")
         options = mountopts.without(storage.options, "fsgid")
         opts = mountopts.parse(options)
-        target = ensure_dir(env.roots, storage.mount_point, what=what)
-        await common.mount(env, storage.source or "tmpfs", target, "tmpfs", opts, what=what)
-        gid = mountopts.value(storage.options, "fsgid")
-        if gid is not None:
-            try:
-                common.set_fsgid(target, gid, what=what)
-            except BaseException:
-                common.unmount(env, target, what=what)
-                raise
-        return Mounted(target)
+        with ensure_dir(env.roots, storage.mount_point, what=what) as target:
+            mount_id = await common.mount(
+                env, storage.source or "tmpfs", target, "tmpfs", opts, what=what
+            )
+            gid = mountopts.value(storage.options, "fsgid")
+            if gid is not None:
+                try:
+                    fd, _ = target.mounted(os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        common.set_fsgid(fd, target.path, gid, what=what)
+                    finally:
+                        os.close(fd)
+                except BaseException:
+                    common.unmount(
+                        env, target.path, what=what, mount_id=mount_id, mount_point=target
+                    )
+                    raise
+            return Mounted(target.path, mount_id=mount_id, mount_point=target.keep())
 
     async def _hugetlbfs(self, env: StorageEnv, storage: Storage, what: str) -> Mounted:
         ps_text = mountopts.value(storage.options, "pagesize")
@@ -99,18 +107,24 @@ class Ephemeral:
             )
         count = size // pagesize
         target = ensure_dir(env.roots, storage.mount_point, what=what)
-        reserve_hugepages(env.sysfs, pagesize, count, what=what)
+        try:
+            reserve_hugepages(env.sysfs, pagesize, count, what=what)
+        except BaseException:
+            target.close()
+            raise
         options = [*mountopts.without(storage.options, "pagesize", "size", "fsgid")]
         options += [f"pagesize={pagesize}", f"size={size}"]
         try:
-            await common.mount(
-                env,
-                storage.source or "nodev",
-                target,
-                "hugetlbfs",
-                mountopts.parse(options),
-                what=what,
-            )
+            with target:
+                mount_id = await common.mount(
+                    env,
+                    storage.source or "nodev",
+                    target,
+                    "hugetlbfs",
+                    mountopts.parse(options),
+                    what=what,
+                )
+                kept = target.keep()
         except BaseException:
             release_hugepages(env.sysfs, pagesize, count)
             raise
@@ -119,17 +133,13 @@ class Ephemeral:
         async def give_back() -> None:
             release_hugepages(sysfs, pagesize, count)
 
-        return Mounted(target, on_release=[give_back])
+        return Mounted(target.path, on_release=[give_back], mount_id=mount_id, mount_point=kept)
 
     async def remount(self, env: StorageEnv, storage: Storage) -> None:
         """UpdateEphemeralMounts: re-mount a tmpfs with new options (e.g. a new size=)."""
         what = storage.describe()
-        target = ensure_dir(env.roots, storage.mount_point, what=what)
         options = mountopts.without(storage.options, "fsgid")
         if not options:
             return
-        opts = mountopts.parse(options)
-        opts = mountopts.MountOptions(
-            flags=opts.flags | MS_REMOUNT, clear=opts.clear, data=opts.data
-        )
-        await common.mount(env, "tmpfs", target, "tmpfs", opts, what=what)
+        with ensure_dir(env.roots, storage.mount_point, what=what) as target:
+            common.remount(env, target, "tmpfs", mountopts.parse(options), what=what)

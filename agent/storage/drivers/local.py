@@ -24,12 +24,16 @@ class Local:
                 mode = int(mode_text, 8)
             except ValueError:
                 raise InvalidArgument(f"{what}: invalid mode {mode_text!r} (octal)") from None
-        target = ensure_dir(env.roots, storage.mount_point, what=what)
-        try:
-            os.chmod(target, mode)
-        except OSError as err:
-            raise oserror(what, f"chmod {oct(mode)} {str(target)!r}", err) from err
-        gid = mountopts.value(storage.options, "fsgid")
-        if gid is not None:
-            common.set_fsgid(target, gid, what=what)
-        return Mounted(target, unmount=False, remove_dir=False)
+        with ensure_dir(env.roots, storage.mount_point, what=what) as target:
+            fd = os.open(target.target, os.O_RDONLY | os.O_DIRECTORY)  # that very directory
+            try:
+                os.fchmod(fd, mode)
+            except OSError as err:
+                raise oserror(what, f"chmod {oct(mode)} {str(target)!r}", err) from err
+            else:
+                gid = mountopts.value(storage.options, "fsgid")
+                if gid is not None:
+                    common.set_fsgid(fd, target.path, gid, what=what)
+            finally:
+                os.close(fd)
+        return Mounted(target.path, unmount=False, remove_dir=False)

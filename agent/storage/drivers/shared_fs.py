@@ -11,7 +11,7 @@ from agent.storage import mountinfo, mountopts
 from agent.storage.drivers import common
 from agent.storage.env import Mounted, StorageEnv
 from agent.storage.model import Storage
-from agent.storage.paths import ensure_dir
+from agent.storage.paths import MountPoint, ensure_dir
 
 KATA_SHARED = "kataShared"
 NINEP_DEFAULT_MSIZE = "8192"
@@ -22,15 +22,21 @@ class VirtioFs:
 
     async def mount(self, env: StorageEnv, storage: Storage, container_id: str | None) -> Mounted:
         what = storage.describe()
-        target = ensure_dir(env.roots, storage.mount_point, what=what)
-        if storage.source == KATA_SHARED and mountinfo.is_mounted(target, env.proc):
-            # pre-mounted by the guest image: use it, never unmount it
-            return Mounted(target, unmount=False, remove_dir=False)
-        opts = mountopts.parse(storage.options)
-        await common.mount(
-            env, storage.source, target, storage.fstype or "virtiofs", opts, what=what, slow=True
-        )
-        return Mounted(target)
+        with ensure_dir(env.roots, storage.mount_point, what=what) as target:
+            if storage.source == KATA_SHARED and mountinfo.is_mounted(target.path, env.proc):
+                # pre-mounted by the guest image: use it, never unmount it
+                return Mounted(target.path, unmount=False, remove_dir=False)
+            opts = mountopts.parse(storage.options)
+            mount_id = await common.mount(
+                env,
+                storage.source,
+                target,
+                storage.fstype or "virtiofs",
+                opts,
+                what=what,
+                slow=True,
+            )
+            return Mounted(target.path, mount_id=mount_id, mount_point=target.keep())
 
 
 class NineP:
@@ -38,9 +44,14 @@ class NineP:
 
     async def mount(self, env: StorageEnv, storage: Storage, container_id: str | None) -> Mounted:
         what = storage.describe()
-        target = ensure_dir(env.roots, storage.mount_point, what=what)
-        if storage.source == KATA_SHARED and mountinfo.is_mounted(target, env.proc):
-            return Mounted(target, unmount=False, remove_dir=False)
+        with ensure_dir(env.roots, storage.mount_point, what=what) as target:
+            if storage.source == KATA_SHARED and mountinfo.is_mounted(target.path, env.proc):
+                return Mounted(target.path, unmount=False, remove_dir=False)
+            return await self._mount(env, storage, target, what)
+
+    async def _mount(
+        self, env: StorageEnv, storage: Storage, target: MountPoint, what: str
+    ) -> Mounted:
         options = list(mountopts.split(storage.options))
         if mountopts.value(options, "trans") is None:
             options.append("trans=virtio")
@@ -49,7 +60,7 @@ class NineP:
         if mountopts.value(options, "msize") is None:
             options.append(f"msize={NINEP_DEFAULT_MSIZE}")
         opts = mountopts.parse(options)
-        await common.mount(
+        mount_id = await common.mount(
             env, storage.source, target, storage.fstype or "9p", opts, what=what, slow=True
         )
-        return Mounted(target)
+        return Mounted(target.path, mount_id=mount_id, mount_point=target.keep())

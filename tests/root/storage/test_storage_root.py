@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -78,6 +79,33 @@ async def test_blk_fs_group(
     assert (Path(mp) / "lost+found").stat().st_gid == 4321
 
 
+async def test_fs_group_never_follows_links(
+    hw: HardwareService, run_dir: Path, tmp_path: Path
+) -> None:
+    """fsGroup re-owns the volume entry by entry through fds: a link in the volume is re-owned
+    itself, its target outside keeps its group and mode."""
+    outside = tmp_path / "outside-file"
+    outside.write_text("x")
+    outside.chmod(0o600)
+    mp = run_dir / "sandbox" / "local-fsgroup"
+    (mp / "sub").mkdir(parents=True)
+    (mp / "sub" / "f").write_text("in")
+    (mp / "link").symlink_to(outside)
+    vol = Storage(driver="local", mount_point=str(mp), fs_group=FsGroup(4321, FsGroupPolicy.ALWAYS))
+    await hw.storage.add_storages([vol], "c1")
+    assert (mp / "sub" / "f").stat().st_gid == 4321
+    assert (mp / "link").lstat().st_gid == 4321
+    assert outside.stat().st_gid != 4321
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o600
+
+
+async def _grow_loop(dev: Path, img: Path, size_mib: int) -> None:
+    """Grow the loop device ``dev``'s backing file ``img``, and the device with it."""
+    with img.open("r+b") as f:
+        f.truncate(size_mib << 20)
+    (await spawn.run(["losetup", "-c", str(dev)], timeout=60)).check("losetup -c")
+
+
 async def test_resize_volume(
     hw: HardwareService, run_dir: Path, loopdev: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -90,10 +118,7 @@ async def test_resize_volume(
     )
     [mp] = await hw.storage.add_storages([vol], "c1")
     before = (await hw.volume_stats(mp)).bytes.total
-    img = tmp_path / "disk-0.img"
-    with img.open("r+b") as f:
-        f.truncate(96 << 20)
-    (await spawn.run(["losetup", "-c", str(dev)], timeout=60)).check("losetup -c")
+    await _grow_loop(dev, tmp_path / "disk-0.img", 96)
     if not _has_cap(24):  # CAP_SYS_RESOURCE: ext4 online resize needs it
         # this machine's root lacks it: the failure must be reported clearly, naming the volume
         with pytest.raises(Internal, match=r"resize volume .*grow.*: resize2fs exited with 1: "):
@@ -102,6 +127,29 @@ async def test_resize_volume(
     await hw.resize_volume(mp, 0)
     after = (await hw.volume_stats(mp)).bytes.total
     assert after > before + (50 << 20)
+
+
+async def test_resize_volume_online_xfs(
+    hw: HardwareService, run_dir: Path, loopdev: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Real online growth (xfs_growfs needs only CAP_SYS_ADMIN; ext4's online resize needs
+    CAP_SYS_RESOURCE, which this machine's root may lack): the volume, mounted through a blk
+    storage, grows with its loop device while mounted; a size past the device is refused."""
+    if shutil.which("mkfs.xfs") is None or shutil.which("xfs_growfs") is None:
+        pytest.skip("xfsprogs is not installed (.ci/run installs it)")
+    dev = loopdev(320)
+    (await spawn.run(["mkfs.xfs", "-q", "-f", str(dev)], timeout=120)).check("mkfs.xfs")
+    mp = str(run_dir / "sandbox" / "storage" / "xfs-grow")
+    vol = Storage(driver="blk", source=str(dev), fstype="xfs", mount_point=mp)
+    [mp] = await hw.storage.add_storages([vol], "c1")
+    before = (await hw.volume_stats(mp)).bytes.total
+    await _grow_loop(dev, tmp_path / "disk-0.img", 640)
+    with pytest.raises(InvalidArgument, match=r"size: .* is more than the device"):
+        await hw.resize_volume(mp, 1 << 40)
+    await hw.resize_volume(mp, 0)
+    after = (await hw.volume_stats(mp)).bytes.total
+    assert after > before + (250 << 20)
+    await hw.storage.release("c1")
 
 
 def _has_cap(bit: int) -> bool:
@@ -329,10 +377,41 @@ async def test_overlay_bad_lowerdir_leaves_nothing(hw: HardwareService, run_dir:
         options=(f"lowerdir={run_dir}/missing", "io.katacontainers.fs-opt.overlay-rw"),
         mount_point=str(run_dir / "c2" / "rootfs"),
     )
-    with pytest.raises(Internal, match="ENOENT"):
+    with pytest.raises(InvalidArgument, match=r"lowerdir .*missing' does not exist"):
         await hw.storage.add_storages([ov], "c2")
     assert not (run_dir / "c2" / "upper").exists()
     assert mountinfo.mounts_below(run_dir / "c2") == []
+
+
+@pytest.mark.parametrize("key", ["lowerdir", "upperdir", "workdir", "lowerdir+", "datadir+"])
+async def test_overlay_dirs_must_lie_below_run_dir(
+    hw: HardwareService, run_dir: Path, tmp_path: Path, key: str
+) -> None:
+    """Every directory an overlay option names is checked: outside run_dir (directly, or through
+    a symlink below it) the storage is refused and nothing is mounted."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run_dir / "sandbox").mkdir(exist_ok=True)
+    (run_dir / "sandbox" / "evil").symlink_to(outside)
+    for d in ("lower", "upper", "work"):
+        (run_dir / "sandbox" / d).mkdir(exist_ok=True)
+    good = {
+        "lowerdir": f"{run_dir}/sandbox/lower",
+        "upperdir": f"{run_dir}/sandbox/upper",
+        "workdir": f"{run_dir}/sandbox/work",
+    }
+    for bad in (str(outside), f"{run_dir}/sandbox/evil", "/etc"):
+        opts = {**good, key: bad}
+        ov = Storage(
+            driver="overlayfs",
+            fstype="overlay",
+            options=tuple(f"{k}={v}" for k, v in opts.items()),
+            mount_point=str(run_dir / "sandbox" / "ov"),
+        )
+        with pytest.raises(PermissionDenied):
+            await hw.storage.add_storages([ov], "c3")
+    assert [e for e in mountinfo.mounts_below(run_dir) if e.mount_point != str(run_dir)] == []
+    assert list(outside.iterdir()) == []
 
 
 async def test_local(hw: HardwareService, run_dir: Path) -> None:
@@ -367,6 +446,51 @@ async def test_refcount_two_containers(hw: HardwareService, run_dir: Path) -> No
     assert (Path(a) / "x").read_text() == "1"
     await hw.storage.release("c2")
     assert _mount(a) is None
+
+
+async def test_watchable_mirror_never_follows_links(
+    hw: HardwareService, run_dir: Path, tmp_path: Path
+) -> None:
+    """The host plants a symlink and a FIFO in the source, a container plants a symlink where
+    the mirror writes its temporary copy: links are mirrored as links, the FIFO is skipped (not
+    opened), and nothing outside is read into the mirror or written."""
+    secret = tmp_path / "secret"
+    secret.write_text("guest secret")
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    src = run_dir / "shared" / "containers" / "c1-feed-config"
+    src.mkdir(parents=True)
+    (src / "a.conf").write_text("v1")
+    (src / "leak").symlink_to(secret)
+    os.mkfifo(src / "pipe")
+    dst = run_dir / "shared" / "containers" / "watchable" / "c1-feed-config"
+    vol = Storage(driver="watchable-bind", source=str(src), mount_point=str(dst))
+    [mp] = await hw.storage.add_storages([vol], "c1")
+    assert os.readlink(Path(mp) / "leak") == str(secret)  # a link, not the secret's content
+    assert not (Path(mp) / "pipe").exists()
+    (Path(mp) / ".a.conf.kata-tmp").symlink_to(victim)  # the container's plant
+    (src / "a.conf").write_text("v2-longer")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (Path(mp) / "a.conf").read_text() == "v2-longer":
+            break
+        await asyncio.sleep(0.2)
+    assert (Path(mp) / "a.conf").read_text() == "v2-longer"
+    assert victim.read_text() == "untouched"
+    await hw.storage.release("c1")
+
+
+async def test_watchable_single_file_is_bound(hw: HardwareService, run_dir: Path) -> None:
+    src = run_dir / "shared" / "containers" / "c1-cafe-token"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_text("token-1")
+    dst = run_dir / "shared" / "containers" / "watchable" / "c1-cafe-token"
+    vol = Storage(driver="watchable-bind", source=str(src), mount_point=str(dst))
+    [mp] = await hw.storage.add_storages([vol], "c1")
+    assert Path(mp).read_text() == "token-1"
+    assert _mount(mp) is not None
+    await hw.storage.release("c1")
+    assert _mount(mp) is None
 
 
 async def test_watchable_bind_refresh(hw: HardwareService, run_dir: Path) -> None:
@@ -417,7 +541,7 @@ async def test_watchable_missing_source(hw: HardwareService, run_dir: Path) -> N
 
 
 async def test_volume_stats_missing(hw: HardwareService, run_dir: Path) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidArgument, match="not a volume mounted through a storage"):
         await hw.volume_stats(str(run_dir / "nope"))
 
 

@@ -25,10 +25,20 @@ async def test_listener_started_with_agent(agent_mnt: AgentProcess) -> None:
 
 
 async def test_volume_stats(agent_mnt: AgentProcess) -> None:
+    vol = str(agent_mnt.run_dir / "sandbox" / "vol")
     async with await agent_mnt.client() as c:
-        resp = await c.agent.GetVolumeStats(
-            agent_pb2.VolumeStatsRequest(volume_guest_path=str(agent_mnt.run_dir))
+        await c.agent.CreateSandbox(
+            agent_pb2.CreateSandboxRequest(
+                sandbox_id="sb",
+                storages=[agent_pb2.Storage(driver="ephemeral", fstype="tmpfs", mount_point=vol)],
+            )
         )
+        resp = await c.agent.GetVolumeStats(agent_pb2.VolumeStatsRequest(volume_guest_path=vol))
+        with pytest.raises(RpcError) as info:  # not a storage: refused, not statfs'ed
+            await c.agent.GetVolumeStats(
+                agent_pb2.VolumeStatsRequest(volume_guest_path=str(agent_mnt.run_dir))
+            )
+        assert info.value.code == Code.INVALID_ARGUMENT
     units = {u.unit: u for u in resp.usage}
     assert set(units) == {csi_pb2.VolumeUsage.BYTES, csi_pb2.VolumeUsage.INODES}
     b = units[csi_pb2.VolumeUsage.BYTES]
@@ -44,8 +54,8 @@ async def test_volume_stats(agent_mnt: AgentProcess) -> None:
         (
             "GetVolumeStats",
             agent_pb2.VolumeStatsRequest(volume_guest_path="/nonexistent/vol"),
-            Code.NOT_FOUND,
-            "'/nonexistent/vol' does not exist",
+            Code.INVALID_ARGUMENT,
+            "'/nonexistent/vol' is not a volume mounted through a storage",
         ),
         (
             "AddSwapPath",
@@ -62,8 +72,14 @@ async def test_volume_stats(agent_mnt: AgentProcess) -> None:
         (
             "ResizeVolume",
             agent_pb2.ResizeVolumeRequest(volume_guest_path="/nonexistent/v"),
-            Code.NOT_FOUND,
-            "no filesystem is mounted there",
+            Code.INVALID_ARGUMENT,
+            "is not a volume mounted through a storage",
+        ),
+        (
+            "ResizeVolume",
+            agent_pb2.ResizeVolumeRequest(),
+            Code.INVALID_ARGUMENT,
+            "volume_guest_path: empty",
         ),
         (
             "AddSwap",

@@ -11,11 +11,12 @@ import pytest
 from agent.devices.handlers import DeviceManager
 from agent.devices.lookup import DeviceLookup
 from agent.devices.uevent import UeventListener
-from agent.errors import Internal, InvalidArgument, NotFound
+from agent.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from agent.services import hardware
 from agent.services.hardware import HardwareService
 from agent.storage import StorageManager
 from agent.storage.env import StorageEnv
+from agent.storage.model import Storage
 from agent.storage.paths import StorageRoots
 from oci.syscalls.fake import RecordingSyscalls
 
@@ -256,10 +257,20 @@ async def test_swap(tmp_path: Path) -> None:
         await hw.add_swap([])
 
 
-async def test_volume_stats(tmp_path: Path) -> None:
-    st = await make(tmp_path).volume_stats(str(tmp_path))
+async def test_volume_stats_only_of_storages(tmp_path: Path) -> None:
+    hw = make(tmp_path)
+    vol = str(tmp_path / "run" / "sandbox" / "local-vol")
+    await hw.storage.add_storages([Storage(driver="local", mount_point=vol)], "c1")
+    st = await hw.volume_stats(vol)
     assert st.bytes.total >= st.bytes.available
     assert st.inodes.total >= st.inodes.used
+    for path in (str(tmp_path), "", "relative", "/", str(tmp_path / "run" / "sandbox")):
+        with pytest.raises(InvalidArgument, match="volume_guest_path: "):
+            await hw.volume_stats(path)
+    with pytest.raises(InvalidArgument, match="volume_guest_path: "):
+        await hw.resize_volume("", 0)  # used to resolve to / and resize the root disk
+    with pytest.raises(FailedPrecondition, match="local storages are not block devices"):
+        await hw.resize_volume(vol, 0)
 
 
 def test_unlimited_inodes_are_reported_as_zero() -> None:

@@ -38,11 +38,11 @@ def test_symlink_escape_is_rejected(roots: StorageRoots, tmp_path: Path) -> None
     outside.mkdir()
     (roots.run_dir / "sandbox").mkdir()
     (roots.run_dir / "sandbox" / "evil").symlink_to(outside)
-    with pytest.raises(PermissionDenied, match="resolves to"):
+    with pytest.raises(PermissionDenied, match="leads outside"):
         ensure_dir(roots, str(roots.run_dir / "sandbox" / "evil" / "vol"), what="s")
     assert not (outside / "vol").exists()
 
 
 def test_ensure_dir_creates(roots: StorageRoots) -> None:
-    p = ensure_dir(roots, str(roots.run_dir / "shared" / "containers" / "c1"), what="s")
-    assert p.is_dir()
+    with ensure_dir(roots, str(roots.run_dir / "shared" / "containers" / "c1"), what="s") as p:
+        assert p.path.is_dir()
