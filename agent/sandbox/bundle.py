@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent.errors import AlreadyExists, Internal, InvalidArgument
 from agent.storage import mountinfo
+from oci import safepath
 from oci.spec import Spec
 from oci.syscalls.api import Syscalls
 from oci.syscalls.consts import MNT_DETACH, MS_BIND, MS_REC
@@ -35,35 +36,65 @@ class Bundles:
         return Path(os.path.realpath(self.run_dir)) / container_id
 
     def create(self, container_id: str, root_path: str, spec: Spec) -> Path:
-        """Make the bundle: bind-mount ``root_path`` at ``rootfs``, write ``config.json``."""
+        """Make the bundle: bind-mount ``root_path`` at ``rootfs``, write ``config.json``.
+
+        Everything happens on fds: the bundle and its ``rootfs`` directory are made and opened
+        below run_dir without following a symlink, the source is opened once and bind-mounted
+        through its fd, and ``config.json`` is created (``O_EXCL``) relative to the bundle's."""
         bundle = self.path(container_id)
-        if not os.path.isdir(root_path):
+        try:
+            src = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
             raise InvalidArgument(
                 f"container {container_id}: root.path {root_path} is not a directory"
-            )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            bundle.mkdir(mode=0o711)
-        except FileExistsError:
-            raise AlreadyExists(
-                f"container {container_id}: bundle {bundle} exists (a container with this id "
-                "was not cleaned up)"
             ) from None
-        rootfs = bundle / "rootfs"
         try:
-            rootfs.mkdir()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            root = safepath.open_root(self.run_dir)
             try:
-                self._sys.mount(root_path, str(rootfs), None, MS_BIND | MS_REC, None)
+                os.mkdir(container_id, 0o711, dir_fd=root)
+            except FileExistsError:
+                raise AlreadyExists(
+                    f"container {container_id}: bundle {bundle} exists (a container with this "
+                    "id was not cleaned up)"
+                ) from None
+            finally:
+                os.close(root)
+            try:
+                self._fill(container_id, bundle, src, root_path, spec)
+            except BaseException:
+                self.remove(container_id)
+                raise
+        finally:
+            os.close(src)
+        return bundle
+
+    def _fill(self, container_id: str, bundle: Path, src: int, root_path: str, spec: Spec) -> None:
+        flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        bundle_fd = os.open(bundle, flags)
+        try:
+            os.mkdir("rootfs", dir_fd=bundle_fd)
+            rootfs_fd = os.open("rootfs", flags, dir_fd=bundle_fd)
+            try:
+                self._sys.mount(
+                    safepath.proc_path(src),
+                    safepath.proc_path(rootfs_fd),
+                    None,
+                    MS_BIND | MS_REC,
+                    None,
+                )
             except OSError as err:
                 raise Internal(
-                    f"container {container_id}: bind mount {root_path} on {rootfs}: "
+                    f"container {container_id}: bind mount {root_path} on {bundle}/rootfs: "
                     f"{errno.errorcode.get(err.errno or 0, '?')}: {os.strerror(err.errno or 0)}"
                 ) from err
-            (bundle / "config.json").write_text(spec.to_json())
-        except BaseException:
-            self.remove(container_id)
-            raise
-        return bundle
+            finally:
+                os.close(rootfs_fd)
+            fd = safepath.open_at(bundle_fd, "config.json", os.O_WRONLY, 0o644, create=True)
+            with os.fdopen(fd, "w") as f:
+                f.write(spec.to_json())
+        finally:
+            os.close(bundle_fd)
 
     def remove(self, container_id: str) -> None:
         """Unmount ``rootfs`` (lazily, with whatever is below it) and delete the bundle; a

@@ -129,6 +129,10 @@ def stage1(cfg: InitConfig, sys_: Syscalls, sock: socket.socket) -> None:
     step = "wait for the parent"
     gc.disable()  # a short-lived fork: never let a collection dirty the inherited pages
     try:
+        # Until execve (which makes the container program dumpable again) no process of the
+        # container may open this one's /proc fds, cwd or exe (CVE-2024-21626, CVE-2019-5736):
+        # ptrace access to a non-dumpable process needs CAP_SYS_PTRACE.
+        sys_.set_dumpable(False)
         for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         join = cfg.cgroup_join or tuple(sync.expect(sock, "go", step).get("cgroup") or ())

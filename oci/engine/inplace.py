@@ -76,6 +76,7 @@ def exec_in_caller(cfg: InitConfig, sys_: Syscalls, cgroup_join: tuple[str, ...]
     """Start ``cfg``'s process (mode "exec") from this process; return its pid once it has
     exec'd. Leaves this process inside the container's namespaces (and, on the lean path,
     with the process's credentials): the caller must exit soon after."""
+    sys_.set_dumpable(False)  # as the init's stage 1: inherited by the child until its execve
     lean = is_lean(cfg)
     if lean:
         # Before the mount namespace changes what /proc/self is: nothing of ours but the

@@ -1,10 +1,10 @@
 """Root filesystem set-up inside the container's mount namespace (runs in the init process).
 
 Order (``oci.engine.init`` calls these as named steps): propagation of ``/``, bind of the rootfs
-onto itself, the spec's mounts in order (each destination resolved with ``secure_join`` so a
-symlink cannot lead a mount out of the rootfs), /dev (default devices, links, spec devices),
-then — after the prestart hooks — ``pivot_root`` (or MS_MOVE + chroot when the root is an
-initramfs), read-only root, masked and read-only paths.
+onto itself, the spec's mounts in order (each destination resolved inside the rootfs with
+``oci.safepath`` and mounted through its fd, so a symlink cannot lead a mount out of the rootfs),
+/dev (default devices, links, spec devices), then — after the prestart hooks — ``pivot_root``
+(or MS_MOVE + chroot when the root is an initramfs), read-only root, masked and read-only paths.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import stat
 from dataclasses import dataclass
 
+from oci import safepath
 from oci.syscalls import consts as c
 from oci.syscalls import mountopts
 from oci.syscalls.api import Syscalls
@@ -69,59 +70,54 @@ def plan_mount(
     )
 
 
-class EscapeError(OSError):
-    pass
+def _dest_dir(root: int, path: str) -> int:
+    """``O_PATH`` fd of the directory ``path`` inside the rootfs ``root`` (made if missing),
+    resolved as the container sees it: symlinks, absolute ones included, and ``..`` stay in."""
+    try:
+        return safepath.mkdirs(root, path, 0o755, how=safepath.IN_ROOT)
+    except OSError as err:
+        raise OSError(err.errno, f"mount point: {os.strerror(err.errno or 0)}", path) from None
 
 
-def secure_join(root: str, unsafe: str) -> str:
-    """Resolve ``unsafe`` inside ``root`` following symlinks as if ``root`` were ``/``.
+def _dest_file(root: int, path: str) -> int:
+    """``O_PATH`` fd of the file ``path`` inside the rootfs (created empty if missing, also
+    where a dangling symlink in the image points); never opened for I/O if it exists."""
+    try:
+        return safepath.resolve(root, path, os.O_PATH, how=safepath.IN_ROOT)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise OSError(err.errno, f"mount point: {os.strerror(err.errno or 0)}", path) from None
+    try:
+        os.close(_dest_dir(root, os.path.dirname(path.rstrip("/")) or "/"))
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY
+        os.close(safepath.resolve(root, path, flags, 0o644, how=safepath.IN_ROOT))
+        return safepath.resolve(root, path, os.O_PATH, how=safepath.IN_ROOT)
+    except OSError as err:
+        raise OSError(
+            err.errno, f"create mount point: {os.strerror(err.errno or 0)}", path
+        ) from None
 
-    Absolute symlink targets are taken relative to ``root`` (as the container will see them). A
-    relative symlink that climbs above ``root`` is refused with ``EXDEV`` (runc would silently
-    clamp it; a mount there is almost always an attack or a broken image)."""
-    root = os.path.abspath(root)
-    parts = [p for p in unsafe.split("/") if p and p != "."]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > 255:
-            raise OSError(
-                errno.ELOOP, "too many levels of symbolic links", "/" + "/".join(resolved)
-            )
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        else:
-            depth = len(resolved)
-            for t in target.split("/"):
-                if t == "..":
-                    depth -= 1
-                    if depth < 0:
-                        link = "/" + "/".join([*resolved, part])
-                        raise EscapeError(
-                            errno.EXDEV,
-                            f"symlink {link} -> {target} escapes the container rootfs",
-                            os.path.join(root, link.lstrip("/")),
-                        )
-                elif t and t != ".":
-                    depth += 1
-        parts = [p for p in target.split("/") if p and p != "."] + parts
-    return os.path.join(root, *resolved)
+
+def _top(fd: int, root: int = -1) -> int:
+    """``O_PATH`` fd of the mount just made on ``fd``: a lookup by name from its parent steps
+    into the mount (``fd`` itself stays below it). A directory's parent is reached through
+    ``fd`` itself; a file's (``root`` given) by its real path inside the rootfs."""
+    real = safepath.real_path(fd)
+    name = os.path.basename(real)
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    if root < 0:
+        return os.open(f"{safepath.proc_path(fd)}/../{name}", flags)
+    parent_rel = os.path.relpath(os.path.dirname(real), safepath.real_path(root))
+    parent = safepath.resolve(root, parent_rel, os.O_PATH | os.O_DIRECTORY, how=safepath.IN_ROOT)
+    try:
+        top = os.open(name, flags, dir_fd=parent)
+    finally:
+        os.close(parent)
+    if safepath.mount_id(top) == safepath.mount_id(fd):
+        os.close(top)
+        raise OSError(errno.EBUSY, "the bind mount moved while it was made", real)
+    return top
 
 
 def _mkdir_p(path: str) -> None:
@@ -131,17 +127,6 @@ def _mkdir_p(path: str) -> None:
         pass
     except OSError as err:
         raise OSError(err.errno, f"mkdir: {os.strerror(err.errno or 0)}", path) from None
-
-
-def _touch(path: str) -> None:
-    _mkdir_p(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        os.close(fd)
-    except OSError as err:
-        raise OSError(
-            err.errno, f"create mount point: {os.strerror(err.errno or 0)}", path
-        ) from None
 
 
 def _locked_flags(path: str) -> int:
@@ -176,11 +161,11 @@ def _cgroup_v1_hierarchies() -> list[tuple[str, str]]:
     return out
 
 
-def mount_cgroup(sys: Syscalls, op: MountOp, dest: str, has_cgroupns: bool) -> None:
+def mount_cgroup(sys: Syscalls, op: MountOp, dest_fd: int, has_cgroupns: bool) -> None:
     """A ``cgroup`` mount: cgroup2 on a unified host; per-controller cgroupfs on v1/hybrid."""
     ro = op.flags & c.MS_RDONLY
     base = op.flags & (c.MS_NOSUID | c.MS_NODEV | c.MS_NOEXEC | c.MS_RELATIME)
-    _mkdir_p(dest)
+    dest = safepath.proc_path(dest_fd)
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         sys.mount("cgroup2", dest, "cgroup2", op.flags & ~c.MS_BIND, None)
         return
@@ -188,25 +173,49 @@ def mount_cgroup(sys: Syscalls, op: MountOp, dest: str, has_cgroupns: bool) -> N
         # Without a cgroup namespace the container sees the host's hierarchies (read-only).
         sys.mount("/sys/fs/cgroup", dest, None, c.MS_BIND | c.MS_REC, None)
         if ro:
-            remount_bind(sys, dest, c.MS_RDONLY | base)
+            top = _top(dest_fd)
+            try:
+                remount_bind(sys, safepath.proc_path(top), c.MS_RDONLY | base)
+            finally:
+                os.close(top)
         return
     sys.mount("tmpfs", dest, "tmpfs", base, "mode=755")
-    for name, opts in _cgroup_v1_hierarchies():
-        sub = os.path.join(dest, name)
-        _mkdir_p(sub)
-        sys.mount("cgroup", sub, "cgroup", base | ro, opts)
-    if os.path.isdir("/sys/fs/cgroup/unified"):
-        sub = os.path.join(dest, "unified")
-        _mkdir_p(sub)
-        sys.mount("cgroup2", sub, "cgroup2", base | ro, None)
-    if ro:
-        sys.mount(None, dest, None, c.MS_REMOUNT | c.MS_RDONLY | base, "mode=755")
+    top = _top(dest_fd)  # the new tmpfs: the controllers' directories go there
+    try:
+        tmpfs = safepath.proc_path(top)
+        for name, opts in _cgroup_v1_hierarchies():
+            sub = os.path.join(tmpfs, name)
+            _mkdir_p(sub)
+            sys.mount("cgroup", sub, "cgroup", base | ro, opts)
+        if os.path.isdir("/sys/fs/cgroup/unified"):
+            sub = os.path.join(tmpfs, "unified")
+            _mkdir_p(sub)
+            sys.mount("cgroup2", sub, "cgroup2", base | ro, None)
+        if ro:
+            sys.mount(None, tmpfs, None, c.MS_REMOUNT | c.MS_RDONLY | base, "mode=755")
+    finally:
+        os.close(top)
 
 
 def mount_one(sys: Syscalls, rootfs: str, op: MountOp, *, has_cgroupns: bool) -> None:
-    dest = secure_join(rootfs, op.destination)
-    if op.fstype in ("cgroup", "cgroup2") and not op.is_bind and op.fstype == "cgroup":
-        mount_cgroup(sys, op, dest, has_cgroupns)
+    """One spec mount. The destination is resolved inside the rootfs (``oci.safepath``,
+    ``IN_ROOT``: a symlink in the image cannot lead it out) and the mount made on the
+    directory found, through its fd (``/proc/self/fd/N``); later steps (remount flags,
+    propagation) act on the new mount's own fd."""
+    root = safepath.open_root(rootfs)
+    try:
+        _mount_one(sys, root, op, has_cgroupns)
+    finally:
+        os.close(root)
+
+
+def _mount_one(sys: Syscalls, root: int, op: MountOp, has_cgroupns: bool) -> None:
+    if op.fstype == "cgroup" and not op.is_bind:
+        dest_fd = _dest_dir(root, op.destination)
+        try:
+            mount_cgroup(sys, op, dest_fd, has_cgroupns)
+        finally:
+            os.close(dest_fd)
         return
     if op.is_bind:
         src = op.source or ""
@@ -215,23 +224,25 @@ def mount_one(sys: Syscalls, rootfs: str, op: MountOp, *, has_cgroupns: bool) ->
             os.stat(src)
         except OSError as err:
             raise OSError(err.errno, f"bind source: {os.strerror(err.errno or 0)}", src) from None
-        if is_dir:
-            _mkdir_p(dest)
-        elif not os.path.lexists(dest):
-            _touch(dest)
-        sys.mount(src, dest, "bind", op.flags & (c.MS_BIND | c.MS_REC), None)
-        extra = op.flags & ~(c.MS_BIND | c.MS_REC | c.MS_REMOUNT)
-        if extra:
-            remount_bind(sys, dest, extra, op.clear)
-    else:
-        if op.fstype in ("proc", "sysfs"):
-            if os.path.islink(dest):
-                raise OSError(errno.ENOTDIR, f"{op.fstype} mount destination is a symlink", dest)
-            if os.path.exists(dest) and not os.path.isdir(dest):
-                raise OSError(
-                    errno.ENOTDIR, f"{op.fstype} mount destination is not a directory", dest
-                )
-        _mkdir_p(dest)
+        dest_fd = _dest_dir(root, op.destination) if is_dir else _dest_file(root, op.destination)
+        try:
+            sys.mount(src, safepath.proc_path(dest_fd), "bind", op.flags & (c.MS_BIND | c.MS_REC))
+            top = _top(dest_fd) if is_dir else _top(dest_fd, root)
+        finally:
+            os.close(dest_fd)
+        try:
+            extra = op.flags & ~(c.MS_BIND | c.MS_REC | c.MS_REMOUNT)
+            if extra:
+                remount_bind(sys, safepath.proc_path(top), extra, op.clear)
+            _propagate(sys, op, top)
+        finally:
+            os.close(top)
+        return
+    if op.fstype in ("proc", "sysfs"):
+        _check_pseudo_fs_destination(root, op)
+    dest_fd = _dest_dir(root, op.destination)
+    try:
+        dest = safepath.proc_path(dest_fd)
         try:
             sys.mount(op.source or op.fstype, dest, op.fstype, op.flags, op.data)
         except OSError as err:
@@ -239,13 +250,48 @@ def mount_one(sys: Syscalls, rootfs: str, op: MountOp, *, has_cgroupns: bool) ->
                 # sysfs cannot be mounted without owning the network namespace: runc falls
                 # back to a read-only recursive bind of the host's /sys.
                 sys.mount("/sys", dest, None, c.MS_BIND | c.MS_REC, None)
-                remount_bind(sys, dest, c.MS_RDONLY | (op.flags & ~c.MS_RDONLY))
+                top = _top(dest_fd)
+                try:
+                    remount_bind(
+                        sys, safepath.proc_path(top), c.MS_RDONLY | (op.flags & ~c.MS_RDONLY)
+                    )
+                finally:
+                    os.close(top)
             elif op.fstype == "mqueue" and err.errno in (errno.EPERM, errno.EINVAL):
                 sys.mount("/dev/mqueue", dest, None, c.MS_BIND | c.MS_REC, None)
             else:
                 raise
+        if op.propagation:
+            top = _top(dest_fd)
+            try:
+                _propagate(sys, op, top)
+            finally:
+                os.close(top)
+    finally:
+        os.close(dest_fd)
+
+
+def _propagate(sys: Syscalls, op: MountOp, top: int) -> None:
     for p in op.propagation:
-        sys.mount(None, dest, None, p, None)
+        sys.mount(None, safepath.proc_path(top), None, p, None)
+
+
+def _check_pseudo_fs_destination(root: int, op: MountOp) -> None:
+    """proc and sysfs only on a real directory (runc's rule: never through a symlink)."""
+    try:
+        fd = safepath.resolve(root, op.destination, os.O_PATH | os.O_NOFOLLOW, how=safepath.IN_ROOT)
+    except FileNotFoundError:
+        return
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISLNK(mode):
+        raise OSError(errno.ENOTDIR, f"{op.fstype} mount destination is a symlink", op.destination)
+    if not stat.S_ISDIR(mode):
+        raise OSError(
+            errno.ENOTDIR, f"{op.fstype} mount destination is not a directory", op.destination
+        )
 
 
 DEFAULT_DEVICES: tuple[tuple[str, int, int], ...] = (
@@ -278,34 +324,73 @@ def create_device(
     gid: int,
     bind: bool,
 ) -> None:
-    dest = secure_join(rootfs, path)
-    _mkdir_p(os.path.dirname(dest))
-    if bind:
-        if not os.path.lexists(dest):
-            _touch(dest)
-        sys.mount(path, dest, "bind", c.MS_BIND, None)
-        return
-    if kind in ("c", "u"):
-        fmt = stat.S_IFCHR
-    elif kind == "b":
-        fmt = stat.S_IFBLK
-    elif kind == "p":
-        fmt = stat.S_IFIFO
-    else:
-        raise OSError(errno.EINVAL, f'unknown device type "{kind}"', path)
-    if os.path.lexists(dest):
-        os.unlink(dest)
-    sys.mknod(dest, fmt | (mode & 0o7777), os.makedev(major, minor))
-    sys.chown(dest, uid, gid)
+    """A device node (or a bind of the host's, in a user namespace) at ``path`` in the rootfs;
+    its directory is resolved inside the rootfs and everything happens relative to its fd."""
+    root = safepath.open_root(rootfs)
+    try:
+        parent = _dest_dir(root, os.path.dirname(path) or "/")
+    finally:
+        os.close(root)
+    name = os.path.basename(path)
+    at = f"{safepath.proc_path(parent)}/{name}"
+    try:
+        if bind:
+            try:
+                node = safepath.open_at(parent, name, os.O_PATH, kinds=_ANY_KIND)
+            except FileNotFoundError:
+                os.close(safepath.open_at(parent, name, os.O_RDONLY, 0o644, create=True))
+                node = safepath.open_at(parent, name, os.O_PATH, kinds=_ANY_KIND)
+            try:
+                sys.mount(path, safepath.proc_path(node), "bind", c.MS_BIND, None)
+            finally:
+                os.close(node)
+            return
+        if kind in ("c", "u"):
+            fmt = stat.S_IFCHR
+        elif kind == "b":
+            fmt = stat.S_IFBLK
+        elif kind == "p":
+            fmt = stat.S_IFIFO
+        else:
+            raise OSError(errno.EINVAL, f'unknown device type "{kind}"', path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent)
+        sys.mknod(at, fmt | (mode & 0o7777), os.makedev(major, minor))
+        node = safepath.open_at(parent, name, os.O_PATH, kinds=_ANY_KIND)
+        try:
+            sys.chown(safepath.proc_path(node), uid, gid)  # the node made, not a swapped name
+        finally:
+            os.close(node)
+    finally:
+        os.close(parent)
+
+
+_ANY_KIND = (
+    stat.S_IFREG,
+    stat.S_IFDIR,
+    stat.S_IFCHR,
+    stat.S_IFBLK,
+    stat.S_IFIFO,
+    stat.S_IFSOCK,
+)
 
 
 def setup_dev_links(rootfs: str) -> None:
-    for target, link in DEV_LINKS:
-        dest = secure_join(rootfs, link)
-        if link == "/dev/ptmx" and os.path.lexists(dest):
-            os.unlink(dest)
-        with contextlib.suppress(FileExistsError):
-            os.symlink(target, dest)
+    root = safepath.open_root(rootfs)
+    try:
+        dev = _dest_dir(root, "/dev")
+    finally:
+        os.close(root)
+    try:
+        for target, link in DEV_LINKS:
+            name = os.path.basename(link)
+            if link == "/dev/ptmx":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dev)
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, name, dir_fd=dev)
+    finally:
+        os.close(dev)
 
 
 def set_root_propagation(sys: Syscalls, propagation: str | None) -> None:

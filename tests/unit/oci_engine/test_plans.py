@@ -6,10 +6,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from oci import safepath
 from oci import spec as ocispec
 from oci.engine import rootfs as rfs
 from oci.engine import sync
@@ -59,26 +61,50 @@ def test_plan_mount_makes_relative_bind_source_absolute() -> None:
     assert "/data" in op.describe()
 
 
-def test_secure_join(tmp_path: Path) -> None:
+@pytest.fixture(params=["openat2", "walk"])
+def resolver(request: pytest.FixtureRequest) -> Iterator[None]:
+    safepath.set_openat2(None if request.param == "openat2" else False)
+    yield
+    safepath.set_openat2(None)
+
+
+@pytest.mark.usefixtures("resolver")
+def test_mount_destinations_resolve_inside_the_rootfs(tmp_path: Path) -> None:
+    """As the container sees its rootfs: absolute links are rooted there and a link that
+    climbs out is clamped at the rootfs (the kernel's RESOLVE_IN_ROOT, as runc)."""
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     os.symlink("/etc", root / "abs")
     (root / "sub").mkdir()
     os.symlink("../etc", root / "sub" / "rel")
     os.symlink("../../../../../../../../tmp", root / "evil")
-    assert rfs.secure_join(str(root), "/abs/x") == str(root / "etc" / "x")
-    assert rfs.secure_join(str(root), "sub/rel/x") == str(root / "etc" / "x")
-    assert rfs.secure_join(str(root), "/../../x") == str(root / "x")
-    with pytest.raises(OSError, match="escapes the container rootfs") as err:
-        rfs.secure_join(str(root), "/evil/x")
-    assert err.value.errno == errno.EXDEV
+    fd = safepath.open_root(root)
+    try:
+        for dest, expect in (
+            ("/abs/x", root / "etc" / "x"),
+            ("sub/rel/y", root / "etc" / "y"),
+            ("/../../z", root / "z"),
+            ("/evil/w", root / "tmp" / "w"),
+        ):
+            made = rfs._dest_dir(fd, dest)
+            assert safepath.real_path(made) == str(expect)
+            os.close(made)
+    finally:
+        os.close(fd)
+    assert not Path("/tmp/w").exists()
 
 
-def test_secure_join_symlink_loop(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("resolver")
+def test_mount_destination_symlink_loop(tmp_path: Path) -> None:
     os.symlink("b", tmp_path / "a")
     os.symlink("a", tmp_path / "b")
-    with pytest.raises(OSError, match="too many levels"):
-        rfs.secure_join(str(tmp_path), "/a/x")
+    fd = safepath.open_root(tmp_path)
+    try:
+        with pytest.raises(OSError, match="mount point") as info:
+            rfs._dest_dir(fd, "/a/x")
+        assert info.value.errno == errno.ELOOP
+    finally:
+        os.close(fd)
 
 
 def _process(**kw: object) -> ocispec.Process:
