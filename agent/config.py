@@ -68,6 +68,12 @@ class ServerConfig:
     server_addr: str = DEFAULT_SERVER_ADDR
     # gRPC (grpc.aio) listener with the same servicers; None = off (grpcio not even imported).
     grpc_addr: str | None = None
+    # ttrpc connection limits (agent.rpc.server.ConnectionLimits): a connection that sends no
+    # byte inside a frame for this long is closed; partial frames of all connections together
+    # hold at most frame_memory bytes (beyond a small allowance each); at most max_connections.
+    idle_frame_timeout: float = 30.0
+    frame_memory: int = 16 << 20
+    max_connections: int = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +222,31 @@ def parse_seconds(option: str, value: object) -> float:
     return float(number)
 
 
+_BYTE_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_bytes(option: str, value: object) -> int:
+    """A size in bytes > 0, with an optional K, M or G suffix (powers of 1024)."""
+    if isinstance(value, bool):
+        raise ConfigError(option, value, "expected a size in bytes (e.g. 16M)")
+    text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+    suffix = text[-1:] if text[-1:] in ("k", "m", "g") else ""
+    try:
+        number = int(text[: len(text) - len(suffix)]) * _BYTE_SUFFIXES[suffix]
+    except ValueError:
+        raise ConfigError(option, value, "expected a size in bytes (e.g. 16M)") from None
+    if number <= 0:
+        raise ConfigError(option, value, "expected a size in bytes > 0")
+    return number
+
+
+def parse_positive(option: str, value: object) -> int:
+    number = parse_uint(option, value)
+    if number == 0:
+        raise ConfigError(option, value, "expected an integer > 0")
+    return number
+
+
 def parse_log_level(option: str, value: object) -> str:
     level = _LOG_LEVEL_ALIASES.get(str(value).strip().lower())
     if level is None:
@@ -318,6 +349,18 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("agent.server_addr", "server_addr", ("server", "server_addr"), parse_server_addr),
     Option(None, "grpc_addr", ("server", "grpc_addr"), parse_grpc_addr),
+    Option(
+        "agent.idle_frame_timeout",
+        "idle_frame_timeout",
+        ("server", "idle_frame_timeout"),
+        parse_seconds,
+    ),
+    Option(
+        "agent.frame_memory_limit", "frame_memory_limit", ("server", "frame_memory"), parse_bytes
+    ),
+    Option(
+        "agent.max_connections", "max_connections", ("server", "max_connections"), parse_positive
+    ),
     Option("agent.log", "log_level", ("log", "level"), parse_log_level),
     Option("agent.log_vport", "log_vport", ("log", "vport"), parse_port),
     Option("agent.debug_console", "debug_console", ("debug_console", "enabled"), parse_bool, True),
@@ -383,7 +426,13 @@ _BY_TOML = {o.toml: o for o in OPTIONS if o.toml}
 # The TOML file may group our own settings in tables too: [paths] run_dir = ..., [server] ...
 _TOML_TABLES = {
     "paths": {"run_dir", "sandbox_ns_dir", "policy_file"},
-    "server": {"server_addr", "grpc_addr"},
+    "server": {
+        "server_addr",
+        "grpc_addr",
+        "idle_frame_timeout",
+        "frame_memory_limit",
+        "max_connections",
+    },
 }
 
 

@@ -29,6 +29,13 @@ def _abs_path(option: str, value: object) -> Path:
 FLAG_TARGETS: dict[str, tuple[str, tuple[str, ...], cfg.Parser]] = {
     "server_addr": ("--server-addr", ("server", "server_addr"), cfg.parse_server_addr),
     "grpc_addr": ("--grpc-addr", ("server", "grpc_addr"), cfg.parse_grpc_addr),
+    "idle_frame_timeout": (
+        "--idle-frame-timeout",
+        ("server", "idle_frame_timeout"),
+        cfg.parse_seconds,
+    ),
+    "frame_memory_limit": ("--frame-memory-limit", ("server", "frame_memory"), cfg.parse_bytes),
+    "max_connections": ("--max-connections", ("server", "max_connections"), cfg.parse_positive),
     "log_level": ("--log-level", ("log", "level"), cfg.parse_log_level),
     "log_vport": ("--log-vport", ("log", "vport"), cfg.parse_port),
     "hotplug_timeout": ("--hotplug-timeout", ("timeouts", "hotplug"), cfg.parse_seconds),
@@ -68,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen address: vsock://CID:PORT, unix:///path, unix://@name, serial:///dev/...",
     )
     p.add_argument("--grpc-addr", help="also serve gRPC on unix:///path or vsock://CID:PORT")
+    p.add_argument(
+        "--idle-frame-timeout", help="close a connection idle inside a frame this long (30 s)"
+    )
+    p.add_argument(
+        "--frame-memory-limit", help="memory for partial frames of all connections (16M)"
+    )
+    p.add_argument("--max-connections", help="refuse connections beyond this many (128)")
     p.add_argument("--log-level", help="trace, debug, info, warn, error or critical")
     p.add_argument("--log-vport", help="send logs to the first connection on this vsock port")
     p.add_argument("--hotplug-timeout", help="seconds to wait for a hot-plugged device")

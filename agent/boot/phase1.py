@@ -34,7 +34,7 @@ from agent.rpc.dispatch import AGENT_SERVICE, HEALTH_SERVICE, Dispatcher
 from agent.rpc.early import Handover
 from agent.rpc.early_serial import SerialHandover
 from agent.rpc.health_servicer import HealthServicer
-from agent.rpc.server import TtrpcServer
+from agent.rpc.server import ConnectionLimits, TtrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,14 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
 
     dispatcher = Dispatcher({HEALTH_SERVICE: HealthServicer()}, deferred=[AGENT_SERVICE])
-    server = TtrpcServer(dispatcher)
+    server = TtrpcServer(
+        dispatcher,
+        ConnectionLimits(
+            idle_frame_timeout=config.server.idle_frame_timeout,
+            frame_memory=config.server.frame_memory,
+            max_connections=config.server.max_connections,
+        ),
+    )
     closers: list[Callable[[], Any]] = []
     try:
         if config.log.vport and log_sink is not None:

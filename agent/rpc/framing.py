@@ -53,7 +53,7 @@ def encode(stream_id: int, type_: int, data: bytes, flags: int = 0) -> bytes:
 class FrameParser:
     """Incremental parser: ``feed(bytes) -> list[Event]``. Memory use is bounded by one frame."""
 
-    __slots__ = ("_buf", "_head", "_need", "_parts", "_skip", "max_message")
+    __slots__ = ("_buf", "_head", "_length", "_need", "_parts", "_skip", "max_message")
 
     def __init__(self, max_message: int = MAX_MESSAGE) -> None:
         self._buf = bytearray()
@@ -63,6 +63,7 @@ class FrameParser:
         # it and converting the slice (three copies of every byte, each into fresh memory).
         self._parts: list[bytes | memoryview] = []
         self._need = 0
+        self._length = 0
         self._head = (0, 0, 0)
         self.max_message = max_message
 
@@ -74,13 +75,21 @@ class FrameParser:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) + sum(len(p) for p in self._parts)
+        """Bytes held for the frame in progress."""
+        return len(self._buf) + (self._length - self._need if self._need else 0)
+
+    @property
+    def pending(self) -> bool:
+        """Inside a frame: part of a header or body received (or an oversized body being
+        skipped), the rest not yet."""
+        return bool(self._buf) or self._need > 0 or self._skip > 0
 
     def _collect(
         self, sid: int, typ: int, flags: int, length: int, body: bytes | memoryview
     ) -> None:
         self._head = (sid, typ, flags)
         self._parts = [body]
+        self._length = length
         self._need = length - len(body)
 
     def feed(self, chunk: bytes) -> list[Event]:

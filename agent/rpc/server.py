@@ -34,7 +34,23 @@ response longer than 4 MiB             RESOURCE_EXHAUSTED instead of the respons
 too many calls in flight (4096)        RESOURCE_EXHAUSTED
 > 64 MiB of requests in flight         the connection is not read until calls finish
 unknown frame type, stray Response     ignored (as the Go and Rust servers do)
+no byte inside a frame for 30 s        the connection is closed (``idle_frame_timeout``)
+partial frames over the memory bound   the connection waits; the oldest stalled frame's
+                                       connection is closed (``FrameMemory``)
+more than ``max_connections``          a new connection is closed at once
 =====================================  ==================================================
+
+Connection limits (``ConnectionLimits``, from ``agent.config.ServerConfig``): a peer that stops
+inside a frame, or many peers that each hold most of a 4 MiB frame, must not hold the agent's
+memory. Each connection may buffer ``FRAME_ALLOWANCE`` bytes of a partial frame freely (every
+ordinary request fits); beyond that the bytes are charged to one budget shared by all connections
+(``frame_memory``). A connection that needs more than is left stops being read (its bytes stay in
+the kernel's socket buffer) until memory is given back; and while anyone waits, the connection
+whose partial frame started longest ago (at least ``EVICT_AFTER`` seconds) is closed. So the agent
+holds at most ``frame_memory`` plus, per connection, the allowance and one read, and a live shim
+that sends a large frame is served within seconds even while other connections stall. A serial
+port (one host stream, which closing could not resynchronise) is exempt from the idle timeout and
+the connection cap, not from the memory budget.
 """
 
 from __future__ import annotations
@@ -48,6 +64,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError, Message
@@ -71,6 +88,9 @@ MAX_IN_FLIGHT = 4096
 IN_FLIGHT_HIGH = 64 << 20
 IN_FLIGHT_LOW = 32 << 20
 _JOIN_MAX = 64 << 10  # a larger payload is written after its prefix without a joining copy
+FRAME_ALLOWANCE = 64 << 10  # partial-frame bytes a connection holds outside the shared budget
+EVICT_AFTER = 2.0  # seconds a partial frame may take before it can be evicted under pressure
+_REFUSED_LOG_INTERVAL = 5.0
 _OK_STATUS = (
     b"\x0a\x00"  # Response.status = an explicit empty google.rpc.Status (as the Rust agent)
 )
@@ -91,6 +111,81 @@ peer_credentials: contextvars.ContextVar[PeerCredentials | None] = contextvars.C
     "peer_credentials", default=None
 )
 _UCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Per-server limits on what connections may hold (see the module docstring)."""
+
+    idle_frame_timeout: float = 30.0
+    frame_memory: int = 16 << 20
+    max_connections: int = 128
+
+
+class FrameMemory:
+    """The memory partial frames hold, across all connections of one server."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        allowance: int = FRAME_ALLOWANCE,
+        evict_after: float = EVICT_AFTER,
+    ) -> None:
+        self.limit = limit
+        self.allowance = allowance
+        self.evict_after = evict_after
+        self.used = 0
+        self.evicted = 0
+        self._held: dict[Connection, int] = {}
+        self._waiting: dict[Connection, None] = {}  # insertion-ordered: woken first come first
+        self._timer: asyncio.TimerHandle | None = None
+
+    def charge(self, conn: Connection, buffered: int) -> bool:
+        """``conn`` now holds ``buffered`` bytes of a partial frame; False: over the budget,
+        the connection must stop reading until ``Connection.memory_available``."""
+        need = max(0, buffered - self.allowance)
+        old = self._held.get(conn, 0)
+        self.used += need - old
+        if need:
+            self._held[conn] = need
+        else:
+            self._held.pop(conn, None)
+            self._waiting.pop(conn, None)
+        if need < old:
+            self._wake()
+        if need and self.used > self.limit:
+            self._waiting[conn] = None
+            self._relieve()
+            return False
+        return True
+
+    def release(self, conn: Connection) -> None:
+        self._waiting.pop(conn, None)
+        self.charge(conn, 0)
+
+    def _wake(self) -> None:
+        while self._waiting and self.used <= self.limit:
+            conn = next(iter(self._waiting))
+            del self._waiting[conn]
+            conn.memory_available()
+
+    def _relieve(self) -> None:
+        """Someone waits: close the connections whose partial frames started longest ago, as
+        long as that was at least ``evict_after`` ago; else look again when it will be."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        while self._waiting and self.used > self.limit and self._held:
+            oldest = min(self._held, key=lambda c: c.frame_started)
+            due = oldest.frame_started + self.evict_after
+            if due > loop.time():
+                self._timer = loop.call_at(due, self._relieve)
+                return
+            self.evicted += 1
+            oldest.evict(self.evict_after)  # releases its charge (connection_lost)
+            self._held.pop(oldest, None)
 
 
 def encode_ok(payload: bytes) -> bytes:
@@ -117,8 +212,12 @@ class Connection(asyncio.Protocol):
         stats: ServerStats,
         shared_stream: bool = False,
         with_credentials: bool = False,
+        limits: ConnectionLimits | None = None,
+        memory: FrameMemory | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._limits = limits or ConnectionLimits()
+        self._memory = memory or FrameMemory(self._limits.frame_memory)
         self._peer = peer
         self._stats = stats
         self._with_credentials = with_credentials
@@ -132,7 +231,13 @@ class Connection(asyncio.Protocol):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._sizes: dict[int, int] = {}
         self._in_flight_bytes = 0
-        self._reading_paused = False
+        self._reading_paused = False  # back-pressure: requests in flight
+        self._memory_paused = False  # waiting for partial-frame memory
+        self._refused = False
+        self._charged = False
+        self.frame_started = 0.0  # loop time the partial frame began (0: not inside a frame)
+        self._frame_progress = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._hangup_timer: asyncio.TimerHandle | None = None
         self._can_write: asyncio.Event | None = None
         self._loop = asyncio.get_running_loop()
@@ -142,6 +247,22 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        if not self._shared_stream and self._stats.connections >= self._limits.max_connections:
+            self._refused = True
+            self._stats.refused += 1
+            now = time.monotonic()
+            if now - self._stats.refused_logged >= _REFUSED_LOG_INTERVAL:
+                self._stats.refused_logged = now
+                log.warning(
+                    "connection refused: too many connections",
+                    extra={
+                        "peer": self._peer,
+                        "limit": self._limits.max_connections,
+                        "refused_so_far": self._stats.refused,
+                    },
+                )
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self._stats.connections += 1
         if self._with_credentials:
             sock = transport.get_extra_info("socket")
@@ -151,19 +272,96 @@ class Connection(asyncio.Protocol):
         log.debug("connection opened", extra={"peer": self._peer})
 
     def data_received(self, data: bytes) -> None:
-        for event in self._parser.feed(data):
+        if self._refused:
+            return
+        events = self._parser.feed(data)
+        for event in events:
             if self._transport is None:
                 return  # a reply written here failed and closed the connection: drop the rest
             if isinstance(event, framing.Frame):
                 self._on_frame(event)
             else:
                 self._on_oversized(event)
+        if self._parser.pending:
+            self._in_frame(bool(events))
+        elif self.frame_started:
+            self.frame_started = 0.0
+            if self._charged:
+                self._charge(0)
+
+    # -- partial frames: idle timeout and memory ---------------------------------------------
+
+    def _in_frame(self, new_frame: bool) -> None:
+        now = self._loop.time()
+        if new_frame or not self.frame_started:
+            self.frame_started = now
+        self._frame_progress = now
+        if self._idle_timer is None and not self._shared_stream and self._transport is not None:
+            self._idle_timer = self._loop.call_at(
+                now + self._limits.idle_frame_timeout, self._check_idle
+            )
+        buffered = self._parser.buffered
+        if buffered > self._memory.allowance or self._charged:
+            self._charge(buffered)
+
+    def _charge(self, buffered: int) -> None:
+        ok = self._memory.charge(self, buffered)
+        self._charged = buffered > self._memory.allowance
+        if not ok and not self._memory_paused and self._transport is not None:
+            self._memory_paused = True
+            self._transport.pause_reading()
+            log.debug("connection waits for frame memory", extra={"peer": self._peer})
+
+    def memory_available(self) -> None:
+        """``FrameMemory``: the budget has room again; read on."""
+        if not self._memory_paused:
+            return
+        self._memory_paused = False
+        transport = self._transport
+        if transport is not None and not self._reading_paused and not transport.is_closing():
+            transport.resume_reading()
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        transport = self._transport
+        if transport is None or not self._parser.pending:
+            return
+        timeout = self._limits.idle_frame_timeout
+        if self._loop.time() - self._frame_progress >= timeout:
+            self._stats.stalled_closed += 1
+            log.warning(
+                "closing connection: no progress inside a frame",
+                extra={"peer": self._peer, "seconds": timeout, "buffered": self._parser.buffered},
+            )
+            transport.abort()
+            return
+        self._idle_timer = self._loop.call_at(self._frame_progress + timeout, self._check_idle)
+
+    def evict(self, after: float) -> None:
+        """``FrameMemory``: close this connection to free the memory of its partial frame."""
+        self._stats.evicted += 1
+        log.warning(
+            "closing connection: partial frame memory is exhausted and its frame is the oldest",
+            extra={"peer": self._peer, "frame_seconds": after, "buffered": self._parser.buffered},
+        )
+        if self._transport is not None:
+            self._transport.abort()
+        self._memory.release(self)
+        self._charged = False
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._refused:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._charged or self._memory_paused:
+            self._memory.release(self)
+            self._charged = self._memory_paused = False
         if self._hangup_timer is not None:
             self._hangup_timer.cancel()
             self._hangup_timer = None
@@ -280,7 +478,11 @@ class Connection(asyncio.Protocol):
             if self._hangup_timer is not None:
                 self._hangup_timer.cancel()
                 self._hangup_timer = None
-            if self._transport is not None and not self._transport.is_closing():
+            if (
+                self._transport is not None
+                and not self._transport.is_closing()
+                and not self._memory_paused
+            ):
                 self._transport.resume_reading()
 
     def _check_hangup(self) -> None:
@@ -443,12 +645,13 @@ class Connection(asyncio.Protocol):
 
 def _decode_request(method: Method, payload: bytes) -> Message:
     try:
-        return method.request_type.FromString(payload)
+        req = method.request_type.FromString(payload)
     except DecodeError as err:
         raise RpcError(
             Code.INVALID_ARGUMENT,
             f"{method.path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
         ) from None
+    return req
 
 
 def _encode_reply(
@@ -483,20 +686,40 @@ def _encode_reply(
 class ServerStats:
     """Counters for metrics and tests."""
 
-    __slots__ = ("calls", "connections", "protocol_errors")
+    __slots__ = (
+        "calls",
+        "connections",
+        "evicted",
+        "protocol_errors",
+        "refused",
+        "refused_logged",
+        "stalled_closed",
+    )
 
     def __init__(self) -> None:
         self.calls = 0
         self.connections = 0
         self.protocol_errors = 0
+        self.refused = 0  # connections closed at once: over max_connections
+        self.refused_logged = -_REFUSED_LOG_INTERVAL  # time.monotonic() of the last such log
+        self.stalled_closed = 0  # closed: no progress inside a frame (idle_frame_timeout)
+        self.evicted = 0  # closed: the oldest partial frame while frame memory was exhausted
 
 
 class TtrpcServer:
     """Serves a ``Dispatcher`` on any number of listeners (``agent.rpc.transport``)."""
 
-    def __init__(self, dispatcher: Dispatcher, *, peer_credentials: bool = False) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        limits: ConnectionLimits | None = None,
+        *,
+        peer_credentials: bool = False,
+    ) -> None:
         self.dispatcher = dispatcher
         self.stats = ServerStats()
+        self.limits = limits or ConnectionLimits()
+        self.memory = FrameMemory(self.limits.frame_memory)
         self._listeners: list[Any] = []
         self._peer_credentials = peer_credentials
 
@@ -510,6 +733,8 @@ class TtrpcServer:
                 stats=self.stats,
                 shared_stream=shared_stream,
                 with_credentials=self._peer_credentials,
+                limits=self.limits,
+                memory=self.memory,
             )
 
         return make

@@ -191,7 +191,8 @@ class FdTransport(asyncio.Transport):
         self._close_callbacks: list[Callable[[FdTransport], None]] = []
         os.set_blocking(fd, False)
         protocol.connection_made(self)
-        self._loop.add_reader(fd, self._on_readable)
+        if not self._closing:  # the protocol may refuse the connection right away
+            self._loop.add_reader(fd, self._on_readable)
 
     def on_close(self, callback: Callable[[FdTransport], None]) -> None:
         self._close_callbacks.append(callback)

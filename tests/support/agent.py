@@ -211,20 +211,30 @@ def wait_ready(agent: AgentProcess, timeout: float = 30.0) -> None:
 
 
 def check_once(target: str, timeout: float = 5.0, frame: bytes = CHECK_FRAME) -> bool:
-    """One request frame (Health.Check by default); True when a Response frame comes back."""
+    """One request frame (Health.Check by default) on a new connection; True when a Response
+    frame comes back."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(target)
-            sock.sendall(frame)
-            reply = b""
-            while len(reply) < 10:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    return False
-                reply += chunk
         except OSError:
             return False
+        return check_on(sock, frame)
+
+
+def check_on(sock: socket.socket, frame: bytes = CHECK_FRAME) -> bool:
+    """One request frame (Health.Check by default) on ``sock``; True when a Response frame
+    comes back (its 10-byte header and the Check reply's 6 bytes are read)."""
+    try:
+        sock.sendall(frame)
+        reply = b""
+        while len(reply) < 10 or len(reply) < 10 + struct.unpack_from(">I", reply)[0]:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return False
+            reply += chunk
+    except OSError:
+        return False
     return reply[8] == 2  # a Response frame
 
 
@@ -271,7 +281,8 @@ def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
 #   * SetPolicy is removed (a contract method without a handler -> UNIMPLEMENTED);
 #   * SetGuestDateTime's clock is a fake that logs "fake clock set" instead of touching the host;
 #   * KATA_TEST_STDIO_GRACE in the environment: the grace period (seconds) after which the stdio
-#     of an exited process nobody reads is released (agent.sandbox.process), instead of a minute.
+#     of an exited process nobody reads is released (agent.sandbox.process), instead of a minute;
+#   * with KATA_TEST_FAKE_HW=<dir>: CPU/memory hot-plug act on <dir>/sys, reseeding on <dir>/random.
 
 
 def _test_main(argv: list[str]) -> int:
@@ -285,12 +296,22 @@ def _test_main(argv: list[str]) -> int:
     real_build_servicers = app.build_servicers
     real_build_services = app.build_services
 
+    fake_hw = os.environ.get("KATA_TEST_FAKE_HW")  # a directory: sysfs and /dev/random there
+
     def build_services(config: Any) -> Any:
         services = real_build_services(config)
+        if fake_hw:  # the real builder, pointed at the fake sysfs
+            from agent.services.hardware import HardwareService
+
+            build = HardwareService.build.__func__  # type: ignore[attr-defined]
+            HardwareService.build = classmethod(  # type: ignore[method-assign,assignment]
+                lambda cls, **kw: build(cls, **{**kw, "sysfs": Path(fake_hw) / "sys"})
+            )
         services.guest = GuestService(
             config,
             set_clock=lambda t: log.info("fake clock set", extra={"clock": t}),
             storage_handlers=services.guest.storage_handlers,
+            random_device=Path(fake_hw) / "random" if fake_hw else GuestService.random_device,
         )
         return services
 

@@ -98,6 +98,11 @@ def test_defaults_are_katas() -> None:
         ("systemd.unified_cgroup_hierarchy=1", ("unified_cgroup_hierarchy",), True),
         ("cgroup_no_v1=all", ("unified_cgroup_hierarchy",), True),
         ("cgroup_no_v1=memory", ("unified_cgroup_hierarchy",), False),
+        ("agent.idle_frame_timeout=5", ("server", "idle_frame_timeout"), 5.0),
+        ("agent.frame_memory_limit=8M", ("server", "frame_memory"), 8 << 20),
+        ("agent.frame_memory_limit=512KiB", ("server", "frame_memory"), 512 << 10),
+        ("agent.frame_memory_limit=1000000", ("server", "frame_memory"), 1000000),
+        ("agent.max_connections=16", ("server", "max_connections"), 16),
     ],
 )
 def test_cmdline_options(cmdline: str, attr: tuple[str, ...], expected: object) -> None:
@@ -134,6 +139,10 @@ def test_cmdline_options(cmdline: str, attr: tuple[str, ...], expected: object) 
             "agent.container_pipe_size",
             'agent.container_pipe_size: invalid value "": expected a value',
         ),
+        ("agent.frame_memory_limit=lots", "expected a size in bytes (e.g. 16M)"),
+        ("agent.frame_memory_limit=0", "expected a size in bytes > 0"),
+        ("agent.max_connections=0", 'agent.max_connections: invalid value "0": expected an'),
+        ("agent.idle_frame_timeout=-3", "agent.idle_frame_timeout: invalid value"),
     ],
 )
 def test_cmdline_errors_name_the_option(cmdline: str, message: str) -> None:
@@ -203,6 +212,17 @@ def test_toml_errors(text: str, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_toml_connection_limits() -> None:
+    values = cfg.parse_toml(
+        'max_connections = 8\n[server]\nidle_frame_timeout = 2\nframe_memory_limit = "4M"\n'
+    )
+    assert values == {
+        ("server", "max_connections"): 8,
+        ("server", "idle_frame_timeout"): 2.0,
+        ("server", "frame_memory"): 4 << 20,
+    }
+
+
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match=r'config file: invalid value "/nope\.toml": No such'):
         load(config_file="/nope.toml")
@@ -267,6 +287,9 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
             'kata-agent: --server-addr: invalid value "tcp://x": unknown scheme "tcp"',
         ),
         (["--log-level", "verbose"], 'kata-agent: --log-level: invalid value "verbose"'),
+        (["--max-connections", "none"], 'kata-agent: --max-connections: invalid value "none"'),
+        (["--frame-memory-limit", "x"], 'kata-agent: --frame-memory-limit: invalid value "x"'),
+        (["--idle-frame-timeout", "0"], 'kata-agent: --idle-frame-timeout: invalid value "0"'),
         (
             ["--run-dir", "relative/dir"],
             'kata-agent: --run-dir: invalid value "relative/dir": expected an absolute path',

@@ -152,6 +152,7 @@ def test_unanswerable_frames_stop_early_service() -> None:
             framing.encode(1, framing.TYPE_DATA, b""),  # not a request
             framing.encode(1, framing.TYPE_REQUEST, check, flags=framing.FLAG_REMOTE_OPEN),
             framing.HEADER.pack(5 << 20, 1, 1, 0),  # oversized
+            framing.HEADER.pack(4 << 20, 1, 1, 0),  # too big for a Check: never buffered here
             framing.encode(1, framing.TYPE_REQUEST, _request("grpc.AgentService", "GetMetrics")),
         ]
         socks = []
