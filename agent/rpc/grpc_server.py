@@ -32,6 +32,7 @@ from agent.rpc.dispatch import Dispatcher, Method
 from agent.rpc.framing import MAX_MESSAGE
 from agent.rpc.status import to_status
 from agent.rpc.transport import parse_address
+from agent.rpc.validate import check_request
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def _method_handler(dispatcher: Dispatcher, method: Method) -> Any:
             )
         assert bound.handler is not None
         try:
+            check_request(request)
             remaining = context.time_remaining()
             if remaining is not None:
                 async with asyncio.timeout(max(remaining, 0)):

@@ -29,6 +29,8 @@ undecodable ttrpc.Request              INVALID_ARGUMENT "unmarshal request error
 unknown service / method               INVALID_ARGUMENT / UNIMPLEMENTED (ttrpc-rust's codes)
 contract method without a handler      UNIMPLEMENTED "/grpc.AgentService/X is not implemented"
 undecodable request payload            INVALID_ARGUMENT naming the message type
+NUL byte in a string field             INVALID_ARGUMENT naming the field (``rpc.validate``;
+                                       before the agent policy's guard and the handler)
 ``timeout_nano`` passed                DEADLINE_EXCEEDED (the handler is cancelled)
 response longer than 4 MiB             RESOURCE_EXHAUSTED instead of the response
 too many calls in flight (4096)        RESOURCE_EXHAUSTED
@@ -79,6 +81,7 @@ from agent.rpc.pb import request_pb2
 from agent.rpc.pb.google.rpc import status_pb2
 from agent.rpc.status import Code, RpcError, to_status
 from agent.rpc.transport import FdTransport, listen
+from agent.rpc.validate import check_request
 
 log = logging.getLogger(__name__)
 
@@ -651,6 +654,7 @@ def _decode_request(method: Method, payload: bytes) -> Message:
             Code.INVALID_ARGUMENT,
             f"{method.path}: cannot decode {method.request_type.DESCRIPTOR.full_name}: {err}",
         ) from None
+    check_request(req, payload)
     return req
 
 

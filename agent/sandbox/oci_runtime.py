@@ -69,6 +69,8 @@ def domain_errors(what: str) -> Iterator[None]:
         raise errors.InvalidArgument(f"{what}: {err}") from err
     except engerr.InvalidState as err:
         raise errors.FailedPrecondition(f"{what}: {err}") from err
+    except (engerr.InitError, engerr.HookError) as err:
+        raise _by_errno(err.errno)(f"{what}: {err}") from err
     except engerr.EngineError as err:
         raise errors.Internal(f"{what}: {err}") from err
     except cgerr.CgroupNotFound as err:
@@ -84,6 +86,33 @@ def domain_errors(what: str) -> Iterator[None]:
     except OSError as err:  # the spawner's socket (the spawner died?)
         code = errno.errorcode.get(err.errno or 0, "?")
         raise errors.Internal(f"{what}: engine spawner: {code}: {err.strerror}") from err
+
+
+# errnos of a set-up step that come from what the spec asked for (a path that is not there or too
+# long, a value the kernel refuses, an unknown filesystem type), as opposed to a failing guest
+_INPUT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EXDEV,
+        errno.EINVAL,
+        errno.ERANGE,
+        errno.ENODEV,
+        errno.E2BIG,
+        errno.ENOEXEC,
+    }
+)
+
+
+def _by_errno(code: int) -> type[errors.AgentError]:
+    if code in _INPUT_ERRNOS:
+        return errors.InvalidArgument
+    if code in (errno.EACCES, errno.EPERM):
+        return errors.PermissionDenied
+    return errors.Internal
 
 
 def _checked_pid(pid: int, what: str) -> int:

@@ -18,24 +18,31 @@ from agent.sandbox.oom import OomEvents
 from agent.sandbox.process import ProcessEntry
 
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
-MAX_ID_LENGTH = 1024
+MAX_ID_LENGTH = 255  # the id is one path component (<run_dir>/<id>) and a cgroup name
 
 
 def validate_container_id(container_id: str) -> None:
-    """Kata's rule: ``^[alnum][alnum_.-]+$`` (so also at least two characters)."""
+    """Kata's rule: ``^[alnum][alnum_.-]+$`` (so also at least two characters), and at most
+    NAME_MAX characters."""
     if not container_id:
-        raise InvalidArgument("container id is empty")
-    if len(container_id) > MAX_ID_LENGTH or not _CONTAINER_ID.match(container_id):
+        raise InvalidArgument("container_id: container id is empty")
+    shown = container_id if len(container_id) <= 80 else container_id[:80] + "..."
+    if len(container_id) > MAX_ID_LENGTH:
         raise InvalidArgument(
-            f"invalid container id {container_id!r}: must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+            f"container_id: invalid container id {shown!r}: longer than {MAX_ID_LENGTH} characters"
+        )
+    if not _CONTAINER_ID.match(container_id):
+        raise InvalidArgument(
+            f"container_id: invalid container id {shown!r}: must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
         )
 
 
 def validate_exec_id(exec_id: str) -> None:
     if not exec_id:
-        raise InvalidArgument("exec id is empty")
+        raise InvalidArgument("exec_id: exec id is empty")
     if len(exec_id) > MAX_ID_LENGTH or "/" in exec_id or "\0" in exec_id:
-        raise InvalidArgument(f"invalid exec id {exec_id!r}")
+        shown = exec_id if len(exec_id) <= 80 else exec_id[:80] + "..."
+        raise InvalidArgument(f"exec_id: invalid exec id {shown!r}")
 
 
 class SandboxState(enum.StrEnum):

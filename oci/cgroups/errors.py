@@ -3,8 +3,8 @@
 The caller (the engine, the agent's services) maps these to its own error model by meaning:
 `CgroupNotFound` (the cgroup or a controller file is missing), `CgroupBusy` (EBUSY: still has
 processes or children, or an internal-process conflict), `CgroupInvalid` (the kernel refused a
-value, EINVAL/ERANGE), `CgroupUnsupported` (the resource cannot be expressed on this host) and
-the base `CgroupError` for anything else.
+value, EINVAL/ERANGE/ENODEV/..., or a name too long), `CgroupUnsupported` (the resource cannot be
+expressed on this host) and the base `CgroupError` for anything else.
 """
 
 from __future__ import annotations
@@ -54,6 +54,14 @@ def from_oserror(step: str, e: OSError) -> CgroupError:
         return CgroupNotFound(message, errno=e.errno)
     if e.errno == _errno.EBUSY:
         return CgroupBusy(message, errno=e.errno)
-    if e.errno in (_errno.EINVAL, _errno.ERANGE, _errno.EOPNOTSUPP, _errno.ENOSPC):
+    if e.errno in (
+        _errno.EINVAL,
+        _errno.ERANGE,
+        _errno.EOPNOTSUPP,
+        _errno.ENOSPC,
+        _errno.ENODEV,  # a device rule for a device that does not exist
+        _errno.ENAMETOOLONG,
+        _errno.EOVERFLOW,
+    ):
         return CgroupInvalid(message, errno=e.errno)
     return CgroupError(message, errno=e.errno)

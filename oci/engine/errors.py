@@ -50,4 +50,8 @@ class InitError(EngineError):
 
 
 class HookError(EngineError):
-    """An OCI hook failed or timed out."""
+    """An OCI hook failed or timed out (``errno``: why it could not be started, else 0)."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -53,7 +53,9 @@ def run_hooks(kind: str, hooks: Sequence[Hook], state: str) -> None:
                 f"{kind} hook #{i} {hook.path}: timed out after {hook.timeout}s"
             ) from None
         except OSError as err:
-            raise HookError(f"{kind} hook #{i} {hook.path}: {err.strerror}") from None
+            raise HookError(
+                f"{kind} hook #{i} {hook.path}: {err.strerror}", err.errno or 0
+            ) from None
         if done.returncode != 0:
             how = (
                 f"exit status {done.returncode}"

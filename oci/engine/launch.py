@@ -122,7 +122,7 @@ def launch(cfg: InitConfig, sys_: Syscalls, parent: Parent) -> int:
         if parent.undo is not None:
             parent.undo()
         if isinstance(err, HookError):
-            raise InitError("prestart hooks", str(err)) from None
+            raise InitError("prestart hooks", str(err), err.errno) from None
         raise
     finally:
         psock.close()

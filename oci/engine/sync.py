@@ -86,7 +86,7 @@ def send_error(sock: socket, step: str, err: BaseException) -> None:
             text = f"{text}: {os.strerror(errno)}"
     elif isinstance(err, InitError):
         errno, path, text = err.errno, err.path, err.detail
-    else:
-        errno, path, text = 0, None, str(err) or type(err).__name__
+    else:  # a HookError carries why its hook could not start
+        errno, path, text = getattr(err, "errno", 0) or 0, None, str(err) or type(err).__name__
     with contextlib.suppress(OSError):
         send(sock, "error", step=step, errno=errno, msg=text, path=path)

@@ -135,6 +135,44 @@ async def test_copy_file_policy(agent: AgentProcess) -> None:
     assert "symlink target is not valid UTF-8" in message
 
 
+async def test_input_checks_come_before_the_policy(agent: AgentProcess) -> None:
+    """The order on every request (docs/security.md): malformed input (a NUL byte) is
+    INVALID_ARGUMENT before the policy is asked; a well-formed request the policy denies is
+    PERMISSION_DENIED before its handler runs, even when the handler would refuse it too."""
+    await set_policy(agent, policy_text("allow-all-except-exec-process"))
+    bad_id = agent_pb2.ExecProcessRequest(container_id="c\0", exec_id="e")
+    assert await code_of(agent, "ExecProcess", bad_id) == (
+        Code.INVALID_ARGUMENT,
+        "ExecProcessRequest.container_id: contains a NUL byte",
+    )
+    assert (await code_of(agent, "ExecProcess", NO_CONTAINER))[0] == Code.PERMISSION_DENIED
+
+    await set_policy(agent, policy_text("genpolicy-style", run_dir=agent.run_dir))
+    base = _shared(agent)
+    asked = len([r for r in decisions(agent) if r["request"] == "CopyFileRequest"])
+    nul = agent_pb2.CopyFileRequest(
+        path=f"{base}/{SANDBOX}\0/rootfs/bin/sh", file_mode=stat.S_IFREG | 0o644, data=b"x"
+    )
+    assert await code_of(agent, "CopyFile", nul) == (
+        Code.INVALID_ARGUMENT,
+        "CopyFileRequest.path: contains a NUL byte",
+    )
+    # the policy was not asked about it (a decision is logged per asked request)
+    assert len([r for r in decisions(agent) if r["request"] == "CopyFileRequest"]) == asked
+    denied = agent_pb2.CopyFileRequest(
+        path=f"{base}/{SANDBOX}/rootfs/bin/sh",
+        file_mode=stat.S_IFREG | 0o644,
+        file_size=1,
+        data=b"x",
+        uid=-2,  # the handler would answer INVALID_ARGUMENT naming uid: it never runs
+    )
+    code, message = await code_of(agent, "CopyFile", denied)
+    assert code == Code.PERMISSION_DENIED
+    assert message.startswith("CopyFileRequest is blocked by policy")
+    assert len([r for r in decisions(agent) if r["request"] == "CopyFileRequest"]) == asked + 1
+    assert not (base / SANDBOX).exists()
+
+
 async def test_a_policy_that_raises(agent: AgentProcess) -> None:
     await set_policy(agent, policy_text("raises"))
     code, message = await code_of(agent, "GetGuestDetails", agent_pb2.GuestDetailsRequest())
@@ -272,6 +310,10 @@ def test_grpc_requests_are_decided_too(agent_factory: Factory, tmp_path: Path) -
             exec_process(NO_CONTAINER, timeout=30)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert info.value.details() == "ExecProcessRequest is blocked by policy: "
+        with pytest.raises(grpc.RpcError) as info:  # malformed input: checked first
+            exec_process(agent_pb2.ExecProcessRequest(container_id="c\0"), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "ExecProcessRequest.container_id: contains a NUL byte"
 
 
 def _engine_mapped(agent: AgentProcess) -> bool:

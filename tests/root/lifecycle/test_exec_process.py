@@ -98,7 +98,7 @@ async def test_failed_exec_leaves_nothing_and_the_container_works(pod: Pod) -> N
     before = cgroup_procs(pod, "c1")
     with pytest.raises(RpcError) as info:
         await pod.exec("c1", "bad", ["/no/such/program"])
-    assert info.value.code == Code.INTERNAL
+    assert info.value.code == Code.INVALID_ARGUMENT  # the request named a program that is not there
     assert "/no/such/program" in info.value.message
     assert "resolve executable" in info.value.message
     assert cgroup_procs(pod, "c1") == before

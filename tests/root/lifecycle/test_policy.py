@@ -95,6 +95,12 @@ async def test_read_stdout_is_decided_when_answered_at_once(pod: Pod) -> None:
         agent_pb2.ReadStreamRequest(container_id="box", exec_id="e", len=64), timeout=60
     )
     assert err.data == b"err\n"  # so "out" is in the stdout pipe: a read is answered at once
+    with pytest.raises(RpcError) as info:  # malformed input is refused before the policy
+        await pod.a.ReadStdout(
+            agent_pb2.ReadStreamRequest(container_id="box", exec_id="e\0", len=1 << 20)
+        )
+    assert info.value.code == Code.INVALID_ARGUMENT
+    assert info.value.message == "ReadStreamRequest.exec_id: contains a NUL byte"
     with pytest.raises(RpcError) as info:
         await pod.a.ReadStdout(
             agent_pb2.ReadStreamRequest(container_id="box", exec_id="e", len=1 << 20)
