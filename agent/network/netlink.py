@@ -141,10 +141,17 @@ class Netlink:
         self._ipr = ipr
         self._thread: _NetlinkThread | None = None
         self._lock = asyncio.Lock()
+        # The kernel runs one dump at a time per netlink socket: a second one fails with EBUSY.
+        self._dump_lock = asyncio.Lock()
 
     @property
     def loaded(self) -> bool:
         return self._ipr is not None or self._thread is not None
+
+    async def open(self) -> None:
+        """Load pyroute2 and start its thread now, rather than on the first call."""
+        if self._ipr is None:
+            await self._start_thread()
 
     async def _start_thread(self) -> _NetlinkThread:
         if self._thread is None:
@@ -170,6 +177,12 @@ class Netlink:
             self._thread = None
 
     async def _call(self, step: str, method: str, command: str, **kwarg: Any) -> Any:
+        if command == "dump":
+            async with self._dump_lock:
+                return await self._request(step, method, command, **kwarg)
+        return await self._request(step, method, command, **kwarg)
+
+    async def _request(self, step: str, method: str, command: str, **kwarg: Any) -> Any:
         async def call(ipr: Any) -> Any:
             result = await getattr(ipr, method)(command, **kwarg)
             if command == "dump":

@@ -535,3 +535,17 @@ async def test_kernel_refusal_mid_update_rolls_the_link_back(pod_agent: Any) -> 
         "add address ff02::5/128 to eth0: Cannot assign requested address (EADDRNOTAVAIL)",
     )
     assert (await links(pod.ns), await addresses(pod.ns, "eth0")) == before
+
+
+async def test_list_calls_at_once_are_all_answered(pod_agent: Any) -> None:
+    """The kernel runs one dump per netlink socket at a time (EBUSY for a second): concurrent
+    ListInterfaces and ListRoutes take turns on the agent's socket."""
+    _pod, agent = await pod_agent(2)
+    await configure(agent, 2)
+    calls = [agent.call("ListInterfaces", agent_pb2.ListInterfacesRequest()) for _ in range(4)]
+    calls += [agent.call("ListRoutes", agent_pb2.ListRoutesRequest()) for _ in range(4)]
+    replies = await asyncio.gather(*calls)
+    for listed in replies[:4]:
+        assert {"lo", "eth0", "eth1"} <= {i.name for i in listed.Interfaces}
+    for listed in replies[4:]:
+        assert "10.100.0.0/16" in {r.dest for r in listed.Routes}
