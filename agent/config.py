@@ -45,6 +45,14 @@ _LOG_LEVEL_ALIASES = {
 }
 GUEST_COMPONENTS_PROCS = ("none", "attestation-agent", "confidential-data-hub", "api-server-rest")
 GUEST_COMPONENTS_REST_API = ("all", "attestation", "resource")
+#: The AgentService areas (``agent.rpc.lazy_servicer.AREAS``) in the order the Kata runtime first
+#: calls them: interfaces and routes, CreateSandbox and the containers, GetGuestDetails, CPU and
+#: memory hot-plug. ``preload_areas=all`` loads them in this order.
+AREA_NAMES = ("network", "containers", "guest", "storage")
+#: ``preload_areas=auto`` in a guest: the areas of every pod start (CreateSandbox and
+#: CreateContainer, then GetGuestDetails). The network area is left to its first call: a pod
+#: without interfaces (a remote hypervisor) never calls it, and it holds pyroute2.
+GUEST_PRELOAD = ("containers", "guest")
 
 
 class ConfigError(ValueError):
@@ -155,6 +163,20 @@ class AgentConfig:
     unified_cgroup_hierarchy: bool = False
     # agent.config_file from the kernel command line, or --config (informational once loaded).
     config_file: Path | None = None
+    # AgentService areas imported in the background once the agent serves, in this order;
+    # None: auto (``areas_to_preload``).
+    preload_areas: tuple[str, ...] | None = None
+
+
+def areas_to_preload(config: AgentConfig, *, init_daemon: bool) -> tuple[str, ...]:
+    """The areas to load in the background once AgentService is up. ``auto`` (None): a guest's
+    agent (PID 1, or serving a vsock or virtio-serial channel) loads ``GUEST_PRELOAD``, where the
+    runtime's first calls would otherwise wait for the imports; elsewhere (unix sockets:
+    development, tests) each area waits for its first call, which keeps an idle agent small."""
+    if config.preload_areas is not None:
+        return config.preload_areas
+    guest_channel = config.server.server_addr.startswith(("vsock://", "serial://"))
+    return GUEST_PRELOAD if init_daemon or guest_channel else ()
 
 
 def defaults() -> AgentConfig:
@@ -307,6 +329,31 @@ def check_listen_address(text: str) -> str | None:
     return f'unknown scheme "{scheme}" (expected vsock, unix or serial)'
 
 
+def parse_preload_areas(option: str, value: object) -> tuple[str, ...] | None:
+    """``auto`` (None), ``none``, ``all``, or area names separated by commas (a TOML array too),
+    loaded in the order given."""
+    if isinstance(value, list | tuple):
+        words = [str(v).strip() for v in value]
+    else:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        if text in ("none", ""):
+            return ()
+        if text == "all":
+            return AREA_NAMES
+        words = [w.strip() for w in text.split(",")]
+    unknown = [w for w in words if w not in AREA_NAMES]
+    if unknown:
+        raise ConfigError(
+            option,
+            value,
+            f"unknown area {unknown[0]!r}: expected auto, none, all or a comma-separated list of "
+            + ", ".join(AREA_NAMES),
+        )
+    return tuple(dict.fromkeys(words))
+
+
 def _choice(choices: tuple[str, ...]) -> Parser:
     def parse(option: str, value: object) -> str:
         text = str(value).strip()
@@ -417,6 +464,7 @@ OPTIONS: tuple[Option, ...] = (
         ("unified_cgroup_hierarchy",),
         parse_bool,
     ),
+    Option("agent.preload_areas", "preload_areas", ("preload_areas",), parse_preload_areas),
     Option(None, "run_dir", ("paths", "run_dir"), _path),
     Option(None, "sandbox_ns_dir", ("paths", "sandbox_ns_dir"), _path),
     Option(None, "policy_file", ("paths", "policy_file"), _path),

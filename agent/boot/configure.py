@@ -45,6 +45,7 @@ FLAG_TARGETS: dict[str, tuple[str, tuple[str, ...], cfg.Parser]] = {
         ("debug_console", "vport"),
         cfg.parse_port,
     ),
+    "preload_areas": ("--preload-areas", ("preload_areas",), cfg.parse_preload_areas),
     "run_dir": ("--run-dir", ("paths", "run_dir"), _abs_path),
     "sandbox_ns_dir": ("--sandbox-ns-dir", ("paths", "sandbox_ns_dir"), _abs_path),
     "policy_file": ("--policy-file", ("paths", "policy_file"), _abs_path),
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--debug-console-vport", help="serve the debug console on this vsock port")
     p.add_argument("--trace", action="store_true", default=None, help="enable tracing")
+    p.add_argument(
+        "--preload-areas",
+        help="AgentService areas to import in the background once serving: auto (a guest's "
+        "agent: containers,guest), none, all, or a list of network, containers, guest, storage",
+    )
     p.add_argument("--run-dir", help="state root (default /run/kata-containers)")
     p.add_argument(
         "--sandbox-ns-dir", help="persistent namespaces dir (default /var/run/sandbox-ns)"

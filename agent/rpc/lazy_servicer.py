@@ -1,11 +1,19 @@
-"""grpc.AgentService with each area imported on the area's first call (idle memory).
+"""grpc.AgentService with each area imported on the area's first call, or in the background.
 
 ``AgentServicer`` (``agent.rpc.agent_servicer``) composes every area's handler mixin, which imports
 every area's services, converters and subsystems (the OCI engine, netlink, metrics, ...): memory
 an idle agent never uses (docs/performance.md). ``LazyAgentServicer`` answers the same methods
 with small stubs; the first call of an area imports that area's handler module and services in a
 worker thread (the loop keeps serving meanwhile), then every call of the area goes straight to
-the area's handlers.
+the area's handlers. ``preload`` loads areas the same way before anyone calls them (a guest's
+agent: ``agent.config.areas_to_preload``), so the runtime's first calls do not wait for imports.
+
+One load per area at a time: a call of an area that is loading waits for that load, whoever
+started it. Areas import one after the other (a lock), never in two threads at once: the import
+system can hand a thread a partly executed module when two threads import modules that import
+each other, and the loop would share the GIL with two importers instead of one. A failed load is
+logged and not remembered: the call that waited gets an ``Internal`` error naming the area and the
+cause, and the next call loads again (a call that waited for a failed preload tries once itself).
 
 ``AREAS`` names each area's methods, so the stubs exist before the area is imported (the dispatcher
 binds methods when AgentService comes up). ``tests/unit/rpc/test_lazy_servicer.py`` checks that
@@ -16,13 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Awaitable, Callable
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.errors import Internal
 from agent.rpc.dispatch import NOW_PREFIX
 from agent.rpc.handlers import HandlerBase
 from agent.services import Services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +121,12 @@ class LazyAgentServicer(HandlerBase):
     def __init__(self, services: Services) -> None:
         self.services = services
         self._loaded: dict[str, HandlerBase] = {}
-        self._loading: dict[str, asyncio.Lock] = {}
+        # area -> (the load in progress, who started it: "call" or "preload")
+        self._loading: dict[str, tuple[asyncio.Task[HandlerBase], str]] = {}
+        self._import_lock = asyncio.Lock()
+
+    def loaded(self, name: str) -> bool:
+        return name in self._loaded
 
     async def area(self, name: str) -> HandlerBase:
         """The handlers of area ``name``, importing the area (in a worker thread) and building
@@ -116,19 +134,79 @@ class LazyAgentServicer(HandlerBase):
         handlers = self._loaded.get(name)
         if handlers is not None:
             return handlers
-        lock = self._loading.setdefault(name, asyncio.Lock())
-        async with lock:
-            handlers = self._loaded.get(name)
-            if handlers is None:
-                spec = AREAS[name]
+        loading = self._loading.get(name)
+        try:
+            return await self._wait(name, "call")
+        except Internal:
+            if loading is None or loading[1] != "preload":
+                raise
+        # The preload this call waited for failed: whatever stopped it may have passed.
+        return await self._wait(name, "call")
+
+    async def preload(self, names: Iterable[str]) -> None:
+        """Load the areas ``names`` one after the other, before their first call. A failure is
+        logged and the next area is loaded; the failed area loads again on its first call."""
+        t0 = time.perf_counter()
+        loaded = []
+        for name in names:
+            if name in self._loaded:
+                continue
+            try:
+                await self._wait(name, "preload")
+            except Internal:
+                continue  # logged by _load
+            loaded.append(name)
+        log.info(
+            "areas preloaded",
+            extra={"areas": loaded, "ms": round((time.perf_counter() - t0) * 1e3, 1)},
+        )
+
+    async def _wait(self, name: str, by: str) -> HandlerBase:
+        """Join the load of ``name`` in progress, or start one; a caller that goes away (its
+        deadline, its client) leaves the load running for the others."""
+        handlers = self._loaded.get(name)
+        if handlers is not None:
+            return handlers
+        loading = self._loading.get(name)
+        if loading is None:
+            loading = (asyncio.get_running_loop().create_task(self._load(name, by)), by)
+            self._loading[name] = loading
+        return await asyncio.shield(loading[0])
+
+    async def _load(self, name: str, by: str) -> HandlerBase:
+        spec = AREAS[name]
+        try:
+            async with self._import_lock:
+                t0 = time.perf_counter()
                 modules = (spec.module, *self.services.modules_of(spec.services))
                 await asyncio.to_thread(_import_all, modules)
+                t1 = time.perf_counter()
                 for field in spec.services:  # build them on the loop (some start helpers)
-                    getattr(self.services, field)
+                    service = getattr(self.services, field)
+                    warm = getattr(service, "warm", None)
+                    if warm is not None:  # what it would load on first use (pyroute2)
+                        await warm()
                 cls = getattr(importlib.import_module(spec.module), spec.mixin)
-                handlers = cls.__new__(cls)
+                handlers: HandlerBase = cls.__new__(cls)
                 handlers.services = self.services
                 self._loaded[name] = handlers
+        except Exception as err:
+            cause = f"{type(err).__name__}: {err}"
+            log.error(  # the traceback goes to "error": which import failed, and where
+                "area not loaded", exc_info=True, extra={"area": name, "by": by, "cause": cause}
+            )
+            raise Internal(f"grpc.AgentService: cannot load the {name} area: {cause}") from err
+        finally:
+            del self._loading[name]
+        log.info(
+            "area loaded",
+            extra={
+                "area": name,
+                "by": by,
+                "import_ms": round((t1 - t0) * 1e3, 1),
+                "build_ms": round((time.perf_counter() - t1) * 1e3, 1),
+            },
+        )
         return handlers
 
 

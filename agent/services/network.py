@@ -59,6 +59,10 @@ class NetworkService:
     def close(self) -> None:
         self._nl.close()
 
+    async def warm(self) -> None:
+        """Load what the first netlink call would (pyroute2, on its thread): for a preload."""
+        await self._nl.open()
+
     def ipv6_enabled(self, link_name: str) -> bool:
         """False when the guest has no IPv6 or it is disabled globally or on the link."""
         base = os.path.join(self._paths.proc_sys_root, "net", "ipv6", "conf")

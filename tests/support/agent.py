@@ -283,6 +283,8 @@ def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
 #   * KATA_TEST_STDIO_GRACE in the environment: the grace period (seconds) after which the stdio
 #     of an exited process nobody reads is released (agent.sandbox.process), instead of a minute;
 #   * with KATA_TEST_FAKE_HW=<dir>: CPU/memory hot-plug act on <dir>/sys, reseeding on <dir>/random.
+#   * KATA_TEST_AREA_FAILS=AREA:N in the environment: the first N imports of that AgentService
+#     area (agent.rpc.lazy_servicer) raise ImportError, whoever loads it (a call, the preload).
 
 
 def _test_main(argv: list[str]) -> int:
@@ -339,6 +341,21 @@ def _test_main(argv: list[str]) -> int:
 
     app.build_services = build_services
     app.build_servicers = build_servicers
+    fails = os.environ.get("KATA_TEST_AREA_FAILS")
+    if fails:
+        from agent.rpc import lazy_servicer
+
+        area, _, count = fails.partition(":")
+        left = [int(count)]
+        real_import_all = lazy_servicer._import_all
+
+        def import_all(modules: tuple[str, ...]) -> None:
+            if modules[0] == lazy_servicer.AREAS[area].module and left[0] > 0:
+                left[0] -= 1
+                raise ImportError(f"test: the {area} area does not import")
+            real_import_all(modules)
+
+        lazy_servicer._import_all = import_all  # type: ignore[assignment]
     grace = os.environ.get("KATA_TEST_STDIO_GRACE")
     if grace is not None:
         import dataclasses

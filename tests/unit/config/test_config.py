@@ -103,6 +103,14 @@ def test_defaults_are_katas() -> None:
         ("agent.frame_memory_limit=512KiB", ("server", "frame_memory"), 512 << 10),
         ("agent.frame_memory_limit=1000000", ("server", "frame_memory"), 1000000),
         ("agent.max_connections=16", ("server", "max_connections"), 16),
+        ("agent.preload_areas=auto", ("preload_areas",), None),
+        ("agent.preload_areas=none", ("preload_areas",), ()),
+        ("agent.preload_areas=all", ("preload_areas",), cfg.AREA_NAMES),
+        (
+            "agent.preload_areas=guest,containers,guest",
+            ("preload_areas",),
+            ("guest", "containers"),
+        ),
     ],
 )
 def test_cmdline_options(cmdline: str, attr: tuple[str, ...], expected: object) -> None:
@@ -135,6 +143,13 @@ def test_cmdline_options(cmdline: str, attr: tuple[str, ...], expected: object) 
             'agent.trace: invalid value "maybe": expected true, false or an integer',
         ),
         ("agent.guest_components_procs=all", "expected one of none, attestation-agent"),
+        (
+            "agent.preload_areas=containers,disk",
+            "agent.preload_areas: invalid value \"containers,disk\": unknown area 'disk': "
+            "expected auto, none, all or a comma-separated list of network, containers, guest, "
+            "storage",
+        ),
+        ("agent.preload_areas=containers,", "unknown area ''"),
         (
             "agent.container_pipe_size",
             'agent.container_pipe_size: invalid value "": expected a value',
@@ -177,6 +192,7 @@ def test_toml_keys_tables_and_durations() -> None:
     container_pipe_size = 4096
     tracing = true
     grpc_addr = "unix:///run/g.sock"
+    preload_areas = ["network", "containers"]
     [paths]
     run_dir = "/tmp/r"
     sandbox_ns_dir = "/tmp/ns"
@@ -189,6 +205,7 @@ def test_toml_keys_tables_and_durations() -> None:
     assert c.timeouts.cdh_api == 7
     assert c.container_pipe_size == 4096
     assert c.server.grpc_addr == "unix:///run/g.sock"
+    assert c.preload_areas == ("network", "containers")
     assert c.paths.run_dir == Path("/tmp/r")
     assert c.paths.sandbox_ns_dir == Path("/tmp/ns")
 
@@ -250,6 +267,24 @@ def test_env_errors_name_the_variable() -> None:
         load(env={"KATA_AGENT_LOG_LEVEL": "nope"})
 
 
+@pytest.mark.parametrize(
+    ("cmdline", "init_daemon", "expected"),
+    [
+        ("", True, cfg.GUEST_PRELOAD),  # the guest's init
+        ("agent.server_addr=vsock://-1:1024", False, cfg.GUEST_PRELOAD),  # a guest's service
+        ("agent.server_addr=serial:///dev/virtio-ports/ch", False, cfg.GUEST_PRELOAD),
+        ("agent.server_addr=unix:///run/a.sock", False, ()),  # development, tests, benches
+        ("agent.server_addr=unix:///run/a.sock agent.preload_areas=all", False, cfg.AREA_NAMES),
+        ("agent.preload_areas=none", True, ()),
+        ("agent.preload_areas=network", True, ("network",)),
+    ],
+)
+def test_areas_to_preload(cmdline: str, init_daemon: bool, expected: tuple[str, ...]) -> None:
+    """auto: an agent that serves a guest's channel (or is the guest's init) preloads what every
+    pod start calls; one on a unix socket stays lazy. A setting wins either way."""
+    assert cfg.areas_to_preload(load(cmdline), init_daemon=init_daemon) == expected
+
+
 def test_with_values_is_pure() -> None:
     base = cfg.defaults()
     changed = cfg.with_values(base, {("paths", "run_dir"): Path("/x"), ("trace",): True})
@@ -290,6 +325,10 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         (["--max-connections", "none"], 'kata-agent: --max-connections: invalid value "none"'),
         (["--frame-memory-limit", "x"], 'kata-agent: --frame-memory-limit: invalid value "x"'),
         (["--idle-frame-timeout", "0"], 'kata-agent: --idle-frame-timeout: invalid value "0"'),
+        (
+            ["--preload-areas", "everything"],
+            'kata-agent: --preload-areas: invalid value "everything": unknown area',
+        ),
         (
             ["--run-dir", "relative/dir"],
             'kata-agent: --run-dir: invalid value "relative/dir": expected an absolute path',
