@@ -6,9 +6,10 @@ drives it with ``[hypervisor.remote]``, and the agent's own per-RPC durations fr
 One kata-agent-hv per build directory (started once, not timed); each round, for each build in
 turn (A/B interleaved when two are given): CreateVM, StartVM (boot, until the agent answers), then
 on the agent socket Health.Check, CreateSandbox (no storage, as the runtime sends it to a remote
-hypervisor: the multiplexer adds the shared directory), CreateContainer (a busybox rootfs already
-in the sandbox's shared mounts directory), StartContainer and ReadStdout until the container's
-first bytes; then (untimed) WaitProcess, RemoveContainer, DestroySandbox, StopVM.
+hypervisor: the multiplexer adds the shared directory), GetGuestDetails (the runtime's next call,
+``getAndStoreGuestDetails``), CreateContainer (a busybox rootfs already in the sandbox's shared
+mounts directory), StartContainer and ReadStdout until the container's first bytes; then
+(untimed) WaitProcess, RemoveContainer, DestroySandbox, StopVM.
 
 Printed per build (medians over rounds, min-max):
 
@@ -16,7 +17,10 @@ Printed per build (medians over rounds, min-max):
 * ``agent_*`` -- the same calls' durations inside the guest, from the agent's debug log
   (``agent.log=debug`` on the guest's kernel command line; the log goes to the serial console,
   kept with ``--keep-logs``): how much of each call is the agent's work, and how much the channel
-  and the multiplexer.
+  and the multiplexer; ``agent_phase0_held_ms``: how long the first request phase 0 could not
+  answer (CreateSandbox, sent once Check was answered) waited for the asyncio server, before the
+  agent's own duration of it starts; ``agent_preload_ms``: the background load of the areas
+  (``agent.preload_areas``), when the image does it.
 
 Everything runs under TCG on a machine without KVM: only compare figures taken on the same machine
 at the same load (``uptime`` is printed).
@@ -50,7 +54,7 @@ from hv.shared import GUEST_SHARED  # noqa: E402
 from tests.support.hv import HvProcess, start_hv  # noqa: E402
 from tests.support.rootfs import make_busybox_rootfs  # noqa: E402
 
-STEPS = ("CreateSandbox", "CreateContainer", "StartContainer")
+STEPS = ("CreateSandbox", "GetGuestDetails", "CreateContainer", "StartContainer")
 
 
 async def one_round(hv: HvProcess) -> dict[str, float]:
@@ -70,6 +74,10 @@ async def one_round(hv: HvProcess) -> dict[str, float]:
             agent_pb2.CreateSandboxRequest(hostname="pod", sandbox_id=sid), timeout=300
         )
         t["create_sandbox"] = time.perf_counter()
+        await client.agent.GetGuestDetails(
+            agent_pb2.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True), timeout=300
+        )
+        t["guest_details"] = time.perf_counter()
         spec = container_spec(f"{GUEST_SHARED}{cid}/rootfs", ["echo", "first output"])
         await client.agent.CreateContainer(
             agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec), timeout=300
@@ -100,7 +108,14 @@ async def one_round(hv: HvProcess) -> dict[str, float]:
     await asyncio.to_thread(shutil.rmtree, hv.shared_root / sid, True)
     result = {"total_s": t["first_output"] - t0}
     previous = t0
-    for step in ("create_vm", "start_vm", "check", "create_sandbox", "create_container"):
+    for step in (
+        "create_vm",
+        "start_vm",
+        "check",
+        "create_sandbox",
+        "guest_details",
+        "create_container",
+    ):
         result[f"host_{step}_ms"] = (t[step] - previous) * 1e3
         previous = t[step]
     result["host_start_container_ms"] = (t["start_container"] - t["create_container"]) * 1e3
@@ -121,6 +136,10 @@ def agent_durations(console_log: str) -> dict[str, float]:
             record = json.loads(line[start:])
         except ValueError:
             continue
+        if record.get("msg") == "phase 0 done" and record.get("held_request_ms") is not None:
+            found["agent_phase0_held_ms"] = float(record["held_request_ms"])
+        if record.get("msg") == "areas preloaded":
+            found["agent_preload_ms"] = float(record["ms"])
         if record.get("msg") != "rpc":
             continue
         method = str(record.get("path", "")).rpartition("/")[2]

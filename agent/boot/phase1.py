@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -102,13 +103,23 @@ async def serve(
             elif handover is not None:
                 await server.listen(address, sock=handover.listener)
                 await server.adopt(handover.connections)
-                log.debug("phase 0 done", extra={"early_checks": handover.answered})
             else:
                 await server.listen(address)
         except OSError as err:
             log.critical("cannot listen", extra={"address": address, "error": str(err)})
             print(f"kata-agent: listen on {address}: {err}", file=sys.stderr)
             return 1
+        if handover is not None:
+            held = handover.held_since
+            log.debug(  # a request phase 0 could not answer waited for the asyncio server
+                "phase 0 done",
+                extra={
+                    "early_checks": handover.answered,
+                    "held_request_ms": None
+                    if held is None
+                    else round((time.monotonic() - held) * 1e3, 1),
+                },
+            )
 
         phase2 = await asyncio.to_thread(_import_phase2)
         await phase2.start(config, dispatcher, stop, closers)

@@ -21,6 +21,7 @@ import selectors
 import socket
 import stat
 import threading
+import time
 from dataclasses import dataclass, field
 
 from agent.rpc.early_wire import take_check
@@ -35,6 +36,7 @@ class EarlyConnection:
     outbuf: bytearray = field(default_factory=bytearray)
     early: bool = True  # still parsed here; False once a request needs the real server
     answered: int = 0
+    held_since: float | None = None  # time.monotonic() when that request stopped early service
 
 
 @dataclass
@@ -45,6 +47,11 @@ class Handover:
     listener: socket.socket
     connections: list[EarlyConnection]
     answered: int
+
+    @property
+    def held_since(self) -> float | None:
+        """When phase 0 first held a request for the asyncio server (time.monotonic())."""
+        return min((c.held_since for c in self.connections if c.held_since), default=None)
 
     def close(self) -> None:
         """Give the listener (and its socket file) and the connections up: the configuration
@@ -153,6 +160,7 @@ class EarlyServer:
             reply = take_check(conn.inbuf)
             if reply is None:
                 conn.early = False
+                conn.held_since = time.monotonic()
                 return
             if not reply:
                 return

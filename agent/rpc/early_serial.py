@@ -16,13 +16,15 @@ POLLHUP (with POLLIN) and reads EOF; anything written then is dropped. A hang-up
 its partial input is discarded. The host speaks first, so nothing is lost by polling the port every
 few milliseconds while nobody is there.
 
-This module imports only ``os``, ``select`` and ``struct``; the caller provides the thread.
+This module imports only ``os``, ``select``, ``struct`` and ``time``; the caller provides the
+thread.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import time
 
 from agent.rpc.early_wire import take_check
 
@@ -37,7 +39,16 @@ _READ_SIZE = 65536
 class SerialHandover:
     """What serial phase 0 hands to the asyncio serial listener."""
 
-    __slots__ = ("address", "answered", "connected", "fd", "inbuf", "outbuf", "path")
+    __slots__ = (
+        "address",
+        "answered",
+        "connected",
+        "fd",
+        "held_since",
+        "inbuf",
+        "outbuf",
+        "path",
+    )
 
     def __init__(self, address: str, path: str, fd: int | None) -> None:
         self.address = address  # the listen address this port was opened for
@@ -47,6 +58,7 @@ class SerialHandover:
         self.outbuf = bytearray()  # replies not written yet
         self.connected = False  # a host session is in progress (bytes came since the last hang-up)
         self.answered = 0
+        self.held_since: float | None = None  # time.monotonic(): a request is held for asyncio
 
     def close(self) -> None:
         """Give the port up (the full configuration names another address)."""
@@ -148,6 +160,7 @@ class EarlySerialServer:
             reply = take_check(h.inbuf)
             if reply is None:
                 self._early = False
+                h.held_since = time.monotonic()
                 return
             if not reply:
                 return

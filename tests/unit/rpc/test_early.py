@@ -7,6 +7,7 @@ import asyncio
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,7 @@ def test_unanswerable_frames_stop_early_service() -> None:
             framing.encode(1, framing.TYPE_REQUEST, _request("grpc.AgentService", "GetMetrics")),
         ]
         socks = []
+        before = time.monotonic()
         try:
             for data in frames:
                 s = socket.socket(socket.AF_UNIX)
@@ -177,3 +179,7 @@ def test_unanswerable_frames_stop_early_service() -> None:
         for conn in result[0].connections:
             conn.sock.close()
         assert all(not c.early for c in result[0].connections)
+        # when the first of them was held (phase 1 logs how long it waited)
+        held = [c.held_since for c in result[0].connections]
+        assert all(h is not None and before <= h <= time.monotonic() for h in held)
+        assert result[0].held_since == min(h for h in held if h is not None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 
 import pytest
 
@@ -172,6 +173,7 @@ def test_hang_up_discards_the_sessions_partial_input() -> None:
 def test_unanswerable_frames_stop_early_service(frame: bytes) -> None:
     p = _Phase0()
     data = frame + framing.encode(9, framing.TYPE_REQUEST, CHECK)
+    before = time.monotonic()
     try:
         p.host.sendall(data)
         p.host.settimeout(0.3)
@@ -181,5 +183,7 @@ def test_unanswerable_frames_stop_early_service(frame: bytes) -> None:
         handover = p.finish()
     assert handover.answered == 0
     assert bytes(handover.inbuf) == data  # left intact for the real server
+    assert handover.held_since is not None  # phase 1 logs how long it waited
+    assert before <= handover.held_since <= time.monotonic()
     handover.close()
     p.host.close()
