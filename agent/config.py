@@ -46,9 +46,9 @@ _LOG_LEVEL_ALIASES = {
 GUEST_COMPONENTS_PROCS = ("none", "attestation-agent", "confidential-data-hub", "api-server-rest")
 GUEST_COMPONENTS_REST_API = ("all", "attestation", "resource")
 #: The AgentService areas (``agent.rpc.lazy_servicer.AREAS``) in the order the Kata runtime first
-#: calls them: interfaces and routes, CreateSandbox and the containers, GetGuestDetails, CPU and
-#: memory hot-plug. ``preload_areas=all`` loads them in this order.
-AREA_NAMES = ("network", "containers", "guest", "storage")
+#: calls them: SetPolicy, interfaces and routes, CreateSandbox and the containers, GetGuestDetails,
+#: CPU and memory hot-plug. ``preload_areas=all`` loads them in this order.
+AREA_NAMES = ("policy", "network", "containers", "guest", "storage")
 #: ``preload_areas=auto`` in a guest: the areas of every pod start (CreateSandbox and
 #: CreateContainer, then GetGuestDetails). The network area is left to its first call: a pod
 #: without interfaces (a remote hypervisor) never calls it, and it holds pyroute2.

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preload-areas",
         help="AgentService areas to import in the background once serving: auto (a guest's "
-        "agent: containers,guest), none, all, or a list of network, containers, guest, storage",
+        "agent: containers,guest), none, all, or a list of policy, network, containers, guest, "
+        "storage",
     )
     p.add_argument("--run-dir", help="state root (default /run/kata-containers)")
     p.add_argument(

@@ -89,7 +89,7 @@ async def test_calls_racing_the_preload_load_each_area_once(agent_factory: Facto
     assert all("lo" in {i.name for i in r.Interfaces} for r in replies[4:])
     await _record(agent, "areas preloaded")
     areas = [area for area, _ in _loaded(agent)]
-    assert sorted(areas) == ["containers", "guest", "network", "storage"]
+    assert sorted(areas) == ["containers", "guest", "network", "policy", "storage"]
     assert not any(r.get("msg") == "area not loaded" for r in agent.logs())
 
 

@@ -146,8 +146,8 @@ def test_cmdline_options(cmdline: str, attr: tuple[str, ...], expected: object) 
         (
             "agent.preload_areas=containers,disk",
             "agent.preload_areas: invalid value \"containers,disk\": unknown area 'disk': "
-            "expected auto, none, all or a comma-separated list of network, containers, guest, "
-            "storage",
+            "expected auto, none, all or a comma-separated list of policy, network, containers, "
+            "guest, storage",
         ),
         ("agent.preload_areas=containers,", "unknown area ''"),
         (
