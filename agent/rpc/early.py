@@ -51,7 +51,8 @@ class Handover:
     @property
     def held_since(self) -> float | None:
         """When phase 0 first held a request for the asyncio server (time.monotonic())."""
-        return min((c.held_since for c in self.connections if c.held_since), default=None)
+        held = [c.held_since for c in self.connections if c.held_since is not None]
+        return min(held, default=None)
 
     def close(self) -> None:
         """Give the listener (and its socket file) and the connections up: the configuration
