@@ -7,6 +7,9 @@ with small stubs; the first call of an area imports that area's handler module a
 worker thread (the loop keeps serving meanwhile), then every call of the area goes straight to
 the area's handlers. ``preload`` loads areas the same way before anyone calls them (a guest's
 agent: ``agent.config.areas_to_preload``), so the runtime's first calls do not wait for imports.
+It starts an area only while no AgentService call is being served (long-polls parked on a
+process do not count): an import competes with a call for the GIL and, on a one-vCPU guest, the
+CPU, so a call that is already running is not made slower by a load it did not ask for.
 
 One load per area at a time: a call of an area that is loading waits for that load, whoever
 started it. Areas import one after the other (a lock), never in two threads at once: the import
@@ -36,6 +39,10 @@ from agent.rpc.handlers import HandlerBase
 from agent.services import Services
 
 log = logging.getLogger(__name__)
+
+#: Long-polls that wait for a process (its output, its exit, an OOM) for as long as it lives: a
+#: call parked there does not keep the preload waiting.
+PARKED = frozenset({"GetOOMEvent", "ReadStderr", "ReadStdout", "WaitProcess"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,9 @@ class LazyAgentServicer(HandlerBase):
         # area -> (the load in progress, who started it: "call" or "preload")
         self._loading: dict[str, tuple[asyncio.Task[HandlerBase], str]] = {}
         self._import_lock = asyncio.Lock()
+        self._serving = 0  # calls in progress, PARKED ones aside
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def loaded(self, name: str) -> bool:
         return name in self._loaded
@@ -144,11 +154,13 @@ class LazyAgentServicer(HandlerBase):
         return await self._wait(name, "call")
 
     async def preload(self, names: Iterable[str]) -> None:
-        """Load the areas ``names`` one after the other, before their first call. A failure is
-        logged and the next area is loaded; the failed area loads again on its first call."""
+        """Load the areas ``names`` one after the other, before their first call, each once no
+        call is being served (module docstring). A failure is logged and the next area is
+        loaded; the failed area loads again on its first call."""
         t0 = time.perf_counter()
         loaded = []
         for name in names:
+            await self._idle.wait()
             if name in self._loaded:
                 continue
             try:
@@ -220,8 +232,19 @@ def _stub(area: str, method: str) -> Callable[[LazyAgentServicer, Any], Awaitabl
         handlers = await self.area(area)
         return await getattr(handlers, method)(req)
 
-    call.__name__ = call.__qualname__ = method
-    return call
+    async def serving(self: LazyAgentServicer, req: Any) -> Any:
+        self._serving += 1
+        self._idle.clear()
+        try:
+            return await call(self, req)
+        finally:
+            self._serving -= 1
+            if not self._serving:
+                self._idle.set()
+
+    stub = call if method in PARKED else serving
+    stub.__name__ = stub.__qualname__ = method
+    return stub
 
 
 def _now_stub(area: str, method: str) -> Callable[[LazyAgentServicer, Any], Any]:

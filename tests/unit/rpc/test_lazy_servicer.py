@@ -397,3 +397,40 @@ async def test_a_service_warms_up_within_its_load(imports: _Imports) -> None:
     servicer = LazyAgentServicer(services)
     await asyncio.gather(servicer.preload(["network"]), servicer.UpdateInterface("i"))  # type: ignore[attr-defined]
     assert warmed == [True]
+
+
+async def test_the_preload_starts_an_area_only_while_no_call_is_served(
+    imports: _Imports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call being served keeps the preload's next area waiting (an import would compete with
+    it); long-polls parked on a process (ReadStdout, WaitProcess, ...) do not."""
+    from agent.rpc.handlers import containers
+
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(self: Any, req: Any) -> str:
+        entered.set()
+        await release.wait()
+        return "created"
+
+    async def parked(self: Any, req: Any) -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    monkeypatch.setattr(containers.ContainerHandlers, "CreateContainer", slow)
+    monkeypatch.setattr(containers.ContainerHandlers, "WaitProcess", parked)
+    services, _ = _fake_services()
+    servicer = LazyAgentServicer(services)
+    call = asyncio.create_task(servicer.CreateContainer("c"))  # type: ignore[attr-defined]
+    waiting = asyncio.create_task(servicer.WaitProcess("w"))  # type: ignore[attr-defined]
+    await entered.wait()
+    preload = asyncio.create_task(servicer.preload(["guest", "network"]))
+    await asyncio.sleep(0.05)
+    assert imports.started == ["containers"]  # the call's own area only
+    assert not preload.done()
+    release.set()
+    assert await call == "created"
+    await preload  # WaitProcess is still parked: it does not count
+    assert imports.started == ["containers", "guest", "network"]
+    assert not waiting.done()
+    waiting.cancel()
