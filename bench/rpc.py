@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -403,7 +404,7 @@ def main() -> int:
     return 0
 
 
-def _table(results: dict[str, float], targets: dict[str, float]) -> str:
+def _table(results: Mapping[str, float], targets: Mapping[str, float]) -> str:
     lines = []
     for key, value in results.items():
         target = targets.get(key)

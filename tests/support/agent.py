@@ -355,7 +355,7 @@ def _test_main(argv: list[str]) -> int:
                 raise ImportError(f"test: the {area} area does not import")
             real_import_all(modules)
 
-        lazy_servicer._import_all = import_all  # type: ignore[assignment]
+        lazy_servicer._import_all = import_all
     grace = os.environ.get("KATA_TEST_STDIO_GRACE")
     if grace is not None:
         import dataclasses
