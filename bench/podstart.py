@@ -1,7 +1,8 @@
 """Pod start through kata-agent-hv: CreateVM to the first output of a container, as the Kata runtime
 drives it with ``[hypervisor.remote]``, and the agent's own per-RPC durations from its log.
 
-    .venv/bin/python bench/podstart.py [--rounds 3] [--build DIR [--build DIR2]] [--idle S] [--json]
+    .venv/bin/python bench/podstart.py [--rounds 3] [--build DIR [--build DIR2]] [--idle S]
+                                       [--append-b WORD] [--json]
 
 One kata-agent-hv per build directory (started once, not timed); each round, for each build in
 turn (A/B interleaved when two are given): CreateVM, StartVM (boot, until the agent answers), then
@@ -172,20 +173,31 @@ def summarise(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 async def run(
-    builds: list[Path], rounds: int, extra: list[str], idle: float = 0.0
+    builds: list[Path],
+    rounds: int,
+    extra: list[str],
+    idle: float = 0.0,
+    append_b: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    services = [
-        start_hv(build, "--keep-logs", "--log-rpc", "--append", "agent.log=debug", *extra)
-        for build in builds
-    ]
-    results: dict[str, list[dict[str, float]]] = {str(b): [] for b in builds}
+    """``append_b``: kernel command line words for the second build's guests only."""
+    labels, services = [], []
+    for i, build in enumerate(builds):
+        words = append_b if i == 1 else ()
+        appended = [a for w in words for a in ("--append", w)]
+        labels.append(" ".join((str(build), *words)))
+        services.append(
+            start_hv(
+                build, "--keep-logs", "--log-rpc", "--append", "agent.log=debug", *appended, *extra
+            )
+        )
+    results: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
     try:
         for i in range(rounds):
-            for build, hv in zip(builds, services, strict=True):
+            for label, hv in zip(labels, services, strict=True):
                 r = await one_round(hv, idle)
-                results[str(build)].append(r)
+                results[label].append(r)
                 print(
-                    f"round {i + 1} {build}: CreateVM to first output {r['total_s']:.2f} s "
+                    f"round {i + 1} {label}: CreateVM to first output {r['total_s']:.2f} s "
                     f"(StartVM {r['start_vm_s']:.2f} s)",
                     file=sys.stderr,
                 )
@@ -193,7 +205,7 @@ async def run(
         for hv in services:
             hv.stop()
             hv.remove()
-    return {build: summarise(rs) for build, rs in results.items()}
+    return {label: summarise(rs) for label, rs in results.items()}
 
 
 def main() -> int:
@@ -215,15 +227,26 @@ def main() -> int:
         help="seconds between the first Check and CreateSandbox (a runtime's own work there; "
         "not counted in the figures): the agent's time to preload",
     )
+    p.add_argument(
+        "--append-b",
+        action="append",
+        default=[],
+        metavar="WORD",
+        help="a guest kernel command line word for the second --build only (the same build twice "
+        "with --append-b agent.preload_areas=none: with and without the preload)",
+    )
     p.add_argument("--hv-arg", action="append", default=[], help="extra kata-agent-hv argument")
     args = p.parse_args()
     builds = [b.absolute() for b in (args.build or [REPO / "build"])]
+    if args.append_b and len(builds) != 2:
+        print("error: --append-b needs two --build", file=sys.stderr)
+        return 1
     for build in builds:
         if not (build / "image.json").is_file():
             print(f"error: {build}/image.json missing (run `make initrd`)", file=sys.stderr)
             return 1
     load = os.getloadavg()
-    report = asyncio.run(run(builds, args.rounds, args.hv_arg, args.idle))
+    report = asyncio.run(run(builds, args.rounds, args.hv_arg, args.idle, tuple(args.append_b)))
     uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
     report_all: dict[str, Any] = {
         "load_before": [round(x, 2) for x in load],
